@@ -1,0 +1,50 @@
+//! The `BlobStore` interface: where layer bytes live while a fill stages them and
+//! after they are published. Deliberately narrow (stage, commit, open at an offset,
+//! remove, list) so that an object-store implementation can follow. Implementations
+//! never decide what is a hit: only the record in sled does.
+
+use crate::oci::Digest;
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read};
+
+/// Where a published blob's bytes are, as recorded in its sled record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "store", rename_all = "lowercase")]
+pub enum BlobLocation {
+    /// `data_dir/blobs/sha256/<2>/<hex>`, named by the digest.
+    Files,
+    /// Chunks in sled keyed by the fill that wrote them.
+    Sled { fill_id: u64 },
+}
+
+/// A reader positioned at some offset of a blob.
+pub type BlobReader = Box<dyn Read + Send>;
+
+/// Bytes being written by one fill, readable by joiners while it runs.
+pub trait StagedBlob: Send {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// How many bytes a reader opened with [`BlobStore::open_staged`] can read now.
+    fn readable_len(&self) -> u64;
+    /// Makes the bytes durable and permanent (the caller has verified them) and says
+    /// where they now live. Nothing is a hit until the caller publishes the record.
+    fn commit(self: Box<Self>, digest: &Digest) -> io::Result<BlobLocation>;
+    /// Throws the staged bytes away.
+    fn discard(self: Box<Self>);
+}
+
+pub trait BlobStore: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Starts staging the bytes of fill `fill_id`.
+    fn begin(&self, fill_id: u64) -> io::Result<Box<dyn StagedBlob>>;
+    /// Opens the staged bytes of a running fill at `offset`.
+    fn open_staged(&self, fill_id: u64, offset: u64) -> io::Result<BlobReader>;
+    /// Opens a published blob at `offset`.
+    fn open(&self, digest: &Digest, location: &BlobLocation, offset: u64) -> io::Result<BlobReader>;
+    /// The size of a published blob's bytes, `None` when they are missing.
+    fn stored_size(&self, digest: &Digest, location: &BlobLocation) -> io::Result<Option<u64>>;
+    fn remove(&self, digest: &Digest, location: &BlobLocation) -> io::Result<()>;
+    /// Removes staged data of fills that will never finish (after a crash).
+    fn discard_staged(&self, fill_id: u64) -> io::Result<()>;
+    /// Every published location with the digest it claims to hold, for orphan repair.
+    fn list(&self) -> io::Result<Vec<(Option<Digest>, BlobLocation)>>;
+}

@@ -1,0 +1,342 @@
+//! The cache: sled is the database of record for blob records, manifests (inline,
+//! byte-exact), tag mappings, tag lists and the fill journal; blob bytes live in a
+//! [`BlobStore`]. Only this module names sled. sled calls block, so the async API runs
+//! them on the blocking pool.
+
+pub mod blob_store;
+pub mod files;
+pub mod sled_store;
+
+pub use blob_store::{BlobLocation, BlobReader, BlobStore, StagedBlob};
+
+use crate::config::BlobStoreKind;
+use crate::oci::Digest;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error("blob store I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("blocking task failed: {0}")]
+    Join(String),
+}
+
+pub type CacheResult<T> = Result<T, CacheError>;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A published, verified blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub size: u64,
+    pub location: BlobLocation,
+    pub created_ms: u64,
+}
+
+/// A manifest stored byte-exact with the media type it was served with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredManifest {
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// What a tag pointed at when pullgate last asked upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub digest: String,
+    pub media_type: String,
+    pub fetched_ms: u64,
+}
+
+/// A page of an upstream tag list, kept to answer when upstream is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagListPage {
+    pub body: String,
+    /// The upstream `Link` target (path and query), if there was a next page.
+    pub next: Option<String>,
+}
+
+struct Inner {
+    db: sled::Db,
+    blobs: sled::Tree,
+    manifests: sled::Tree,
+    tags: sled::Tree,
+    tag_lists: sled::Tree,
+    fills: sled::Tree,
+    store: Box<dyn BlobStore>,
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+/// What startup repair found and fixed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    pub interrupted_fills: usize,
+    pub records_without_data: usize,
+    pub data_without_record: usize,
+}
+
+fn tag_key(upstream: &str, repo: &str, tag: &str) -> Vec<u8> {
+    format!("{upstream}\n{repo}\n{tag}").into_bytes()
+}
+
+impl Cache {
+    /// Opens (or creates) the database under `data_dir/db` and the chosen blob store,
+    /// then repairs what a crash may have left behind.
+    pub fn open(data_dir: &Path, kind: BlobStoreKind) -> CacheResult<(Cache, RepairReport)> {
+        std::fs::create_dir_all(data_dir)?;
+        let db = sled::Config::new()
+            .path(data_dir.join("db"))
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let store: Box<dyn BlobStore> = match kind {
+            BlobStoreKind::Files => Box::new(files::FileBlobStore::open(data_dir)?),
+            BlobStoreKind::Sled => Box::new(sled_store::SledBlobStore::open(&db)?),
+        };
+        let inner = Inner {
+            blobs: db.open_tree("blobs")?,
+            manifests: db.open_tree("manifests")?,
+            tags: db.open_tree("tags")?,
+            tag_lists: db.open_tree("tag_lists")?,
+            fills: db.open_tree("fills")?,
+            db,
+            store,
+        };
+        let report = inner.repair()?;
+        Ok((Cache { inner: Arc::new(inner) }, report))
+    }
+
+    pub fn store_name(&self) -> &'static str {
+        self.inner.store.name()
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> CacheResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> CacheResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| CacheError::Join(e.to_string()))?
+    }
+
+    pub async fn blob(&self, digest: &Digest) -> CacheResult<Option<BlobRecord>> {
+        let d = digest.clone();
+        self.blocking(move |i| i.blob(&d)).await
+    }
+
+    /// Synchronous lookup, for the fill registry's double-check under its lock.
+    pub fn blob_now(&self, digest: &Digest) -> CacheResult<Option<BlobRecord>> {
+        self.inner.blob(digest)
+    }
+
+    pub async fn open_blob(&self, digest: &Digest, record: &BlobRecord, offset: u64) -> CacheResult<BlobReader> {
+        let (d, loc) = (digest.clone(), record.location.clone());
+        self.blocking(move |i| Ok(i.store.open(&d, &loc, offset)?)).await
+    }
+
+    pub async fn open_staged(&self, fill_id: u64, offset: u64) -> CacheResult<BlobReader> {
+        self.blocking(move |i| Ok(i.store.open_staged(fill_id, offset)?)).await
+    }
+
+    /// Starts a fill: a journal entry (so a crash is cleaned up) and staged storage.
+    pub async fn begin_fill(&self, digest: &Digest) -> CacheResult<(u64, Box<dyn StagedBlob>)> {
+        let d = digest.clone();
+        self.blocking(move |i| {
+            let fill_id = i.db.generate_id()?;
+            i.fills.insert(fill_id.to_be_bytes(), d.hex().as_bytes())?;
+            let staged = i.store.begin(fill_id)?;
+            Ok((fill_id, staged))
+        })
+        .await
+    }
+
+    /// Commits verified staged bytes and publishes the record with one compare-and-swap
+    /// (absent → present). Returns the record now in force.
+    pub async fn publish(&self, digest: &Digest, fill_id: u64, staged: Box<dyn StagedBlob>, size: u64) -> CacheResult<BlobRecord> {
+        let d = digest.clone();
+        self.blocking(move |i| {
+            let location = staged.commit(&d)?;
+            let record = BlobRecord { size, location, created_ms: now_ms() };
+            let value = serde_json::to_vec(&record).map_err(|e| CacheError::Corrupt(e.to_string()))?;
+            let swapped = i.blobs.compare_and_swap(d.hex().as_bytes(), None as Option<&[u8]>, Some(value))?;
+            i.fills.remove(fill_id.to_be_bytes())?;
+            i.db.flush()?;
+            match swapped {
+                Ok(()) => Ok(record),
+                Err(current) => {
+                    // Someone published first; keep theirs. Only remove ours when it
+                    // lives elsewhere (a content-addressed file is the same file).
+                    let existing: BlobRecord = decode(current.current.as_deref())?
+                        .ok_or_else(|| CacheError::Corrupt("CAS conflict without a value".into()))?;
+                    if existing.location != record.location {
+                        i.store.remove(&d, &record.location)?;
+                    }
+                    Ok(existing)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Throws away a fill's staged bytes (failed verification or upstream error).
+    pub async fn abort_fill(&self, fill_id: u64, staged: Box<dyn StagedBlob>) -> CacheResult<()> {
+        self.blocking(move |i| {
+            staged.discard();
+            i.fills.remove(fill_id.to_be_bytes())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Drops a record whose data turned out to be missing or wrong, and the data.
+    pub async fn remove_blob(&self, digest: &Digest) -> CacheResult<()> {
+        let d = digest.clone();
+        self.blocking(move |i| {
+            if let Some(old) = i.blobs.remove(d.hex().as_bytes())? {
+                let record: Option<BlobRecord> = decode(Some(&old))?;
+                if let Some(r) = record {
+                    i.store.remove(&d, &r.location)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn manifest(&self, digest: &Digest) -> CacheResult<Option<StoredManifest>> {
+        let d = digest.clone();
+        self.blocking(move |i| {
+            let Some(v) = i.manifests.get(d.hex().as_bytes())? else { return Ok(None) };
+            let split = v.iter().position(|b| *b == b'\n').ok_or_else(|| CacheError::Corrupt("manifest".into()))?;
+            let media_type = String::from_utf8_lossy(&v[..split]).into_owned();
+            Ok(Some(StoredManifest { media_type, bytes: Bytes::copy_from_slice(&v[split + 1..]) }))
+        })
+        .await
+    }
+
+    pub async fn put_manifest(&self, digest: &Digest, media_type: &str, bytes: Bytes) -> CacheResult<()> {
+        let d = digest.clone();
+        let mut value = Vec::with_capacity(media_type.len() + 1 + bytes.len());
+        value.extend_from_slice(media_type.replace('\n', "").as_bytes());
+        value.push(b'\n');
+        value.extend_from_slice(&bytes);
+        self.blocking(move |i| {
+            i.manifests.insert(d.hex().as_bytes(), value)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn tag(&self, upstream: &str, repo: &str, tag: &str) -> CacheResult<Option<TagRecord>> {
+        let key = tag_key(upstream, repo, tag);
+        self.blocking(move |i| decode(i.tags.get(key)?.as_deref())).await
+    }
+
+    pub async fn put_tag(&self, upstream: &str, repo: &str, tag: &str, record: TagRecord) -> CacheResult<()> {
+        let key = tag_key(upstream, repo, tag);
+        self.blocking(move |i| {
+            i.tags.insert(key, serde_json::to_vec(&record).map_err(|e| CacheError::Corrupt(e.to_string()))?)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn tag_list(&self, upstream: &str, repo: &str, query: &str) -> CacheResult<Option<TagListPage>> {
+        let key = tag_key(upstream, repo, query);
+        self.blocking(move |i| decode(i.tag_lists.get(key)?.as_deref())).await
+    }
+
+    pub async fn put_tag_list(&self, upstream: &str, repo: &str, query: &str, page: TagListPage) -> CacheResult<()> {
+        let key = tag_key(upstream, repo, query);
+        self.blocking(move |i| {
+            i.tag_lists.insert(key, serde_json::to_vec(&page).map_err(|e| CacheError::Corrupt(e.to_string()))?)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Writes everything to disk (shutdown, tests).
+    pub async fn flush(&self) -> CacheResult<()> {
+        self.blocking(|i| {
+            i.db.flush()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: Option<&[u8]>) -> CacheResult<Option<T>> {
+    value
+        .map(|v| serde_json::from_slice(v).map_err(|e| CacheError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+impl Inner {
+    fn blob(&self, digest: &Digest) -> CacheResult<Option<BlobRecord>> {
+        decode(self.blobs.get(digest.hex().as_bytes())?.as_deref())
+    }
+
+    /// sled is authoritative: interrupted fills are discarded, records whose data is
+    /// missing or the wrong size are dropped (a miss), data nobody records is deleted.
+    fn repair(&self) -> CacheResult<RepairReport> {
+        let mut report = RepairReport::default();
+        for item in self.fills.iter() {
+            let (k, _) = item?;
+            let fill_id = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| CacheError::Corrupt("fill key".into()))?);
+            self.store.discard_staged(fill_id)?;
+            self.fills.remove(k)?;
+            report.interrupted_fills += 1;
+        }
+        let mut live = std::collections::HashSet::new();
+        for item in self.blobs.iter() {
+            let (k, v) = item?;
+            let digest = std::str::from_utf8(&k).ok().and_then(|h| Digest::from_hex(h).ok());
+            let record: Option<BlobRecord> = serde_json::from_slice(&v).ok();
+            let intact = match (&digest, &record) {
+                (Some(d), Some(r)) => self.store.stored_size(d, &r.location)? == Some(r.size),
+                _ => false,
+            };
+            if intact {
+                if let (Some(d), Some(r)) = (digest, record) {
+                    live.insert((d.hex().to_string(), r.location));
+                }
+            } else {
+                self.blobs.remove(&k)?;
+                if let (Some(d), Some(r)) = (digest, record) {
+                    self.store.remove(&d, &r.location)?;
+                }
+                report.records_without_data += 1;
+            }
+        }
+        for (digest, location) in self.store.list()? {
+            let referenced = match (&digest, &location) {
+                (Some(d), loc) => live.contains(&(d.hex().to_string(), loc.clone())),
+                (None, loc) => live.iter().any(|(_, l)| l == loc),
+            };
+            if !referenced {
+                let d = digest.unwrap_or_else(|| Digest::of(b""));
+                self.store.remove(&d, &location)?;
+                report.data_without_record += 1;
+            }
+        }
+        self.db.flush()?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,371 @@
+//! The TOML configuration: parsing (unknown keys are errors), human durations and
+//! sizes, validation that names the offending key, and the secrets read from files.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+/// A duration written as `"500ms"`, `"30s"`, `"5m"`, `"2h"` or `"7d"`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HumanDuration(pub Duration);
+
+/// A size written as `"1024"`, `"64KiB"`, `"200GiB"`, `"10MB"` (binary and decimal units).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ByteSize(pub u64);
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() || num.len() > 12 {
+        return Err(format!("{s:?} is not a duration like \"30s\", \"5m\", \"2h\""));
+    }
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration"))?;
+    let millis_per = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
+    };
+    Ok(Duration::from_millis(n.checked_mul(millis_per).ok_or_else(|| format!("{s:?} is too long"))?))
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms > 0 && ms % per == 0 {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() || num.len() > 20 {
+        return Err(format!("{s:?} is not a size like \"512MiB\" or \"200GiB\""));
+    }
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(HumanDuration).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => parse_size(&s).map(ByteSize).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+/// Where layer bytes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobStoreKind {
+    #[default]
+    Files,
+    Sled,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:5000".to_string()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_tag_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_response_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_body_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_upstream: Option<String>,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    #[serde(default = "default_tag_ttl")]
+    pub tag_ttl: HumanDuration,
+    #[serde(default)]
+    pub blob_store: BlobStoreKind,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { tag_ttl: default_tag_ttl(), blob_store: BlobStoreKind::Files }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_redirect_hosts: Vec<String>,
+    /// Hosts other than the upstream's own that may serve its token realm.
+    #[serde(default)]
+    pub allow_realm_hosts: Vec<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: HumanDuration,
+    #[serde(default = "default_body_idle_timeout")]
+    pub body_idle_timeout: HumanDuration,
+}
+
+/// A secret read from a file; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml_str(&text)
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("{:?} is not an address like \"0.0.0.0:5000\"", self.listen)))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.cache.tag_ttl.0 > Duration::from_secs(365 * 86_400) {
+            return Err(invalid("cache.tag_ttl", "must be at most 365d"));
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let key = |k: &str| format!("upstream[{i}].{k}");
+            if crate::oci::RepoName::parse(&u.name).is_err() {
+                return Err(invalid(key("name"), format!("{:?} must be a lowercase registry name such as \"registry.redhat.io\"", u.name)));
+            }
+            if names.contains(&u.name.as_str()) {
+                return Err(invalid(key("name"), format!("{:?} is configured twice", u.name)));
+            }
+            names.push(&u.name);
+            let url = url::Url::parse(&u.url).map_err(|e| invalid(key("url"), format!("{:?}: {e}", u.url)))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(invalid(key("url"), format!("{:?} must be an http(s) URL with a host", u.url)));
+            }
+            if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+                return Err(invalid(key("url"), "must not carry a query string or credentials (use username and password_file)"));
+            }
+            match (&u.username, &u.password_file) {
+                (Some(_), None) => return Err(invalid(key("password_file"), "is required when username is set")),
+                (None, Some(_)) => return Err(invalid(key("username"), "is required when password_file is set")),
+                _ => {}
+            }
+            for (k, hosts) in [("allow_redirect_hosts", &u.allow_redirect_hosts), ("allow_realm_hosts", &u.allow_realm_hosts)] {
+                for h in hosts.iter() {
+                    if h.is_empty() || h.contains(['/', '@', ' ', '*']) {
+                        return Err(invalid(key(k), format!("{h:?} must be a host name, optionally with :port")));
+                    }
+                }
+            }
+            for (k, d) in [("connect_timeout", u.connect_timeout), ("response_timeout", u.response_timeout), ("body_idle_timeout", u.body_idle_timeout)] {
+                if d.0.is_zero() {
+                    return Err(invalid(key(k), "must be greater than zero"));
+                }
+            }
+        }
+        if let Some(d) = &self.default_upstream
+            && !names.contains(&d.as_str())
+        {
+            return Err(invalid("default_upstream", format!("{d:?} is not the name of a configured [[upstream]]")));
+        }
+        Ok(())
+    }
+
+    /// Reads every `password_file`, so a missing or unreadable secret fails at startup.
+    pub fn read_secrets(&self) -> Result<Vec<Option<Secret>>, ConfigError> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| match &u.password_file {
+                None => Ok(None),
+                Some(p) => std::fs::read_to_string(p)
+                    .map(|s| Some(Secret(s.trim_end_matches(['\r', '\n']).to_string())))
+                    .map_err(|e| invalid(format!("upstream[{i}].password_file"), format!("cannot read {}: {e}", p.display()))),
+            })
+            .collect()
+    }
+
+    /// The effective configuration as TOML (secrets are only ever file paths here).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml_str("[[upstream]]\nname = \"r.io\"\nurl = \"https://r.io\"\n").unwrap();
+        assert_eq!(c.listen, "0.0.0.0:5000");
+        assert_eq!(c.cache.tag_ttl.0, Duration::from_secs(300));
+        assert_eq!(c.cache.blob_store, BlobStoreKind::Files);
+        assert_eq!(c.upstreams[0].response_timeout.0, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |t: &str| Config::from_toml_str(t).unwrap_err().to_string();
+        assert!(err("bogus = 1").contains("bogus"));
+        assert!(err("[cache]\ntag_ttl = \"5 parsecs\"").contains("tag_ttl"));
+        assert!(err("[cache]\nblob_store = \"s3\"").contains("blob_store"));
+        assert!(err("listen = \"nope\"").contains("`listen`"));
+        assert!(err("default_upstream = \"x\"").contains("default_upstream"));
+        assert!(err("[[upstream]]\nname = \"a\"\nurl = \"ftp://a\"").contains("upstream[0].url"));
+        assert!(err("[[upstream]]\nname = \"A B\"\nurl = \"https://a\"").contains("upstream[0].name"));
+        assert!(err("[[upstream]]\nname = \"a\"\nurl = \"https://a\"\nusername = \"u\"").contains("password_file"));
+        assert!(err("[[upstream]]\nname = \"a\"\nurl = \"https://a\"\nsurprise = 1").contains("surprise"));
+        assert!(err("[[upstream]]\nname = \"a\"\nurl = \"https://a\"\n[[upstream]]\nname = \"a\"\nurl = \"https://b\"").contains("twice"));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("999999999999d").is_err());
+        assert_eq!(parse_size("200GiB"), Ok(200 << 30));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("42"), Ok(42));
+        assert!(parse_size("1ZiB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
+    }
+
+    proptest! {
+        #[test]
+        fn duration_parser_never_panics(s in "\\PC{0,30}") { let _ = parse_duration(&s); }
+
+        #[test]
+        fn size_parser_never_panics(s in "\\PC{0,30}") { let _ = parse_size(&s); }
+
+        #[test]
+        fn durations_roundtrip(n in 1u64..100_000, unit in prop::sample::select(vec!["ms", "s", "m", "h", "d"])) {
+            let d = parse_duration(&format!("{n}{unit}")).unwrap();
+            prop_assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+    }
+}

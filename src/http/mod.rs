@@ -1,0 +1,266 @@
+//! The client-facing HTTP surface (axum): one handler parses every `/v2/` path with the
+//! tested route parser, dispatches to the proxy, and renders OCI responses and errors.
+
+pub mod error;
+
+use crate::oci::media::AcceptSet;
+use crate::oci::range::RangeSpec;
+use crate::oci::route::Route;
+use crate::oci::ErrorCode;
+use crate::proxy::{read, BlobAnswer, CacheStatus, Proxy, Target};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use error::ApiError;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::info;
+
+pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub proxy: Arc<Proxy>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+/// The query parameters pullgate reads; everything else is ignored.
+#[derive(Default)]
+struct Query {
+    ns: Option<String>,
+    n: Option<String>,
+    last: Option<String>,
+}
+
+fn parse_query(uri: &Uri) -> Query {
+    let mut q = Query::default();
+    if let Some(raw) = uri.query() {
+        for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+            match k.as_ref() {
+                "ns" => q.ns = Some(v.into_owned()),
+                "n" => q.n = Some(v.into_owned()),
+                "last" => q.last = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+    }
+    q
+}
+
+async fn dispatch(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let (mut resp, cache, name) = match handle(&app, &method, &uri, &headers).await {
+        Ok((resp, cache, name)) => (resp, cache, name),
+        Err(e) => (e.into_response(), None, None),
+    };
+    resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    info!(
+        method = %method,
+        path = uri.path(),
+        name = name.as_deref().unwrap_or("-"),
+        status = resp.status().as_u16(),
+        cache = cache.map(CacheStatus::as_str).unwrap_or("-"),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    resp
+}
+
+type Handled = (Response, Option<CacheStatus>, Option<String>);
+
+async fn handle(app: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Handled, ApiError> {
+    let route = Route::parse(uri.path())?;
+    let query = parse_query(uri);
+    let read_only = matches!(*method, Method::GET | Method::HEAD);
+    match route {
+        Route::BlobUpload { .. } => Err(ApiError::unsupported("uploading blobs")),
+        _ if !read_only => Err(ApiError::unsupported(&format!("{method} requests"))),
+        Route::Base => Ok((([(header::CONTENT_TYPE, "application/json")], "{}").into_response(), None, None)),
+        Route::Catalog => Err(ApiError::new(StatusCode::NOT_FOUND, ErrorCode::Unsupported, "the catalog is not available through pullgate")),
+        Route::Referrers { .. } => Err(ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, "the referrers API is not available; use the tag schema")),
+        Route::Manifest { name, reference } => {
+            let target = app.proxy.resolve(&name, query.ns.as_deref())?;
+            let accept = AcceptSet::from_header_values(headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
+            let answer = app.proxy.manifest(&target, &reference, &accept).await?;
+            let mut resp = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, answer.media_type.as_str())
+                .header(header::CONTENT_LENGTH, answer.bytes.len())
+                .header("docker-content-digest", answer.digest.to_string());
+            resp = with_namespace(resp, query.ns.as_deref(), &target);
+            let body = if *method == Method::HEAD { Body::empty() } else { Body::from(answer.bytes) };
+            Ok((resp.body(body).map_err(internal)?, Some(answer.cache), Some(name.to_string())))
+        }
+        Route::Blob { name, digest } => {
+            let target = app.proxy.resolve(&name, query.ns.as_deref())?;
+            let range = match headers.get(header::RANGE) {
+                Some(v) => Some(RangeSpec::parse(v.to_str().map_err(|_| ApiError::from(crate::oci::range::RangeError::Malformed))?)?),
+                None => None,
+            };
+            let resp = if *method == Method::HEAD {
+                head_blob(app, &target, &digest, query.ns.as_deref()).await?
+            } else {
+                get_blob(app, &target, &digest, range, query.ns.as_deref()).await?
+            };
+            Ok((resp.0, Some(resp.1), Some(name.to_string())))
+        }
+        Route::TagsList { name } => {
+            let target = app.proxy.resolve(&name, query.ns.as_deref())?;
+            let upstream_query = {
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                if let Some(n) = &query.n {
+                    q.append_pair("n", n);
+                }
+                if let Some(last) = &query.last {
+                    q.append_pair("last", last);
+                }
+                q.finish()
+            };
+            let (page, status) = app.proxy.tags_list(&target, &upstream_query).await?;
+            let body = rename_tag_list(&page.body, name.as_str());
+            let mut resp = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json");
+            if let Some(next) = page.next.as_deref().and_then(|n| client_link(n, name.as_str(), query.ns.as_deref())) {
+                resp = resp.header(header::LINK, next);
+            }
+            resp = with_namespace(resp, query.ns.as_deref(), &target);
+            let body = if *method == Method::HEAD { Body::empty() } else { Body::from(body) };
+            Ok((resp.body(body).map_err(internal)?, Some(status), Some(name.to_string())))
+        }
+    }
+}
+
+fn internal(e: axum::http::Error) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable, format!("cannot build response: {e}"))
+}
+
+fn with_namespace(resp: axum::http::response::Builder, ns: Option<&str>, target: &Target) -> axum::http::response::Builder {
+    match ns {
+        Some(_) => resp.header("oci-namespace", target.upstream.name.as_str()),
+        None => resp,
+    }
+}
+
+/// Upstream's tag list body with `name` set to the name the client used.
+fn rename_tag_list(body: &str, client_name: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(mut v) => {
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("name".into(), serde_json::Value::String(client_name.to_string()));
+            }
+            v.to_string()
+        }
+        Err(_) => body.to_string(),
+    }
+}
+
+/// Rewrites upstream's next-page target into the client's namespace as an absolute path.
+fn client_link(upstream_target: &str, client_name: &str, ns: Option<&str>) -> Option<String> {
+    let query = upstream_target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == "n" || k == "last" {
+            out.append_pair(&k, &v);
+        }
+    }
+    if let Some(ns) = ns {
+        out.append_pair("ns", ns);
+    }
+    let q = out.finish();
+    Some(format!("</v2/{client_name}/tags/list?{q}>; rel=\"next\""))
+}
+
+async fn head_blob(app: &AppState, target: &Target, digest: &crate::oci::Digest, ns: Option<&str>) -> Result<(Response, CacheStatus), ApiError> {
+    let (size, status) = app.proxy.blob_size(target, digest).await?;
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("docker-content-digest", digest.to_string());
+    if let Some(size) = size {
+        resp = resp.header(header::CONTENT_LENGTH, size);
+    }
+    resp = with_namespace(resp, ns, target);
+    Ok((resp.body(Body::empty()).map_err(internal)?, status))
+}
+
+async fn get_blob(app: &AppState, target: &Target, digest: &crate::oci::Digest, range: Option<RangeSpec>, ns: Option<&str>) -> Result<(Response, CacheStatus), ApiError> {
+    let answer = app.proxy.blob(target, digest).await?;
+    let (size, status) = match &answer {
+        BlobAnswer::Cached { record, .. } => (Some(record.size), CacheStatus::Hit),
+        BlobAnswer::Filling { fill, cache } => {
+            let mut p = fill.started().await;
+            if p.size.is_none() && range.is_some() {
+                // Without a Content-Length the range can only be resolved at the end.
+                let mut rx = fill.progress();
+                p = rx.wait_for(|p| p.outcome.is_some()).await.map(|p| p.clone()).unwrap_or(p);
+                if let Some(Ok(r)) = &p.outcome {
+                    p.size = Some(r.size);
+                }
+            }
+            if let Some(Err(e)) = p.outcome {
+                return Err(crate::proxy::ProxyError::from(e).into());
+            }
+            (p.size, *cache)
+        }
+    };
+    let span = match (range, size) {
+        (Some(r), Some(size)) => match r.resolve(size) {
+            Ok(span) => span,
+            Err(crate::oci::range::RangeError::Unsatisfiable) => return Err(ApiError::range_not_satisfiable(size)),
+            Err(e) => return Err(e.into()),
+        },
+        _ => None,
+    };
+    let (first, end) = match (span, size) {
+        (Some(s), _) => (s.first, s.last + 1),
+        (None, Some(size)) => (0, size),
+        (None, None) => (0, u64::MAX),
+    };
+    let body = match answer {
+        BlobAnswer::Cached { digest, record } => Body::from_stream(read::published(app.proxy.cache.clone(), digest, record, first, end)),
+        BlobAnswer::Filling { fill, .. } => Body::from_stream(read::filling(app.proxy.cache.clone(), fill, first, end)),
+    };
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("docker-content-digest", digest.to_string());
+    resp = match (span, size) {
+        (Some(s), Some(size)) => resp
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, s.content_range(size))
+            .header(header::CONTENT_LENGTH, s.len()),
+        (_, Some(size)) => resp.status(StatusCode::OK).header(header::CONTENT_LENGTH, size),
+        _ => resp.status(StatusCode::OK),
+    };
+    resp = with_namespace(resp, ns, target);
+    Ok((resp.body(body).map_err(internal)?, status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_rewritten_to_the_client_name() {
+        assert_eq!(
+            client_link("/v2/ubi9/ubi/tags/list?last=b&n=2", "registry.redhat.io/ubi9/ubi", None).unwrap(),
+            "</v2/registry.redhat.io/ubi9/ubi/tags/list?last=b&n=2>; rel=\"next\""
+        );
+        assert_eq!(
+            client_link("/v2/ubi9/ubi/tags/list?n=2&last=b&evil=x", "ubi9/ubi", Some("registry.redhat.io")).unwrap(),
+            "</v2/ubi9/ubi/tags/list?n=2&last=b&ns=registry.redhat.io>; rel=\"next\""
+        );
+    }
+
+    #[test]
+    fn tag_list_names_are_rewritten() {
+        assert_eq!(rename_tag_list(r#"{"name":"ubi9/ubi","tags":["a"]}"#, "r/ubi9/ubi"), r#"{"name":"r/ubi9/ubi","tags":["a"]}"#);
+    }
+}

@@ -1,0 +1,186 @@
+//! Manifest media types, the client's `Accept` set (every header line, comma lists,
+//! parameters and `*/*`), and the local negotiation a tag request gets.
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_V1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub const DOCKER_V1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// What pullgate asks upstream for on every manifest request (schema 1 is not wanted:
+/// Red Hat refuses it by digest and clients are moving off it).
+pub const UPSTREAM_MANIFEST_ACCEPT: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+
+/// Longest manifest body pullgate accepts (distribution's limit).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+pub fn is_index(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_LIST
+}
+
+pub fn is_known_manifest(media_type: &str) -> bool {
+    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, DOCKER_V1, DOCKER_V1_SIGNED].contains(&media_type)
+}
+
+/// The media type without parameters, lowercased: `Content-Type` as pullgate stores it.
+pub fn essence(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// The media type of a manifest: the `Content-Type` upstream gave when it names a
+/// manifest type, else the body's `mediaType` field (redirect hops and old registries
+/// send `text/html` or `application/json`), else the given `Content-Type`.
+pub fn manifest_media_type(content_type: Option<&str>, body: &[u8]) -> String {
+    let from_header = content_type.map(essence).unwrap_or_default();
+    if is_known_manifest(&from_header) {
+        return from_header;
+    }
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+        #[serde(rename = "schemaVersion")]
+        schema_version: Option<u32>,
+    }
+    if let Ok(probe) = serde_json::from_slice::<Probe>(body) {
+        if let Some(mt) = probe.media_type {
+            return essence(&mt);
+        }
+        // An OCI manifest or index may omit mediaType.
+        if probe.schema_version == Some(2) {
+            return if probe.manifests.is_some() { OCI_INDEX } else { OCI_MANIFEST }.to_string();
+        }
+    }
+    if from_header.is_empty() { "application/octet-stream".to_string() } else { from_header }
+}
+
+/// The set of media types a client accepts, from all of its `Accept` header lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AcceptSet {
+    types: Vec<String>,
+    any: bool,
+}
+
+impl AcceptSet {
+    /// Builds the set from every `Accept` header line. No header at all accepts anything,
+    /// as distribution does for clients that do not negotiate.
+    pub fn from_header_values<'a>(values: impl IntoIterator<Item = &'a str>) -> AcceptSet {
+        let mut set = AcceptSet::default();
+        let mut saw_header = false;
+        for line in values {
+            saw_header = true;
+            for item in line.split(',') {
+                let mut parts = item.split(';');
+                let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+                let refused = parts.any(|p| {
+                    let p = p.trim();
+                    p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+                });
+                if media.is_empty() || refused {
+                    continue;
+                }
+                if media == "*/*" || media == "application/*" {
+                    set.any = true;
+                } else if !set.types.contains(&media) {
+                    set.types.push(media);
+                }
+            }
+        }
+        if !saw_header {
+            set.any = true;
+        }
+        set
+    }
+
+    pub fn accepts(&self, media_type: &str) -> bool {
+        self.any || self.types.iter().any(|t| t == media_type)
+    }
+
+    /// `true` when the client takes some single-image manifest type.
+    pub fn accepts_image_manifest(&self) -> bool {
+        self.accepts(OCI_MANIFEST) || self.accepts(DOCKER_MANIFEST)
+    }
+}
+
+/// A platform entry of an index or manifest list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub digest: String,
+    pub media_type: String,
+    pub os: Option<String>,
+    pub architecture: Option<String>,
+}
+
+/// The entries of an OCI index or Docker manifest list (empty when it is not one).
+pub fn index_entries(body: &[u8]) -> Vec<IndexEntry> {
+    #[derive(serde::Deserialize)]
+    struct Platform {
+        os: Option<String>,
+        architecture: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        digest: String,
+        #[serde(rename = "mediaType", default)]
+        media_type: String,
+        platform: Option<Platform>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Entry>,
+    }
+    serde_json::from_slice::<Index>(body)
+        .map(|i| {
+            i.manifests
+                .into_iter()
+                .map(|e| IndexEntry {
+                    digest: e.digest,
+                    media_type: e.media_type,
+                    os: e.platform.as_ref().and_then(|p| p.os.clone()),
+                    architecture: e.platform.and_then(|p| p.architecture),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_collects_every_line() {
+        let podman = [OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_V1_SIGNED, DOCKER_V1, DOCKER_LIST, OCI_INDEX];
+        let set = AcceptSet::from_header_values(podman);
+        assert!(set.accepts(OCI_INDEX) && set.accepts(DOCKER_LIST));
+        let one_line = format!("{DOCKER_MANIFEST}, {DOCKER_LIST};q=0.9, {OCI_MANIFEST}; q=0");
+        let set = AcceptSet::from_header_values([one_line.as_str()]);
+        assert!(set.accepts(DOCKER_LIST) && set.accepts(DOCKER_MANIFEST));
+        assert!(!set.accepts(OCI_MANIFEST), "q=0 refuses");
+        assert!(!set.accepts(OCI_INDEX));
+        assert!(AcceptSet::from_header_values([format!("{DOCKER_MANIFEST}, */*").as_str()]).accepts(OCI_INDEX));
+        assert!(AcceptSet::from_header_values(std::iter::empty()).accepts(OCI_INDEX));
+    }
+
+    #[test]
+    fn media_type_falls_back_to_body() {
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
+        assert_eq!(manifest_media_type(Some("text/html; charset=utf-8"), body), DOCKER_MANIFEST);
+        assert_eq!(manifest_media_type(Some(&format!("{OCI_MANIFEST}; charset=utf-8")), b"{}"), OCI_MANIFEST);
+        assert_eq!(manifest_media_type(None, br#"{"schemaVersion":2,"manifests":[]}"#), OCI_INDEX);
+        assert_eq!(manifest_media_type(None, b"not json"), "application/octet-stream");
+    }
+
+    #[test]
+    fn reads_index_entries() {
+        let body = br#"{"manifests":[{"digest":"sha256:aa","mediaType":"m","platform":{"os":"linux","architecture":"amd64"}},{"digest":"sha256:bb"}]}"#;
+        let e = index_entries(body);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].architecture.as_deref(), Some("amd64"));
+        assert_eq!(e[1].os, None);
+        assert!(index_entries(b"[]").is_empty());
+    }
+}

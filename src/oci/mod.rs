@@ -1,0 +1,15 @@
+//! Pure OCI distribution protocol types shared by every layer: digests, repository
+//! names, references, routes, ranges, media types and `WWW-Authenticate` challenges.
+//! Nothing here does I/O.
+
+pub mod challenge;
+pub mod digest;
+pub mod error;
+pub mod media;
+pub mod name;
+pub mod range;
+pub mod route;
+
+pub use digest::{Digest, DigestHasher};
+pub use error::ErrorCode;
+pub use name::{Reference, RepoName, Tag};

@@ -1,0 +1,144 @@
+//! Parses a request path under `/v2/` into a typed route. Repository names contain `/`,
+//! so the path is read from the right: the last segments say what is asked for, and
+//! everything before them is the name.
+
+use super::digest::{Digest, DigestError};
+use super::name::{NameError, Reference, ReferenceError, RepoName};
+
+/// Longest request path pullgate looks at; anything longer is refused before parsing.
+pub const MAX_PATH_LEN: usize = 2048;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /v2/`: the API version check.
+    Base,
+    Manifest { name: RepoName, reference: Reference },
+    Blob { name: RepoName, digest: Digest },
+    /// Any blob upload path: pullgate is read-only.
+    BlobUpload { name: RepoName },
+    TagsList { name: RepoName },
+    Referrers { name: RepoName, digest: Digest },
+    Catalog,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("not a registry API path")]
+    NotFound,
+    #[error("request path is too long")]
+    PathTooLong,
+    #[error("invalid repository name: {0}")]
+    Name(#[from] NameError),
+    #[error("invalid digest: {0}")]
+    Digest(#[from] DigestError),
+    #[error("invalid reference: {0}")]
+    Reference(ReferenceError),
+}
+
+impl Route {
+    /// Parses a raw (still percent-encoded) request path. Percent-encoded bytes are never
+    /// decoded: no valid name, tag or digest contains `%`, so they are simply invalid.
+    pub fn parse(path: &str) -> Result<Route, RouteError> {
+        if path.len() > MAX_PATH_LEN {
+            return Err(RouteError::PathTooLong);
+        }
+        let rest = match path.strip_prefix("/v2") {
+            Some("") | Some("/") => return Ok(Route::Base),
+            Some(rest) => rest.strip_prefix('/').ok_or(RouteError::NotFound)?,
+            None => return Err(RouteError::NotFound),
+        };
+        if rest == "_catalog" {
+            return Ok(Route::Catalog);
+        }
+        let segments: Vec<&str> = rest.split('/').collect();
+        let n = segments.len();
+        let name_of = |upto: usize| RepoName::parse(&segments[..upto].join("/"));
+
+        if n >= 3 && segments[n - 2] == "manifests" {
+            let reference = Reference::parse(segments[n - 1]).map_err(|e| match e {
+                ReferenceError::BadDigest(d) => RouteError::Digest(d),
+                other => RouteError::Reference(other),
+            })?;
+            return Ok(Route::Manifest { name: name_of(n - 2)?, reference });
+        }
+        if n >= 3 && segments[n - 2] == "tags" && segments[n - 1] == "list" {
+            return Ok(Route::TagsList { name: name_of(n - 2)? });
+        }
+        if n >= 3 && segments[n - 2] == "referrers" {
+            let digest = Digest::parse(segments[n - 1])?;
+            return Ok(Route::Referrers { name: name_of(n - 2)?, digest });
+        }
+        // `<name>/blobs/uploads/` and `<name>/blobs/uploads/<id>`.
+        if let Some(i) = segments.iter().rposition(|s| *s == "uploads")
+            && i >= 2
+            && segments[i - 1] == "blobs"
+            && n - i <= 2
+        {
+            return Ok(Route::BlobUpload { name: name_of(i - 1)? });
+        }
+        if n >= 3 && segments[n - 2] == "blobs" {
+            let digest = Digest::parse(segments[n - 1])?;
+            return Ok(Route::Blob { name: name_of(n - 2)?, digest });
+        }
+        Err(RouteError::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn parses_routes() {
+        assert_eq!(Route::parse("/v2/"), Ok(Route::Base));
+        assert_eq!(Route::parse("/v2"), Ok(Route::Base));
+        assert_eq!(Route::parse("/v2/_catalog"), Ok(Route::Catalog));
+        match Route::parse("/v2/registry.redhat.io/ubi9/ubi/manifests/latest").unwrap() {
+            Route::Manifest { name, reference } => {
+                assert_eq!(name.as_str(), "registry.redhat.io/ubi9/ubi");
+                assert_eq!(reference.to_string(), "latest");
+            }
+            other => panic!("{other:?}"),
+        }
+        match Route::parse(&format!("/v2/a/blobs/b/blobs/{D}")).unwrap() {
+            Route::Blob { name, digest } => {
+                assert_eq!(name.as_str(), "a/blobs/b");
+                assert_eq!(digest.to_string(), D);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(Route::parse("/v2/a/b/tags/list"), Ok(Route::TagsList { .. })));
+        assert!(matches!(Route::parse("/v2/a/blobs/uploads/"), Ok(Route::BlobUpload { .. })));
+        assert!(matches!(Route::parse("/v2/a/blobs/uploads/1234-abcd"), Ok(Route::BlobUpload { .. })));
+        assert!(matches!(Route::parse(&format!("/v2/a/referrers/{D}")), Ok(Route::Referrers { .. })));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert_eq!(Route::parse("/v3/"), Err(RouteError::NotFound));
+        assert_eq!(Route::parse("/v2x"), Err(RouteError::NotFound));
+        assert_eq!(Route::parse("/v2/a/b"), Err(RouteError::NotFound));
+        assert!(matches!(Route::parse("/v2/../etc/manifests/latest"), Err(RouteError::Name(_))));
+        assert!(matches!(Route::parse("/v2/%2e%2e/manifests/latest"), Err(RouteError::Name(_))));
+        assert!(matches!(Route::parse("/v2/a/manifests/sha256:totallywrong"), Err(RouteError::Digest(_))));
+        assert!(matches!(Route::parse("/v2/a/blobs/sha256:ABC"), Err(RouteError::Digest(_))));
+        assert!(matches!(Route::parse("/v2/a/manifests/-bad"), Err(RouteError::Reference(_))));
+        assert!(matches!(Route::parse("/v2/manifests/latest"), Err(RouteError::NotFound)));
+        assert_eq!(Route::parse(&format!("/v2/{}", "a/".repeat(2000))), Err(RouteError::PathTooLong));
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in "/v2/\\PC{0,200}") {
+            let _ = Route::parse(&s);
+        }
+
+        #[test]
+        fn parse_any_segments_never_panics(segs in proptest::collection::vec("(manifests|blobs|tags|list|uploads|referrers|a|\\.\\.|sha256:[0-9a-f]{64}|)", 0..8)) {
+            let _ = Route::parse(&format!("/v2/{}", segs.join("/")));
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Fills: one detached upstream download per digest, however many clients ask. The
+//! fill hashes and stages bytes as they arrive; clients that join read the staged bytes
+//! (from the start, or from their Range offset) while it runs. The last byte is held
+//! back until the digest and size are verified, so no client ever receives a complete,
+//! clean response of bad bytes. A dropped upstream body resumes with `Range` from a
+//! fresh redirect.
+
+use crate::cache::{BlobRecord, Cache, StagedBlob};
+use crate::oci::{Digest, DigestHasher, RepoName};
+use crate::upstream::{BlobBody, Upstream, UpstreamError};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+/// How many times a fill re-requests a blob after its body broke.
+pub const MAX_RESUMES: u32 = 5;
+
+/// Why a fill did not publish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FillError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("verification failed: {0}")]
+    Verification(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// What readers of a fill can see.
+#[derive(Debug, Clone, Default)]
+pub struct FillProgress {
+    /// Upstream answered: `size` is as good as it gets.
+    pub started: bool,
+    /// The blob size from upstream's `Content-Length`, when it sent one.
+    pub size: Option<u64>,
+    /// Bytes readers may read from the staged data now.
+    pub readable: u64,
+    /// Set once: published, or failed.
+    pub outcome: Option<Result<BlobRecord, FillError>>,
+}
+
+pub struct Fill {
+    pub digest: Digest,
+    pub fill_id: u64,
+    progress: watch::Receiver<FillProgress>,
+}
+
+impl Fill {
+    pub fn progress(&self) -> watch::Receiver<FillProgress> {
+        self.progress.clone()
+    }
+
+    /// Waits until upstream answered (or the fill ended).
+    pub async fn started(&self) -> FillProgress {
+        let mut rx = self.progress.clone();
+        let result = rx.wait_for(|p| p.started || p.outcome.is_some()).await.map(|p| p.clone());
+        result.unwrap_or_else(|_| FillProgress {
+            outcome: Some(Err(FillError::Storage("fill task ended unexpectedly".into()))),
+            ..Default::default()
+        })
+    }
+}
+
+/// Counters a test or metrics endpoint can read.
+#[derive(Debug, Default)]
+pub struct FillStats {
+    pub started: std::sync::atomic::AtomicU64,
+    pub published: std::sync::atomic::AtomicU64,
+    pub verification_failures: std::sync::atomic::AtomicU64,
+    pub resumes: std::sync::atomic::AtomicU64,
+}
+
+/// The running fills, by digest.
+#[derive(Default)]
+pub struct FillRegistry {
+    running: Mutex<HashMap<Digest, Arc<Fill>>>,
+    pub stats: Arc<FillStats>,
+}
+
+pub enum Lookup {
+    Cached(BlobRecord),
+    /// A running fill, and whether this request joined one another request started.
+    Filling(Arc<Fill>, bool),
+}
+
+impl FillRegistry {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.running().len()
+    }
+
+    /// Returns the published blob, the running fill, or a new fill started for it.
+    pub async fn get_or_start(
+        self: &Arc<Self>,
+        cache: &Cache,
+        upstream: Arc<Upstream>,
+        repo: RepoName,
+        digest: &Digest,
+    ) -> Result<Lookup, FillError> {
+        if let Some(fill) = self.running().get(digest).cloned() {
+            return Ok(Lookup::Filling(fill, true));
+        }
+        let (fill_id, staged) = cache.begin_fill(digest).await.map_err(|e| FillError::Storage(e.to_string()))?;
+        let (tx, rx) = watch::channel(FillProgress::default());
+        let fill = Arc::new(Fill { digest: digest.clone(), fill_id, progress: rx });
+        {
+            let mut running = self.running();
+            if let Some(existing) = running.get(digest).cloned() {
+                drop(running);
+                let c = cache.clone();
+                tokio::spawn(async move { c.abort_fill(fill_id, staged).await });
+                return Ok(Lookup::Filling(existing, true));
+            }
+            // A fill may have published between the caller's cache check and now: it
+            // publishes before it leaves this map, so this re-check under the lock sees it.
+            if let Ok(Some(record)) = cache.blob_now(digest) {
+                drop(running);
+                let c = cache.clone();
+                tokio::spawn(async move { c.abort_fill(fill_id, staged).await });
+                return Ok(Lookup::Cached(record));
+            }
+            running.insert(digest.clone(), fill.clone());
+        }
+        self.stats.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let task = FillTask { registry: self.clone(), cache: cache.clone(), upstream, repo, digest: digest.clone(), fill_id, tx };
+        tokio::spawn(task.run(staged));
+        Ok(Lookup::Filling(fill, false))
+    }
+}
+
+struct FillTask {
+    registry: Arc<FillRegistry>,
+    cache: Cache,
+    upstream: Arc<Upstream>,
+    repo: RepoName,
+    digest: Digest,
+    fill_id: u64,
+    tx: watch::Sender<FillProgress>,
+}
+
+/// Staged bytes and the running hash, moved to the blocking pool for each write.
+struct Sink {
+    staged: Box<dyn StagedBlob>,
+    hasher: DigestHasher,
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64 << attempt.min(6);
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64 % base.max(1))
+        .unwrap_or(0);
+    Duration::from_millis(base + jitter)
+}
+
+impl FillTask {
+    async fn run(self, staged: Box<dyn StagedBlob>) {
+        let mut sink = Some(Sink { staged, hasher: DigestHasher::new() });
+        let result = self.download(&mut sink).await;
+        let outcome = match (result, sink) {
+            (Ok(size), Some(sink)) => self.finish(sink, size).await,
+            (Err(e), Some(sink)) => {
+                let _ = self.cache.abort_fill(self.fill_id, sink.staged).await;
+                Err(e)
+            }
+            (Ok(_), None) | (Err(_), None) => Err(FillError::Storage("staged data lost in a failed write".into())),
+        };
+        match &outcome {
+            Ok(record) => {
+                self.registry.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                info!(upstream = %self.upstream.name, digest = %self.digest, size = record.size, "blob verified and cached");
+            }
+            Err(FillError::Verification(why)) => {
+                self.registry.stats.verification_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                error!(upstream = %self.upstream.name, digest = %self.digest, %why, "blob failed verification; discarded");
+            }
+            Err(e) => warn!(upstream = %self.upstream.name, digest = %self.digest, error = %e, "blob fill failed"),
+        }
+        let readable = outcome.as_ref().map(|r| r.size).unwrap_or(self.tx.borrow().readable);
+        self.tx.send_modify(|p| {
+            p.readable = readable;
+            p.started = true;
+            p.outcome = Some(outcome);
+        });
+        self.registry.running().remove(&self.digest);
+    }
+
+    async fn finish(&self, sink: Sink, size: u64) -> Result<BlobRecord, FillError> {
+        let actual = sink.hasher.clone().finish();
+        if actual != self.digest {
+            let _ = self.cache.abort_fill(self.fill_id, sink.staged).await;
+            return Err(FillError::Verification(format!("upstream bytes hash to {actual}")));
+        }
+        self.cache
+            .publish(&self.digest, self.fill_id, sink.staged, size)
+            .await
+            .map_err(|e| FillError::Storage(e.to_string()))
+    }
+
+    /// Streams the blob into the sink, resuming after broken bodies. Returns the size.
+    async fn download(&self, sink: &mut Option<Sink>) -> Result<u64, FillError> {
+        let mut body = self.upstream.get_blob(&self.repo, &self.digest, 0).await?;
+        let size = body.content_length;
+        self.tx.send_modify(|p| {
+            p.started = true;
+            p.size = size;
+        });
+        let mut written: u64 = 0;
+        let mut skip: u64 = 0;
+        let mut resumes = 0u32;
+        loop {
+            match body.next_chunk().await {
+                Some(Ok(chunk)) => {
+                    let chunk = if skip > 0 {
+                        let n = skip.min(chunk.len() as u64);
+                        skip -= n;
+                        chunk.slice(n as usize..)
+                    } else {
+                        chunk
+                    };
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    written += chunk.len() as u64;
+                    if size.is_some_and(|s| written > s) {
+                        return Err(FillError::Verification(format!("upstream sent more than the {} bytes it announced", size.unwrap_or(0))));
+                    }
+                    let readable = self.write(sink, chunk).await?;
+                    // Hold back the tail: readers never see the last byte before verification.
+                    let visible = match size {
+                        Some(s) => readable.min(s.saturating_sub(1)),
+                        None => readable.min(written.saturating_sub(1)),
+                    };
+                    self.tx.send_if_modified(|p| {
+                        let changed = p.readable != visible;
+                        p.readable = visible;
+                        changed
+                    });
+                }
+                None => break,
+                Some(Err(e)) => {
+                    resumes += 1;
+                    if resumes > MAX_RESUMES {
+                        return Err(e.into());
+                    }
+                    self.registry.stats.resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    warn!(upstream = %self.upstream.name, digest = %self.digest, offset = written, attempt = resumes, error = %e, "blob body broke; resuming");
+                    tokio::time::sleep(backoff(resumes)).await;
+                    body = self.reopen(written, size).await?;
+                    skip = if body.status.as_u16() == 206 { 0 } else { written };
+                }
+            }
+        }
+        if let Some(s) = size
+            && written != s
+        {
+            return Err(FillError::Verification(format!("upstream sent {written} of {s} bytes")));
+        }
+        Ok(written)
+    }
+
+    /// Asks the registry again (a fresh redirect: the signed CDN URL may have expired).
+    async fn reopen(&self, from: u64, size: Option<u64>) -> Result<BlobBody, FillError> {
+        let mut last = None;
+        for attempt in 0..3 {
+            match self.upstream.get_blob(&self.repo, &self.digest, from).await {
+                Ok(body) => {
+                    if body.status.as_u16() == 206 && body.range_start != Some(from) {
+                        return Err(FillError::Upstream(UpstreamError::Protocol("resumed at the wrong offset".into())));
+                    }
+                    if body.status.as_u16() == 206 && size.is_some() && body.range_total.is_some() && body.range_total != size {
+                        return Err(FillError::Verification("blob size changed between requests".into()));
+                    }
+                    return Ok(body);
+                }
+                Err(e) if e.is_transient() => {
+                    last = Some(e);
+                    tokio::time::sleep(backoff(attempt + 1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.unwrap_or(UpstreamError::Protocol("resume failed".into())).into())
+    }
+
+    async fn write(&self, sink: &mut Option<Sink>, chunk: Bytes) -> Result<u64, FillError> {
+        let mut s = sink.take().ok_or_else(|| FillError::Storage("no staged data".into()))?;
+        let (s, result) = tokio::task::spawn_blocking(move || {
+            s.hasher.update(&chunk);
+            let r = s.staged.write(&chunk);
+            let readable = s.staged.readable_len();
+            (s, r.map(|_| readable))
+        })
+        .await
+        .map_err(|e| FillError::Storage(e.to_string()))?;
+        *sink = Some(s);
+        result.map_err(|e| FillError::Storage(e.to_string()))
+    }
+}

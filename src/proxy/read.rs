@@ -1,0 +1,139 @@
+//! Byte streams for clients: a published blob read from the store, or a running fill
+//! read as far as it has been staged, waiting for more. Reads run on the blocking pool
+//! in bounded chunks, so memory per client stays small whatever the blob size.
+
+use super::fill::{Fill, FillError};
+use crate::cache::{BlobReader, BlobRecord, Cache};
+use crate::oci::Digest;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use std::io::{self, Read};
+use std::sync::Arc;
+
+/// Largest read handed to the client in one frame.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+async fn read_some(reader: BlobReader, max: usize) -> io::Result<(BlobReader, Bytes)> {
+    tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        let mut buf = BytesMut::zeroed(max);
+        let mut filled = 0;
+        while filled < max {
+            let n = reader.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        buf.truncate(filled);
+        Ok((reader, buf.freeze()))
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Bytes `first..end` of a published blob.
+pub fn published(cache: Cache, digest: Digest, record: BlobRecord, first: u64, end: u64) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    async_stream(move |tx| async move {
+        let mut reader = cache.open_blob(&digest, &record, first).await.map_err(io::Error::other)?;
+        let mut pos = first;
+        while pos < end {
+            let want = ((end - pos) as usize).min(READ_CHUNK);
+            let (r, bytes) = read_some(reader, want).await?;
+            reader = r;
+            if bytes.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stored blob is shorter than its record"));
+            }
+            pos += bytes.len() as u64;
+            if tx.send(Ok(bytes)).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Bytes `first..end` of a blob that a fill is writing; follows the fill as it grows
+/// and ends with an error if the fill fails.
+pub fn filling(cache: Cache, fill: Arc<Fill>, first: u64, end: u64) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    async_stream(move |tx| async move {
+        let mut progress = fill.progress();
+        let mut reader: Option<BlobReader> = None;
+        let mut pos = first;
+        while pos < end {
+            let snapshot = progress
+                .wait_for(|p| p.readable > pos || p.outcome.is_some())
+                .await
+                .map_err(|_| io::Error::other("fill ended unexpectedly"))?
+                .clone();
+            match &snapshot.outcome {
+                Some(Err(e)) => return Err(fill_failed(e)),
+                Some(Ok(record)) if reader.is_none() => {
+                    // Published before this reader opened anything: read the blob itself.
+                    reader = Some(cache.open_blob(&fill.digest, record, pos).await.map_err(io::Error::other)?);
+                }
+                _ => {}
+            }
+            if let Some(Ok(record)) = &snapshot.outcome
+                && pos >= record.size
+            {
+                break;
+            }
+            if reader.is_none() {
+                match cache.open_staged(fill.fill_id, pos).await {
+                    Ok(r) => reader = Some(r),
+                    Err(_) => {
+                        // The staged file was renamed by a publish that raced this open.
+                        let p = progress.wait_for(|p| p.outcome.is_some()).await.map_err(|_| io::Error::other("fill ended unexpectedly"))?.clone();
+                        match p.outcome {
+                            Some(Ok(record)) => reader = Some(cache.open_blob(&fill.digest, &record, pos).await.map_err(io::Error::other)?),
+                            Some(Err(e)) => return Err(fill_failed(&e)),
+                            None => return Err(io::Error::other("fill ended unexpectedly")),
+                        }
+                    }
+                }
+            }
+            let limit = snapshot.readable.min(end);
+            if limit <= pos {
+                continue;
+            }
+            let want = ((limit - pos) as usize).min(READ_CHUNK);
+            let r = reader.take().ok_or_else(|| io::Error::other("no reader"))?;
+            let (r, bytes) = read_some(r, want).await?;
+            reader = Some(r);
+            if bytes.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "staged blob is shorter than announced"));
+            }
+            pos += bytes.len() as u64;
+            if tx.send(Ok(bytes)).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    })
+}
+
+fn fill_failed(e: &FillError) -> io::Error {
+    io::Error::other(format!("upstream fill failed: {e}"))
+}
+
+/// A small channel-backed stream: the producer runs as its own task and an error it
+/// returns becomes the stream's last item, which aborts the HTTP body.
+fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = io::Result<Bytes>> + Send
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = io::Result<()>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let err_tx = tx.clone();
+    tokio::spawn(async move {
+        if let Err(e) = producer(tx).await {
+            let _ = err_tx.send(Err(e)).await;
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,525 @@
+//! The upstream client: one reqwest client per configured registry, the Bearer/Basic
+//! token flow, redirects followed by pullgate itself (only to allowed hosts, never with
+//! `Authorization`, never shown to clients), and timeouts per phase. Only this module
+//! names reqwest.
+
+pub mod auth;
+
+use crate::config::{Secret, UpstreamConfig};
+use crate::oci::{challenge, media, Digest, RepoName};
+use auth::{AuthState, Credentials, Scheme, TokenResponse};
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, LOCATION, RANGE};
+use reqwest::{Method, StatusCode};
+use std::time::Duration;
+use tracing::{debug, warn};
+
+const MAX_REDIRECTS: usize = 5;
+const USER_AGENT: &str = concat!("pullgate/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("not found upstream")]
+    NotFound,
+    #[error("upstream refused access: {0}")]
+    Denied(String),
+    #[error("upstream rate limit")]
+    TooManyRequests { retry_after: Option<u64> },
+    #[error("upstream answered {0}")]
+    Status(u16),
+    #[error("redirect to {host:?} refused: not in allow_redirect_hosts")]
+    RedirectRefused { host: String },
+    #[error("token realm on {host:?} refused: not the upstream host nor in allow_realm_hosts")]
+    RealmRefused { host: String },
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+}
+
+impl UpstreamError {
+    /// Errors after which serving a stale tag mapping is right (stale-if-error).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unreachable(_)
+                | UpstreamError::Timeout(_)
+                | UpstreamError::TooManyRequests { .. }
+                | UpstreamError::Status(500..=599)
+        )
+    }
+}
+
+fn classify(e: reqwest::Error) -> UpstreamError {
+    if e.is_timeout() {
+        UpstreamError::Timeout("response")
+    } else {
+        // The error's Display may include the URL (a signed CDN query string): keep
+        // only the kind of failure.
+        let kind = if e.is_connect() { "connect failed" } else if e.is_body() { "body read failed" } else { "request failed" };
+        UpstreamError::Unreachable(kind.to_string())
+    }
+}
+
+/// A manifest as upstream served it.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub bytes: Bytes,
+    pub content_type: Option<String>,
+    pub digest_header: Option<String>,
+}
+
+/// What a manifest HEAD said.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    pub digest: Option<Digest>,
+    pub content_type: Option<String>,
+}
+
+/// A blob body on its way in.
+pub struct BlobBody {
+    pub status: StatusCode,
+    pub content_length: Option<u64>,
+    /// For a 206: the first byte and the total size from `Content-Range`.
+    pub range_start: Option<u64>,
+    pub range_total: Option<u64>,
+    response: reqwest::Response,
+    idle_timeout: Duration,
+}
+
+impl BlobBody {
+    /// The next frame, bounded by the idle timeout; `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
+        match tokio::time::timeout(self.idle_timeout, self.response.chunk()).await {
+            Err(_) => Some(Err(UpstreamError::Timeout("the next body frame"))),
+            Ok(Ok(Some(b))) => Some(Ok(b)),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some(Err(classify(e))),
+        }
+    }
+}
+
+pub struct Upstream {
+    pub name: String,
+    base: url::Url,
+    client: reqwest::Client,
+    credentials: Option<Credentials>,
+    allow_redirect_hosts: Vec<String>,
+    allow_realm_hosts: Vec<String>,
+    response_timeout: Duration,
+    idle_timeout: Duration,
+    auth: std::sync::Mutex<AuthState>,
+    /// Serialises token fetches so concurrent misses do not stampede the realm.
+    token_fetch: tokio::sync::Mutex<()>,
+}
+
+/// Installs rustls' ring provider once per process (reqwest is built without one).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn host_port(u: &url::Url) -> (String, Option<u16>) {
+    (u.host_str().unwrap_or("").to_ascii_lowercase(), u.port_or_known_default())
+}
+
+/// `true` when `url`'s host matches an entry (`host` or `host:port`).
+fn host_allowed(url: &url::Url, allowed: &[String]) -> bool {
+    let (host, port) = host_port(url);
+    allowed.iter().any(|entry| {
+        let entry = entry.to_ascii_lowercase();
+        match entry.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h == host && p.parse::<u16>().ok() == port,
+            _ => entry == host,
+        }
+    })
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig, password: Option<Secret>) -> Result<Upstream, String> {
+        install_crypto_provider();
+        let base = url::Url::parse(&config.url).map_err(|e| e.to_string())?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout.0)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| format!("cannot build HTTP client for {}: {e}", config.name))?;
+        let credentials = match (&config.username, password) {
+            (Some(username), Some(password)) => Some(Credentials { username: username.clone(), password }),
+            _ => None,
+        };
+        Ok(Upstream {
+            name: config.name.clone(),
+            base,
+            client,
+            credentials,
+            allow_redirect_hosts: config.allow_redirect_hosts.clone(),
+            allow_realm_hosts: config.allow_realm_hosts.clone(),
+            response_timeout: config.response_timeout.0,
+            idle_timeout: config.body_idle_timeout.0,
+            auth: std::sync::Mutex::new(AuthState::default()),
+            token_fetch: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn url(&self, path_and_query: &str) -> Result<url::Url, UpstreamError> {
+        let base = self.base.as_str().trim_end_matches('/');
+        url::Url::parse(&format!("{base}{path_and_query}")).map_err(|e| UpstreamError::Protocol(e.to_string()))
+    }
+
+    fn auth_state(&self) -> std::sync::MutexGuard<'_, AuthState> {
+        self.auth.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The `Authorization` value for a scope, fetching a token if the upstream wants one.
+    async fn authorization(&self, scope: &str, force_refresh: bool) -> Result<Option<String>, UpstreamError> {
+        let scheme = self.auth_state().scheme.clone();
+        match scheme {
+            Scheme::Unknown | Scheme::Anonymous => Ok(None),
+            Scheme::Basic => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
+            Scheme::Bearer { realm, service } => {
+                if !force_refresh && let Some(t) = self.auth_state().token(scope) {
+                    return Ok(Some(format!("Bearer {}", t.value)));
+                }
+                let _serial = self.token_fetch.lock().await;
+                if !force_refresh && let Some(t) = self.auth_state().token(scope) {
+                    return Ok(Some(format!("Bearer {}", t.value)));
+                }
+                let (token, expires_in) = self.fetch_token(&realm, service.as_deref(), scope).await?;
+                self.auth_state().store_token(scope, token.clone(), expires_in);
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    async fn fetch_token(&self, realm: &url::Url, service: Option<&str>, scope: &str) -> Result<(String, Option<u64>), UpstreamError> {
+        let mut url = realm.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", scope);
+            if let Some(c) = &self.credentials {
+                q.append_pair("account", &c.username);
+            }
+        }
+        let mut req = self.client.get(url).header(ACCEPT_ENCODING, "identity");
+        if let Some(c) = &self.credentials {
+            req = req.header(AUTHORIZATION, c.basic_header());
+        }
+        let resp = tokio::time::timeout(self.response_timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout("the token endpoint"))?
+            .map_err(classify)?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            warn!(upstream = %self.name, %status, "token endpoint refused the configured credentials");
+            return Err(UpstreamError::Denied(format!("token endpoint answered {status}")));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(UpstreamError::TooManyRequests { retry_after: retry_after(resp.headers()) });
+        }
+        if !status.is_success() {
+            return Err(UpstreamError::Status(status.as_u16()));
+        }
+        let body = tokio::time::timeout(self.response_timeout, resp.bytes())
+            .await
+            .map_err(|_| UpstreamError::Timeout("the token body"))?
+            .map_err(classify)?;
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| UpstreamError::Protocol("token endpoint answered something that is not a token".into()))?;
+        parsed
+            .into_token()
+            .ok_or_else(|| UpstreamError::Protocol("token endpoint answered without token or access_token".into()))
+    }
+
+    /// Learns the upstream's scheme from a 401's challenges. Returns the scope the
+    /// challenge asks for when it says `insufficient_scope`.
+    fn learn_challenge(&self, headers: &HeaderMap) -> Result<Option<String>, UpstreamError> {
+        let challenges: Vec<_> = headers
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(challenge::parse)
+            .collect();
+        let scheme = if let Some(b) = challenges.iter().find(|c| c.is_bearer()) {
+            let realm = b.param("realm").ok_or_else(|| UpstreamError::Protocol("Bearer challenge without realm".into()))?;
+            let realm = url::Url::parse(realm).map_err(|_| UpstreamError::Protocol("Bearer realm is not a URL".into()))?;
+            if !matches!(realm.scheme(), "http" | "https") {
+                return Err(UpstreamError::Protocol("Bearer realm is not http(s)".into()));
+            }
+            let same_host = host_port(&realm).0 == host_port(&self.base).0;
+            if !same_host && !host_allowed(&realm, &self.allow_realm_hosts) {
+                let host = realm.host_str().unwrap_or("").to_string();
+                warn!(upstream = %self.name, %host, "refusing token realm on a host that is not configured");
+                return Err(UpstreamError::RealmRefused { host });
+            }
+            if self.base.scheme() == "https" && realm.scheme() == "http" {
+                return Err(UpstreamError::Protocol("Bearer realm downgrades https to http".into()));
+            }
+            let scope = (b.param("error") == Some("insufficient_scope")).then(|| b.param("scope").map(str::to_string)).flatten();
+            let new = Scheme::Bearer { realm, service: b.param("service").map(str::to_string) };
+            self.auth_state().scheme = new;
+            return Ok(scope);
+        } else if challenges.iter().any(|c| c.is_basic()) {
+            Scheme::Basic
+        } else {
+            return Err(UpstreamError::Denied("upstream answered 401 without a usable challenge".into()));
+        };
+        self.auth_state().scheme = scheme;
+        Ok(None)
+    }
+
+    /// Sends a request for `repo` with auth, one refresh-and-retry on 401 (same
+    /// headers), and redirects followed to allowed hosts without credentials.
+    async fn send(&self, method: Method, path_and_query: &str, repo: &RepoName, headers: HeaderMap) -> Result<reqwest::Response, UpstreamError> {
+        let mut scope = format!("repository:{}:pull", repo.as_str());
+        let url = self.url(path_and_query)?;
+        let mut refreshed = false;
+        loop {
+            let authorization = self.authorization(&scope, refreshed).await?;
+            let resp = self.send_following_redirects(method.clone(), url.clone(), &headers, authorization).await?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
+            if refreshed {
+                warn!(upstream = %self.name, repo = %repo, "upstream still answers 401 after a fresh token");
+                return Err(UpstreamError::Denied("upstream refused the credentials".into()));
+            }
+            if let Some(s) = self.learn_challenge(resp.headers())? {
+                scope = s;
+            }
+            if matches!(self.auth_state().scheme, Scheme::Basic) && self.credentials.is_none() {
+                return Err(UpstreamError::Denied("upstream wants Basic credentials and none are configured".into()));
+            }
+            self.auth_state().forget_token(&scope);
+            refreshed = true;
+        }
+    }
+
+    async fn send_following_redirects(&self, method: Method, mut url: url::Url, headers: &HeaderMap, authorization: Option<String>) -> Result<reqwest::Response, UpstreamError> {
+        let origin = host_port(&self.base);
+        for hop in 0..=MAX_REDIRECTS {
+            let mut req = self.client.request(method.clone(), url.clone()).headers(headers.clone());
+            // Credentials only ever go to the upstream's own origin.
+            if host_port(&url) == origin
+                && let Some(a) = &authorization
+            {
+                req = req.header(AUTHORIZATION, a);
+            }
+            let what = if hop == 0 { "response headers" } else { "redirected response headers" };
+            let resp = tokio::time::timeout(self.response_timeout, req.send())
+                .await
+                .map_err(|_| UpstreamError::Timeout(what))?
+                .map_err(classify)?;
+            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| UpstreamError::Protocol("redirect without Location".into()))?;
+            let next = url.join(location).map_err(|_| UpstreamError::Protocol("redirect to an invalid URL".into()))?;
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(UpstreamError::Protocol("redirect to a non-http URL".into()));
+            }
+            if url.scheme() == "https" && next.scheme() == "http" {
+                return Err(UpstreamError::Protocol("redirect downgrades https to http".into()));
+            }
+            let same_origin = host_port(&next) == origin;
+            if !same_origin && !host_allowed(&next, &self.allow_redirect_hosts) {
+                let host = next.host_str().unwrap_or("").to_string();
+                warn!(upstream = %self.name, %host, "refused redirect to a host not in allow_redirect_hosts; add it if it is a legitimate CDN host");
+                return Err(UpstreamError::RedirectRefused { host });
+            }
+            // Never log the full URL: its query string is a signed credential.
+            debug!(upstream = %self.name, host = next.host_str().unwrap_or(""), "following redirect");
+            url = next;
+        }
+        Err(UpstreamError::Protocol("too many redirects".into()))
+    }
+
+    fn base_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        h
+    }
+
+    fn manifest_headers() -> HeaderMap {
+        let mut h = Self::base_headers();
+        h.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        h
+    }
+
+    fn check_status(&self, resp: &reqwest::Response) -> Result<(), UpstreamError> {
+        let status = resp.status();
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            404 => Err(UpstreamError::NotFound),
+            401 | 403 => Err(UpstreamError::Denied(format!("upstream answered {status}"))),
+            429 => Err(UpstreamError::TooManyRequests { retry_after: retry_after(resp.headers()) }),
+            code => Err(UpstreamError::Status(code)),
+        }
+    }
+
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<FetchedManifest, UpstreamError> {
+        let path = format!("/v2/{}/manifests/{reference}", repo.as_str());
+        let resp = self.send(Method::GET, &path, repo, Self::manifest_headers()).await?;
+        self.check_status(&resp)?;
+        let content_type = header_string(resp.headers(), "content-type");
+        let digest_header = header_string(resp.headers(), "docker-content-digest");
+        if resp.content_length().is_some_and(|l| l > media::MAX_MANIFEST_BYTES as u64) {
+            return Err(UpstreamError::Protocol("manifest larger than 4 MiB".into()));
+        }
+        let mut body = BlobBody {
+            status: resp.status(),
+            content_length: resp.content_length(),
+            range_start: None,
+            range_total: None,
+            response: resp,
+            idle_timeout: self.idle_timeout,
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next_chunk().await {
+            bytes.extend_from_slice(&chunk?);
+            if bytes.len() > media::MAX_MANIFEST_BYTES {
+                return Err(UpstreamError::Protocol("manifest larger than 4 MiB".into()));
+            }
+        }
+        Ok(FetchedManifest { bytes: Bytes::from(bytes), content_type, digest_header })
+    }
+
+    pub async fn head_manifest(&self, repo: &RepoName, reference: &str) -> Result<ManifestHead, UpstreamError> {
+        let path = format!("/v2/{}/manifests/{reference}", repo.as_str());
+        let resp = self.send(Method::HEAD, &path, repo, Self::manifest_headers()).await?;
+        self.check_status(&resp)?;
+        Ok(ManifestHead {
+            digest: header_string(resp.headers(), "docker-content-digest").and_then(|d| Digest::parse(&d).ok()),
+            content_type: header_string(resp.headers(), "content-type"),
+        })
+    }
+
+    /// Starts a blob download, optionally from an offset (`Range: bytes=N-`).
+    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, from: u64) -> Result<BlobBody, UpstreamError> {
+        let path = format!("/v2/{}/blobs/{digest}", repo.as_str());
+        let mut headers = Self::base_headers();
+        if from > 0 {
+            headers.insert(RANGE, HeaderValue::from_str(&format!("bytes={from}-")).map_err(|e| UpstreamError::Protocol(e.to_string()))?);
+        }
+        let resp = self.send(Method::GET, &path, repo, headers).await?;
+        self.check_status(&resp)?;
+        if resp.headers().get("content-encoding").is_some_and(|v| v.as_bytes() != b"identity") {
+            return Err(UpstreamError::Protocol("upstream applied a Content-Encoding despite Accept-Encoding: identity".into()));
+        }
+        let (range_start, range_total) = header_string(resp.headers(), "content-range")
+            .and_then(|v| parse_content_range(&v))
+            .map_or((None, None), |(s, t)| (Some(s), t));
+        Ok(BlobBody {
+            status: resp.status(),
+            content_length: resp.content_length(),
+            range_start,
+            range_total,
+            response: resp,
+            idle_timeout: self.idle_timeout,
+        })
+    }
+
+    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, UpstreamError> {
+        let path = format!("/v2/{}/blobs/{digest}", repo.as_str());
+        let resp = self.send(Method::HEAD, &path, repo, Self::base_headers()).await?;
+        self.check_status(&resp)?;
+        Ok(header_string(resp.headers(), "content-length").and_then(|l| l.parse().ok()))
+    }
+
+    /// One page of the tag list: the body and the `Link` next target (path + query).
+    pub async fn tags_list(&self, repo: &RepoName, query: &str) -> Result<(Bytes, Option<String>), UpstreamError> {
+        let path = if query.is_empty() {
+            format!("/v2/{}/tags/list", repo.as_str())
+        } else {
+            format!("/v2/{}/tags/list?{query}", repo.as_str())
+        };
+        let resp = self.send(Method::GET, &path, repo, Self::base_headers()).await?;
+        self.check_status(&resp)?;
+        let link = header_string(resp.headers(), "link");
+        let body = tokio::time::timeout(self.response_timeout, resp.bytes())
+            .await
+            .map_err(|_| UpstreamError::Timeout("the tag list body"))?
+            .map_err(classify)?;
+        Ok((body, link.and_then(|l| next_link_target(&l))))
+    }
+}
+
+/// The full manifest Accept list, comma-joined.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+}
+
+/// `bytes N-M/T` → (N, Some(T)); `T` may be `*`.
+pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (first, _) = span.split_once('-')?;
+    Some((first.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
+/// The target of a `Link: <…>; rel="next"` header, as path and query.
+pub fn next_link_target(link: &str) -> Option<String> {
+    for part in link.split(',') {
+        let part = part.trim();
+        let (target, params) = part.strip_prefix('<')?.split_once('>')?;
+        if params.split(';').any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "rel=\"next\"" || p == "rel=next"
+        }) {
+            let path_and_query = match url::Url::parse(target) {
+                Ok(u) => match u.query() {
+                    Some(q) => format!("{}?{q}", u.path()),
+                    None => u.path().to_string(),
+                },
+                Err(_) => target.to_string(),
+            };
+            return Some(path_and_query);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_targets() {
+        assert_eq!(next_link_target(r#"</v2/a/tags/list?last=x&n=2>; rel="next""#).as_deref(), Some("/v2/a/tags/list?last=x&n=2"));
+        assert_eq!(next_link_target(r#"<https://h/v2/a/tags/list?n=1>;rel=next"#).as_deref(), Some("/v2/a/tags/list?n=1"));
+        assert_eq!(next_link_target(r#"</x>; rel="prev""#), None);
+        assert_eq!(next_link_target("garbage"), None);
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn allowed_hosts() {
+        let u = url::Url::parse("https://cdn01.quay.io/sha256/ab?x=1").unwrap();
+        assert!(host_allowed(&u, &["cdn01.quay.io".into()]));
+        assert!(host_allowed(&u, &["CDN01.quay.io:443".into()]));
+        assert!(!host_allowed(&u, &["cdn01.quay.io:8443".into()]));
+        assert!(!host_allowed(&u, &["quay.io".into()]));
+        assert!(!host_allowed(&url::Url::parse("https://evil.cdn01.quay.io/").unwrap(), &["cdn01.quay.io".into()]));
+    }
+}
