@@ -1,0 +1,156 @@
+//! Shared test harness: the fake Red Hat upstream, Debian's docker-registry and skopeo,
+//! and helpers to run pullgate in-process or as a process against them.
+#![allow(dead_code)]
+
+pub mod fake_upstream;
+pub mod registry;
+
+use fake_upstream::FakeRedHat;
+use pullgate::config::Config;
+use pullgate::server::RunningServer;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tempfile::TempDir;
+
+pub use fake_upstream::{PASSWORD, USERNAME};
+
+/// A pullgate config for tests: listens on 127.0.0.1:0, data in `dir`, one upstream
+/// named `registry.redhat.io` pointing at `upstream_url` with the fake's credentials,
+/// redirects allowed to 127.0.0.2 (the fake CDN). `extra` is appended verbatim.
+pub fn config_toml(dir: &Path, upstream_url: &str, extra_top: &str, extra_upstream: &str) -> String {
+    let password_file = dir.join("registry-token");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("write password file");
+    format!(
+        r#"listen = "127.0.0.1:0"
+data_dir = "{data}"
+{extra_top}
+
+[[upstream]]
+name = "registry.redhat.io"
+url = "{upstream_url}"
+username = "{USERNAME}"
+password_file = "{pw}"
+allow_redirect_hosts = ["127.0.0.2"]
+response_timeout = "5s"
+body_idle_timeout = "5s"
+{extra_upstream}
+"#,
+        data = dir.join("data").display(),
+        pw = password_file.display(),
+    )
+}
+
+/// The fake upstream plus a pullgate in front of it.
+pub struct Harness {
+    pub fake: FakeRedHat,
+    pub server: Option<RunningServer>,
+    pub dir: TempDir,
+    pub config: Config,
+    pub client: reqwest::Client,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with("", "").await
+    }
+
+    /// Starts the fake and pullgate; `extra_top` goes before `[[upstream]]` (e.g. a
+    /// `[cache]` table), `extra_upstream` inside it.
+    pub async fn start_with(extra_top: &str, extra_upstream: &str) -> Harness {
+        let fake = FakeRedHat::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = config_toml(dir.path(), &fake.registry_url, extra_top, extra_upstream);
+        let config = Config::from_toml_str(&toml).expect("valid test config");
+        let server = pullgate::server::spawn(&config).await.expect("pullgate starts");
+        Harness { fake, server: Some(server), dir, config, client: client() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.as_ref().expect("server running").url())
+    }
+
+    pub fn proxy(&self) -> &pullgate::proxy::Proxy {
+        &self.server.as_ref().expect("server running").proxy
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request to pullgate")
+    }
+
+    /// Stops pullgate (drain + flush) and starts it again on the same data directory.
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.expect("clean shutdown");
+        }
+        // sled releases its lock when the last handle drops; give background work a moment.
+        let mut last_err = String::new();
+        for _ in 0..50 {
+            match pullgate::server::spawn(&self.config).await {
+                Ok(s) => {
+                    self.server = Some(s);
+                    return;
+                }
+                Err(e) => last_err = e,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("pullgate did not restart: {last_err}");
+    }
+}
+
+/// A client that never follows redirects (pullgate must not send any).
+pub fn client() -> reqwest::Client {
+    pullgate::upstream::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Reads a whole body; `Err` when the transfer was cut or errored.
+pub async fn body_bytes(resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut resp = resp;
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => out.extend_from_slice(&c),
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(format!("{e}")),
+        }
+    }
+}
+
+/// Parses an OCI error body and returns its first code.
+pub async fn error_code(resp: reqwest::Response) -> String {
+    let body = resp.bytes().await.expect("error body");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("error body is JSON: {}", String::from_utf8_lossy(&body)));
+    v["errors"][0]["code"].as_str().expect("errors[0].code").to_string()
+}
+
+/// Waits until `f` is true (polling), or panics after `timeout`.
+pub async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut f: F) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn pullgate_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pullgate"))
+}
+
+/// Sends `GET <path>` exactly as written (no client-side normalisation) and returns
+/// the status and body.
+pub async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: pullgate\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
