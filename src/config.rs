@@ -18,7 +18,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
 }
 
 /// A duration written as `"500ms"`, `"30s"`, `"5m"`, `"2h"` or `"7d"`.
@@ -43,15 +46,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
-    Ok(Duration::from_millis(n.checked_mul(millis_per).ok_or_else(|| format!("{s:?} is too long"))?))
+    Ok(Duration::from_millis(
+        n.checked_mul(millis_per).ok_or_else(|| format!("{s:?} is too long"))?,
+    ))
 }
 
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis() as u64;
     for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms > 0 && ms % per == 0 {
+        if ms > 0 && ms.is_multiple_of(per) {
             return format!("{}{unit}", ms / per);
         }
     }
@@ -76,7 +85,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
         "TiB" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            ));
+        }
     };
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
@@ -169,7 +182,10 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { tag_ttl: default_tag_ttl(), blob_store: BlobStoreKind::Files }
+        CacheConfig {
+            tag_ttl: default_tag_ttl(),
+            blob_store: BlobStoreKind::Files,
+        }
     }
 }
 
@@ -216,8 +232,10 @@ impl fmt::Debug for Secret {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_toml_str(&text)
     }
 
@@ -228,9 +246,12 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .parse()
-            .map_err(|_| invalid("listen", format!("{:?} is not an address like \"0.0.0.0:5000\"", self.listen)))
+        self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{:?} is not an address like \"0.0.0.0:5000\"", self.listen),
+            )
+        })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -245,7 +266,13 @@ impl Config {
         for (i, u) in self.upstreams.iter().enumerate() {
             let key = |k: &str| format!("upstream[{i}].{k}");
             if crate::oci::RepoName::parse(&u.name).is_err() {
-                return Err(invalid(key("name"), format!("{:?} must be a lowercase registry name such as \"registry.redhat.io\"", u.name)));
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "{:?} must be a lowercase registry name such as \"registry.redhat.io\"",
+                        u.name
+                    ),
+                ));
             }
             if names.contains(&u.name.as_str()) {
                 return Err(invalid(key("name"), format!("{:?} is configured twice", u.name)));
@@ -253,24 +280,40 @@ impl Config {
             names.push(&u.name);
             let url = url::Url::parse(&u.url).map_err(|e| invalid(key("url"), format!("{:?}: {e}", u.url)))?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(invalid(key("url"), format!("{:?} must be an http(s) URL with a host", u.url)));
+                return Err(invalid(
+                    key("url"),
+                    format!("{:?} must be an http(s) URL with a host", u.url),
+                ));
             }
             if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
-                return Err(invalid(key("url"), "must not carry a query string or credentials (use username and password_file)"));
+                return Err(invalid(
+                    key("url"),
+                    "must not carry a query string or credentials (use username and password_file)",
+                ));
             }
             match (&u.username, &u.password_file) {
                 (Some(_), None) => return Err(invalid(key("password_file"), "is required when username is set")),
                 (None, Some(_)) => return Err(invalid(key("username"), "is required when password_file is set")),
                 _ => {}
             }
-            for (k, hosts) in [("allow_redirect_hosts", &u.allow_redirect_hosts), ("allow_realm_hosts", &u.allow_realm_hosts)] {
+            for (k, hosts) in [
+                ("allow_redirect_hosts", &u.allow_redirect_hosts),
+                ("allow_realm_hosts", &u.allow_realm_hosts),
+            ] {
                 for h in hosts.iter() {
                     if h.is_empty() || h.contains(['/', '@', ' ', '*']) {
-                        return Err(invalid(key(k), format!("{h:?} must be a host name, optionally with :port")));
+                        return Err(invalid(
+                            key(k),
+                            format!("{h:?} must be a host name, optionally with :port"),
+                        ));
                     }
                 }
             }
-            for (k, d) in [("connect_timeout", u.connect_timeout), ("response_timeout", u.response_timeout), ("body_idle_timeout", u.body_idle_timeout)] {
+            for (k, d) in [
+                ("connect_timeout", u.connect_timeout),
+                ("response_timeout", u.response_timeout),
+                ("body_idle_timeout", u.body_idle_timeout),
+            ] {
                 if d.0.is_zero() {
                     return Err(invalid(key(k), "must be greater than zero"));
                 }
@@ -279,7 +322,10 @@ impl Config {
         if let Some(d) = &self.default_upstream
             && !names.contains(&d.as_str())
         {
-            return Err(invalid("default_upstream", format!("{d:?} is not the name of a configured [[upstream]]")));
+            return Err(invalid(
+                "default_upstream",
+                format!("{d:?} is not the name of a configured [[upstream]]"),
+            ));
         }
         Ok(())
     }
@@ -293,7 +339,12 @@ impl Config {
                 None => Ok(None),
                 Some(p) => std::fs::read_to_string(p)
                     .map(|s| Some(Secret(s.trim_end_matches(['\r', '\n']).to_string())))
-                    .map_err(|e| invalid(format!("upstream[{i}].password_file"), format!("cannot read {}: {e}", p.display()))),
+                    .map_err(|e| {
+                        invalid(
+                            format!("upstream[{i}].password_file"),
+                            format!("cannot read {}: {e}", p.display()),
+                        )
+                    }),
             })
             .collect()
     }
@@ -330,7 +381,10 @@ mod tests {
         assert!(err("[[upstream]]\nname = \"A B\"\nurl = \"https://a\"").contains("upstream[0].name"));
         assert!(err("[[upstream]]\nname = \"a\"\nurl = \"https://a\"\nusername = \"u\"").contains("password_file"));
         assert!(err("[[upstream]]\nname = \"a\"\nurl = \"https://a\"\nsurprise = 1").contains("surprise"));
-        assert!(err("[[upstream]]\nname = \"a\"\nurl = \"https://a\"\n[[upstream]]\nname = \"a\"\nurl = \"https://b\"").contains("twice"));
+        assert!(
+            err("[[upstream]]\nname = \"a\"\nurl = \"https://a\"\n[[upstream]]\nname = \"a\"\nurl = \"https://b\"")
+                .contains("twice")
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "pullgate", version, about = "A caching pull-through proxy for container registries")]
+#[command(
+    name = "pullgate",
+    version,
+    about = "A caching pull-through proxy for container registries"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

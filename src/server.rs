@@ -3,7 +3,7 @@
 
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::http::{router, AppState};
+use crate::http::{AppState, router};
 use crate::proxy::Proxy;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,11 +46,17 @@ pub async fn build(config: &Config) -> Result<Arc<Proxy>, String> {
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
     let proxy = build(config).await?;
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     serve(listener, proxy, shutdown).await.map_err(|e| e.to_string())
 }
 
-async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     info!(store = proxy.cache.store_name(), "listening on http://{addr}");
     let app = router(AppState { proxy: proxy.clone() });
@@ -64,11 +70,18 @@ async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<O
 pub async fn spawn(config: &Config) -> Result<RunningServer, String> {
     let proxy = build(config).await?;
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, proxy.clone(), async move {
         let _ = rx.await;
     }));
-    Ok(RunningServer { addr, proxy, shutdown: Some(tx), task })
+    Ok(RunningServer {
+        addr,
+        proxy,
+        shutdown: Some(tx),
+        task,
+    })
 }

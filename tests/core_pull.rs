@@ -4,7 +4,7 @@
 mod common;
 
 use common::fake_upstream::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST};
-use common::{body_bytes, error_code, Harness};
+use common::{Harness, body_bytes, error_code};
 use std::sync::atomic::Ordering::SeqCst;
 
 const ALL_MANIFEST_TYPES: [&str; 4] = [MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST];
@@ -32,8 +32,17 @@ async fn pull_by_tag_uses_token_flow_and_full_accept_list() {
     // Token request: the upstream repository scope, with Basic credentials.
     let tokens = h.fake.token_requests();
     assert!(!tokens.is_empty());
-    assert!(tokens.iter().all(|(scope, basic)| scope == "repository:ubi9/ubi:pull" && *basic), "{tokens:?}");
-    let account_sent = h.fake.registry_requests().iter().any(|r| r.path.contains("account=12345678%7Cpullgate"));
+    assert!(
+        tokens
+            .iter()
+            .all(|(scope, basic)| scope == "repository:ubi9/ubi:pull" && *basic),
+        "{tokens:?}"
+    );
+    let account_sent = h
+        .fake
+        .registry_requests()
+        .iter()
+        .any(|r| r.path.contains("account=12345678%7Cpullgate"));
     assert!(account_sent, "token request carries account=");
     // Every manifest request asked for every manifest type.
     for req in h.fake.manifest_requests() {
@@ -57,7 +66,10 @@ async fn blob_follows_redirect_without_leaking_credentials_and_is_cached() {
     assert_eq!(resp.headers()["content-length"], "300000");
     assert_eq!(resp.headers()["accept-ranges"], "bytes");
     assert_eq!(body_bytes(resp).await.unwrap(), img.layers[0]);
-    assert!(!h.fake.cdn_saw_authorization(), "Authorization must never reach the CDN");
+    assert!(
+        !h.fake.cdn_saw_authorization(),
+        "Authorization must never reach the CDN"
+    );
     assert_eq!(h.fake.cdn_gets(layer), 1);
 
     // The second GET is a hit: the CDN is not asked again.
@@ -70,15 +82,36 @@ async fn blob_follows_redirect_without_leaking_credentials_and_is_cached() {
 async fn head_requests_report_real_sizes_and_digests() {
     let h = Harness::start().await;
     let img = h.fake.add_image("ubi9/ubi", "9.4", &[5000]);
-    let m = h.client.head(h.url("/v2/registry.redhat.io/ubi9/ubi/manifests/9.4")).send().await.unwrap();
+    let m = h
+        .client
+        .head(h.url("/v2/registry.redhat.io/ubi9/ubi/manifests/9.4"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(m.status(), 200);
     assert_eq!(m.headers()["content-length"], img.manifest.len().to_string().as_str());
     assert_eq!(m.headers()["docker-content-digest"], img.manifest_digest.as_str());
-    let b = h.client.head(h.url(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{}", img.layer_digests[0]))).send().await.unwrap();
+    let b = h
+        .client
+        .head(h.url(&format!(
+            "/v2/registry.redhat.io/ubi9/ubi/blobs/{}",
+            img.layer_digests[0]
+        )))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(b.status(), 200);
     assert_eq!(b.headers()["content-length"], "5000");
     assert_eq!(b.headers()["docker-content-digest"], img.layer_digests[0].as_str());
-    let missing = h.client.head(h.url(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/sha256:{}", "0".repeat(64)))).send().await.unwrap();
+    let missing = h
+        .client
+        .head(h.url(&format!(
+            "/v2/registry.redhat.io/ubi9/ubi/blobs/sha256:{}",
+            "0".repeat(64)
+        )))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 }
 
@@ -98,7 +131,13 @@ async fn manifest_by_digest_is_verified_and_served_byte_exact() {
     let img = h.fake.add_image("ubi9/ubi", "latest", &[10]);
     let path = format!("/v2/registry.redhat.io/ubi9/ubi/manifests/{}", img.manifest_digest);
     // Digest requests are answered whatever the client accepts (Quay semantics).
-    let resp = h.client.get(h.url(&path)).header("accept", MT_DOCKER_MANIFEST).send().await.unwrap();
+    let resp = h
+        .client
+        .get(h.url(&path))
+        .header("accept", MT_DOCKER_MANIFEST)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], MT_OCI_MANIFEST);
     assert_eq!(resp.bytes().await.unwrap(), img.manifest);
@@ -113,9 +152,8 @@ async fn manifest_by_digest_is_verified_and_served_byte_exact() {
 /// digest was asked for: a lying server.
 async fn lying_upstream(body: &'static [u8]) -> String {
     use axum::response::IntoResponse;
-    let app = axum::Router::new().fallback(move || async move {
-        ([("content-type", MT_OCI_MANIFEST)], body).into_response()
-    });
+    let app = axum::Router::new()
+        .fallback(move || async move { ([("content-type", MT_OCI_MANIFEST)], body).into_response() });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -135,11 +173,29 @@ async fn a_manifest_that_does_not_match_its_digest_is_refused_and_not_cached() {
     let resp = client.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(error_code(resp).await, "UNAVAILABLE");
-    assert!(server.proxy.cache.manifest(&wanted.parse().unwrap()).await.unwrap().is_none());
+    assert!(
+        server
+            .proxy
+            .cache
+            .manifest(&wanted.parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
     // By tag, the computed digest is what clients get.
-    let resp = client.get(format!("{}/v2/registry.redhat.io/ubi9/ubi/manifests/latest", server.url())).send().await.unwrap();
+    let resp = client
+        .get(format!(
+            "{}/v2/registry.redhat.io/ubi9/ubi/manifests/latest",
+            server.url()
+        ))
+        .send()
+        .await
+        .unwrap();
     let body = resp.headers()["docker-content-digest"].to_str().unwrap().to_string();
-    assert_eq!(body, pullgate::oci::Digest::of(b"{\"schemaVersion\":2,\"lie\":true}").to_string());
+    assert_eq!(
+        body,
+        pullgate::oci::Digest::of(b"{\"schemaVersion\":2,\"lie\":true}").to_string()
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -153,9 +209,16 @@ async fn wrong_blob_bytes_never_complete_and_are_never_cached() {
     let resp = h.get(&path).await;
     assert_eq!(resp.status(), 200, "headers go out before the body is verified");
     let body = body_bytes(resp).await;
-    assert!(body.is_err(), "a body with bad bytes must end with an error, got {} clean bytes", body.map(|b| b.len()).unwrap_or(0));
+    assert!(
+        body.is_err(),
+        "a body with bad bytes must end with an error, got {} clean bytes",
+        body.map(|b| b.len()).unwrap_or(0)
+    );
     assert_eq!(h.proxy().fills.stats.verification_failures.load(SeqCst), 1);
-    assert!(h.proxy().cache.blob(&layer.parse().unwrap()).await.unwrap().is_none(), "bad bytes are not cached");
+    assert!(
+        h.proxy().cache.blob(&layer.parse().unwrap()).await.unwrap().is_none(),
+        "bad bytes are not cached"
+    );
 
     // Once upstream is healthy, the blob is fetched again and verified.
     h.fake.wrong_bytes.store(false, SeqCst);
@@ -173,10 +236,20 @@ async fn a_cut_cdn_connection_resumes_with_range_from_a_fresh_redirect() {
     h.fake.cut_times.store(1, SeqCst);
     let resp = h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}")).await;
     assert_eq!(body_bytes(resp).await.unwrap(), img.layers[0]);
-    assert_eq!(h.fake.registry_blob_redirects(layer), 2, "a fresh redirect for the resume");
+    assert_eq!(
+        h.fake.registry_blob_redirects(layer),
+        2,
+        "a fresh redirect for the resume"
+    );
     let ranges = h.fake.cdn_ranges();
-    assert!(ranges.iter().any(|r| r.starts_with("bytes=") && r != "bytes=0-"), "resumed with Range: {ranges:?}");
-    assert!(h.fake.cdn_bytes_sent() <= 500_000 + 150_000, "no full refetch after the cut");
+    assert!(
+        ranges.iter().any(|r| r.starts_with("bytes=") && r != "bytes=0-"),
+        "resumed with Range: {ranges:?}"
+    );
+    assert!(
+        h.fake.cdn_bytes_sent() <= 500_000 + 150_000,
+        "no full refetch after the cut"
+    );
 }
 
 #[tokio::test]
@@ -199,13 +272,24 @@ async fn response_headers_arrive_before_a_slow_body_finishes() {
     let img = h.fake.add_image("ubi9/ubi", "latest", &[64 * 1024 * 8]);
     h.fake.frame_delay_ms.store(250, SeqCst);
     let started = std::time::Instant::now();
-    let resp = h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{}", img.layer_digests[0])).await;
+    let resp = h
+        .get(&format!(
+            "/v2/registry.redhat.io/ubi9/ubi/blobs/{}",
+            img.layer_digests[0]
+        ))
+        .await;
     let headers_after = started.elapsed();
     let body = body_bytes(resp).await.unwrap();
     let total = started.elapsed();
     assert_eq!(body, img.layers[0]);
-    assert!(total >= std::time::Duration::from_millis(1500), "the body is slow ({total:?})");
-    assert!(headers_after * 3 < total, "headers ({headers_after:?}) came long before the end ({total:?})");
+    assert!(
+        total >= std::time::Duration::from_millis(1500),
+        "the body is slow ({total:?})"
+    );
+    assert!(
+        headers_after * 3 < total,
+        "headers ({headers_after:?}) came long before the end ({total:?})"
+    );
 }
 
 #[tokio::test]
@@ -249,11 +333,17 @@ async fn rate_limit_on_a_miss_is_passed_on_and_a_hit_is_served() {
     let digest_path = format!("/v2/registry.redhat.io/ubi9/ubi/manifests/{}", img.manifest_digest);
     assert_eq!(h.get(&digest_path).await.status(), 200);
     *h.fake.too_many_requests.lock().unwrap() = Some(17);
-    let miss = h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{}", img.config_digest)).await;
+    let miss = h
+        .get(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{}", img.config_digest))
+        .await;
     assert_eq!(miss.status(), 429);
     assert_eq!(miss.headers()["retry-after"], "17");
     assert_eq!(error_code(miss).await, "TOOMANYREQUESTS");
-    assert_eq!(h.get(&digest_path).await.status(), 200, "a hit is served during rate limiting");
+    assert_eq!(
+        h.get(&digest_path).await.status(),
+        200,
+        "a hit is served during rate limiting"
+    );
 }
 
 #[tokio::test]
@@ -261,12 +351,18 @@ async fn tags_revalidate_after_ttl_and_fall_back_to_last_known_when_upstream_fai
     let h = Harness::start_with("[cache]\ntag_ttl = \"0s\"", "").await;
     let first = h.fake.add_image("ubi9/ubi", "latest", &[10]);
     let path = "/v2/registry.redhat.io/ubi9/ubi/manifests/latest";
-    assert_eq!(h.get(path).await.headers()["docker-content-digest"], first.manifest_digest.as_str());
+    assert_eq!(
+        h.get(path).await.headers()["docker-content-digest"],
+        first.manifest_digest.as_str()
+    );
 
     // The tag moves upstream: a stale mapping is revalidated and the new digest served.
     let second = h.fake.add_image("ubi9/ubi", "latest", &[11]);
     assert_ne!(first.manifest_digest, second.manifest_digest);
-    assert_eq!(h.get(path).await.headers()["docker-content-digest"], second.manifest_digest.as_str());
+    assert_eq!(
+        h.get(path).await.headers()["docker-content-digest"],
+        second.manifest_digest.as_str()
+    );
 
     // 5xx: the last known mapping is served.
     h.fake.fail_all_5xx.store(true, SeqCst);
@@ -304,18 +400,37 @@ async fn fresh_tags_are_served_without_asking_upstream() {
 async fn clients_with_different_accept_sets_do_not_poison_each_other() {
     let h = Harness::start().await;
     let list = h.fake.add_docker_list("ubi9/ubi", "multi");
-    let amd64 = list.children.iter().find(|(p, _)| p == "linux/amd64").unwrap().1.clone();
+    let amd64 = list
+        .children
+        .iter()
+        .find(|(p, _)| p == "linux/amd64")
+        .unwrap()
+        .1
+        .clone();
     let path = h.url("/v2/registry.redhat.io/ubi9/ubi/manifests/multi");
 
     // A client that only takes single images gets the linux/amd64 child.
-    let narrow = h.client.get(&path).header("accept", MT_DOCKER_MANIFEST).send().await.unwrap();
+    let narrow = h
+        .client
+        .get(&path)
+        .header("accept", MT_DOCKER_MANIFEST)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(narrow.status(), 200);
     assert_eq!(narrow.headers()["docker-content-digest"], amd64.as_str());
     assert_eq!(narrow.headers()["content-type"], MT_DOCKER_MANIFEST);
 
     // podman's six Accept lines: the list itself.
     let mut req = h.client.get(&path);
-    for mt in [MT_OCI_MANIFEST, MT_DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.v1+prettyjws", "application/vnd.docker.distribution.manifest.v1+json", MT_DOCKER_LIST, MT_OCI_INDEX] {
+    for mt in [
+        MT_OCI_MANIFEST,
+        MT_DOCKER_MANIFEST,
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/vnd.docker.distribution.manifest.v1+json",
+        MT_DOCKER_LIST,
+        MT_OCI_INDEX,
+    ] {
         req = req.header(reqwest::header::ACCEPT, mt);
     }
     let full = req.send().await.unwrap();
@@ -323,7 +438,13 @@ async fn clients_with_different_accept_sets_do_not_poison_each_other() {
     assert_eq!(full.bytes().await.unwrap(), list.bytes);
 
     // And the narrow client still gets its child afterwards.
-    let again = h.client.get(&path).header("accept", MT_DOCKER_MANIFEST).send().await.unwrap();
+    let again = h
+        .client
+        .get(&path)
+        .header("accept", MT_DOCKER_MANIFEST)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.headers()["docker-content-digest"], amd64.as_str());
 }
 
@@ -331,7 +452,13 @@ async fn clients_with_different_accept_sets_do_not_poison_each_other() {
 async fn an_oci_manifest_is_not_served_by_tag_to_a_client_that_does_not_accept_it() {
     let h = Harness::start().await;
     h.fake.add_image("ubi9/ubi", "oci", &[10]);
-    let resp = h.client.get(h.url("/v2/registry.redhat.io/ubi9/ubi/manifests/oci")).header("accept", MT_DOCKER_MANIFEST).send().await.unwrap();
+    let resp = h
+        .client
+        .get(h.url("/v2/registry.redhat.io/ubi9/ubi/manifests/oci"))
+        .header("accept", MT_DOCKER_MANIFEST)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(error_code(resp).await, "MANIFEST_UNKNOWN");
 }
@@ -353,7 +480,13 @@ async fn ranges_are_served_as_206_and_bad_ranges_get_416() {
     assert_eq!(body_bytes(r).await.unwrap(), img.layers[0][10..20]);
     let r = h.client.get(&url).header("range", "bytes=-5").send().await.unwrap();
     assert_eq!(body_bytes(r).await.unwrap(), img.layers[0][99_995..]);
-    let r = h.client.get(&url).header("range", "bytes=100000-").send().await.unwrap();
+    let r = h
+        .client
+        .get(&url)
+        .header("range", "bytes=100000-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 416);
     assert_eq!(r.headers()["content-range"], "bytes */100000");
     let r = h.client.get(&url).header("range", "bytes=50-10").send().await.unwrap();
@@ -361,7 +494,13 @@ async fn ranges_are_served_as_206_and_bad_ranges_get_416() {
     let r = h.client.get(&url).header("range", "lines=1-2").send().await.unwrap();
     assert_eq!(r.status(), 416);
     // Several ranges: the whole body.
-    let r = h.client.get(&url).header("range", "bytes=0-1,5-6").send().await.unwrap();
+    let r = h
+        .client
+        .get(&url)
+        .header("range", "bytes=0-1,5-6")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(body_bytes(r).await.unwrap(), img.layers[0]);
 }
@@ -378,7 +517,11 @@ async fn routing_by_ns_prefix_and_default_upstream() {
     ] {
         let resp = h.get(path).await;
         assert_eq!(resp.status(), 200, "{path}");
-        assert_eq!(resp.headers()["docker-content-digest"], img.manifest_digest.as_str(), "{path}");
+        assert_eq!(
+            resp.headers()["docker-content-digest"],
+            img.manifest_digest.as_str(),
+            "{path}"
+        );
     }
     let ns = h.get("/v2/ubi9/ubi/manifests/latest?ns=registry.redhat.io").await;
     assert_eq!(ns.headers()["oci-namespace"], "registry.redhat.io");
@@ -394,7 +537,11 @@ async fn routing_by_ns_prefix_and_default_upstream() {
 async fn unknown_upstreams_are_name_unknown_and_never_dialed() {
     let h = Harness::start().await; // no default_upstream
     let before = h.fake.request_count();
-    for path in ["/v2/ubi9/ubi/manifests/latest", "/v2/ubi9/ubi/manifests/latest?ns=evil.example.com", "/v2/ubi9/ubi/manifests/latest?ns=127.0.0.1:1"] {
+    for path in [
+        "/v2/ubi9/ubi/manifests/latest",
+        "/v2/ubi9/ubi/manifests/latest?ns=evil.example.com",
+        "/v2/ubi9/ubi/manifests/latest?ns=127.0.0.1:1",
+    ] {
         let resp = h.get(path).await;
         assert_eq!(resp.status(), 404, "{path}");
         assert_eq!(error_code(resp).await, "NAME_UNKNOWN", "{path}");
@@ -409,11 +556,19 @@ async fn redirects_to_unlisted_hosts_are_refused_and_not_dialed() {
     let trap = tokio::net::TcpListener::bind("127.0.0.3:0").await.unwrap();
     let trap_addr = trap.local_addr().unwrap();
     *h.fake.redirect_to.lock().unwrap() = Some(format!("http://{trap_addr}"));
-    let resp = h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{}", img.layer_digests[0])).await;
+    let resp = h
+        .get(&format!(
+            "/v2/registry.redhat.io/ubi9/ubi/blobs/{}",
+            img.layer_digests[0]
+        ))
+        .await;
     assert_eq!(resp.status(), 502);
     assert_eq!(error_code(resp).await, "UNAVAILABLE");
     let dialed = tokio::time::timeout(std::time::Duration::from_millis(200), trap.accept()).await;
-    assert!(dialed.is_err(), "pullgate dialed a host that is not in allow_redirect_hosts");
+    assert!(
+        dialed.is_err(),
+        "pullgate dialed a host that is not in allow_redirect_hosts"
+    );
 }
 
 #[tokio::test]
@@ -424,10 +579,18 @@ async fn writes_are_unsupported() {
         ("PATCH", "/v2/registry.redhat.io/ubi9/ubi/blobs/uploads/abc"),
         ("PUT", "/v2/registry.redhat.io/ubi9/ubi/manifests/latest"),
         ("DELETE", "/v2/registry.redhat.io/ubi9/ubi/manifests/latest"),
-        ("DELETE", &format!("/v2/registry.redhat.io/ubi9/ubi/blobs/sha256:{}", "a".repeat(64))),
+        (
+            "DELETE",
+            &format!("/v2/registry.redhat.io/ubi9/ubi/blobs/sha256:{}", "a".repeat(64)),
+        ),
         ("GET", "/v2/registry.redhat.io/ubi9/ubi/blobs/uploads/abc"),
     ] {
-        let resp = h.client.request(method.parse().unwrap(), h.url(path)).send().await.unwrap();
+        let resp = h
+            .client
+            .request(method.parse().unwrap(), h.url(path))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 405, "{method} {path}");
         assert_eq!(error_code(resp).await, "UNSUPPORTED");
     }
@@ -438,15 +601,47 @@ async fn malformed_input_gets_clear_4xx_errors() {
     let h = Harness::start().await;
     let long_name = format!("/v2/registry.redhat.io/{}/manifests/latest", "a".repeat(300));
     let cases: Vec<(String, u16, &str)> = vec![
-        ("/v2/registry.redhat.io/UBI9/manifests/latest".into(), 400, "NAME_INVALID"),
-        ("/v2/registry.redhat.io/../etc/manifests/latest".into(), 400, "NAME_INVALID"),
-        ("/v2/registry.redhat.io/%2e%2e/manifests/latest".into(), 400, "NAME_INVALID"),
-        ("/v2/registry.redhat.io/a%00b/manifests/latest".into(), 400, "NAME_INVALID"),
+        (
+            "/v2/registry.redhat.io/UBI9/manifests/latest".into(),
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "/v2/registry.redhat.io/../etc/manifests/latest".into(),
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "/v2/registry.redhat.io/%2e%2e/manifests/latest".into(),
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "/v2/registry.redhat.io/a%00b/manifests/latest".into(),
+            400,
+            "NAME_INVALID",
+        ),
         (long_name, 400, "NAME_INVALID"),
-        ("/v2/registry.redhat.io/ubi9/manifests/sha256:totallywrong".into(), 400, "DIGEST_INVALID"),
-        (format!("/v2/registry.redhat.io/ubi9/blobs/sha256:{}", "A".repeat(64)), 400, "DIGEST_INVALID"),
-        (format!("/v2/registry.redhat.io/ubi9/blobs/sha512:{}", "a".repeat(128)), 400, "DIGEST_INVALID"),
-        ("/v2/registry.redhat.io/ubi9/manifests/-notatag".into(), 404, "MANIFEST_UNKNOWN"),
+        (
+            "/v2/registry.redhat.io/ubi9/manifests/sha256:totallywrong".into(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            format!("/v2/registry.redhat.io/ubi9/blobs/sha256:{}", "A".repeat(64)),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            format!("/v2/registry.redhat.io/ubi9/blobs/sha512:{}", "a".repeat(128)),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/registry.redhat.io/ubi9/manifests/-notatag".into(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
         ("/v2/registry.redhat.io".into(), 404, "NAME_UNKNOWN"),
         ("/v2/registry.redhat.io/ubi9/manifests/".into(), 404, "MANIFEST_UNKNOWN"),
         ("/nothing".into(), 404, "NAME_UNKNOWN"),
@@ -455,7 +650,8 @@ async fn malformed_input_gets_clear_4xx_errors() {
         // Raw HTTP: a client library would normalise `..` away before sending.
         let (got_status, body) = common::raw_get(h.server.as_ref().unwrap().addr, &path).await;
         assert_eq!(got_status, status, "{path}: {body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: JSON error body, got {body}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: JSON error body, got {body}"));
         assert_eq!(v["errors"][0]["code"], code, "{path}");
     }
     assert_eq!(h.fake.request_count(), 0, "nothing malformed reached upstream");
@@ -467,7 +663,12 @@ async fn unknown_manifests_and_blobs_are_404_with_spec_codes() {
     let resp = h.get("/v2/registry.redhat.io/ubi9/ubi/manifests/nope").await;
     assert_eq!(resp.status(), 404);
     assert_eq!(error_code(resp).await, "MANIFEST_UNKNOWN");
-    let resp = h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/sha256:{}", "1".repeat(64))).await;
+    let resp = h
+        .get(&format!(
+            "/v2/registry.redhat.io/ubi9/ubi/blobs/sha256:{}",
+            "1".repeat(64)
+        ))
+        .await;
     assert_eq!(resp.status(), 404);
     assert_eq!(error_code(resp).await, "BLOB_UNKNOWN");
 }
@@ -481,7 +682,10 @@ async fn tag_lists_paginate_with_links_in_the_client_namespace_and_survive_outag
     let resp = h.get("/v2/registry.redhat.io/ubi9/ubi/tags/list?n=2").await;
     assert_eq!(resp.status(), 200);
     let link = resp.headers()["link"].to_str().unwrap().to_string();
-    assert_eq!(link, "</v2/registry.redhat.io/ubi9/ubi/tags/list?last=b&n=2>; rel=\"next\"");
+    assert_eq!(
+        link,
+        "</v2/registry.redhat.io/ubi9/ubi/tags/list?last=b&n=2>; rel=\"next\""
+    );
     let body: serde_json::Value = resp.json_value().await;
     assert_eq!(body["name"], "registry.redhat.io/ubi9/ubi");
     assert_eq!(body["tags"], serde_json::json!(["a", "b"]));
@@ -492,11 +696,18 @@ async fn tag_lists_paginate_with_links_in_the_client_namespace_and_survive_outag
 
     // containerd-style with ?ns=: the link keeps ns.
     let resp = h.get("/v2/ubi9/ubi/tags/list?n=4&ns=registry.redhat.io").await;
-    assert_eq!(resp.headers()["link"], "</v2/ubi9/ubi/tags/list?last=d&n=4&ns=registry.redhat.io>; rel=\"next\"");
+    assert_eq!(
+        resp.headers()["link"],
+        "</v2/ubi9/ubi/tags/list?last=d&n=4&ns=registry.redhat.io>; rel=\"next\""
+    );
 
     // Upstream down: the last list is served.
     h.fake.stop();
-    let body: serde_json::Value = h.get("/v2/registry.redhat.io/ubi9/ubi/tags/list?n=2").await.json_value().await;
+    let body: serde_json::Value = h
+        .get("/v2/registry.redhat.io/ubi9/ubi/tags/list?n=2")
+        .await
+        .json_value()
+        .await;
     assert_eq!(body["tags"], serde_json::json!(["a", "b"]));
 }
 

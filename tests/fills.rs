@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{body_bytes, Harness};
+use common::{Harness, body_bytes};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
@@ -16,13 +16,23 @@ async fn sixteen_concurrent_cold_gets(h: &Harness) {
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (client, url) = (h.client.clone(), url.clone());
-        tasks.push(tokio::spawn(async move { body_bytes(client.get(&url).send().await.unwrap()).await }));
+        tasks.push(tokio::spawn(async move {
+            body_bytes(client.get(&url).send().await.unwrap()).await
+        }));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap(), img.layers[0], "every client gets the right bytes");
+        assert_eq!(
+            t.await.unwrap().unwrap(),
+            img.layers[0],
+            "every client gets the right bytes"
+        );
     }
     assert_eq!(h.fake.cdn_gets(&layer), 1, "exactly one upstream fetch for 16 clients");
-    assert_eq!(h.fake.registry_blob_redirects(&layer), 1, "one redirect asked of the registry");
+    assert_eq!(
+        h.fake.registry_blob_redirects(&layer),
+        1,
+        "one redirect asked of the registry"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,11 +59,28 @@ async fn ranges_during_a_fill_get_the_right_bytes() {
         async move { body_bytes(c.get(&u).send().await.unwrap()).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    for (first, last) in [(0u64, 99u64), (500_000, 999_999), (999_990, 999_999), (123_456, 654_321)] {
-        let r = h.client.get(&url).header("range", format!("bytes={first}-{last}")).send().await.unwrap();
+    for (first, last) in [
+        (0u64, 99u64),
+        (500_000, 999_999),
+        (999_990, 999_999),
+        (123_456, 654_321),
+    ] {
+        let r = h
+            .client
+            .get(&url)
+            .header("range", format!("bytes={first}-{last}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 206);
-        assert_eq!(r.headers()["content-range"], format!("bytes {first}-{last}/1000000").as_str());
-        assert_eq!(body_bytes(r).await.unwrap(), img.layers[0][first as usize..=last as usize]);
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes {first}-{last}/1000000").as_str()
+        );
+        assert_eq!(
+            body_bytes(r).await.unwrap(),
+            img.layers[0][first as usize..=last as usize]
+        );
     }
     assert_eq!(full.await.unwrap().unwrap(), img.layers[0]);
     assert_eq!(h.fake.cdn_gets(&layer), 1);
@@ -76,7 +103,10 @@ async fn a_client_that_disconnects_does_not_cancel_the_fill() {
         if cache.blob(&digest).await.unwrap().is_some() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the fill finished and published the blob");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fill finished and published the blob"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Served from the cache with upstream gone.
@@ -89,7 +119,9 @@ async fn a_client_that_disconnects_does_not_cancel_the_fill() {
 async fn pull_image(h: &Harness, img: &common::fake_upstream::FakeImage) {
     let m = h.get("/v2/registry.redhat.io/ubi9/ubi/manifests/latest").await;
     assert_eq!(m.status(), 200);
-    for (d, bytes) in std::iter::once((&img.config_digest, &img.config)).chain(img.layer_digests.iter().zip(&img.layers)) {
+    for (d, bytes) in
+        std::iter::once((&img.config_digest, &img.config)).chain(img.layer_digests.iter().zip(&img.layers))
+    {
         let r = h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{d}")).await;
         assert_eq!(r.status(), 200, "{d}");
         assert_eq!(&body_bytes(r).await.unwrap()[..], &bytes[..]);
@@ -103,12 +135,22 @@ async fn cached_content_survives_outage_and_restart(extra: &str) {
 
     h.fake.stop();
     pull_image(&h, &img).await;
-    let by_digest = h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/manifests/{}", img.manifest_digest)).await;
+    let by_digest = h
+        .get(&format!(
+            "/v2/registry.redhat.io/ubi9/ubi/manifests/{}",
+            img.manifest_digest
+        ))
+        .await;
     assert_eq!(by_digest.status(), 200);
 
     h.restart().await;
     pull_image(&h, &img).await;
-    let by_digest = h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/manifests/{}", img.manifest_digest)).await;
+    let by_digest = h
+        .get(&format!(
+            "/v2/registry.redhat.io/ubi9/ubi/manifests/{}",
+            img.manifest_digest
+        ))
+        .await;
     assert_eq!(by_digest.bytes().await.unwrap(), img.manifest);
 }
 

@@ -52,7 +52,9 @@ impl StagedBlob for StagedFile {
     fn commit(self: Box<Self>, digest: &Digest) -> io::Result<BlobLocation> {
         self.file.sync_all()?;
         let target = (self.final_path)(digest);
-        let dir = target.parent().ok_or_else(|| io::Error::other("blob path has no parent"))?;
+        let dir = target
+            .parent()
+            .ok_or_else(|| io::Error::other("blob path has no parent"))?;
         fs::create_dir_all(dir)?;
         fs::rename(&self.path, &target)?;
         File::open(dir)?.sync_all()?;

@@ -33,7 +33,10 @@ pub enum CacheError {
 pub type CacheResult<T> = Result<T, CacheError>;
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A published, verified blob.
@@ -169,13 +172,25 @@ impl Cache {
 
     /// Commits verified staged bytes and publishes the record with one compare-and-swap
     /// (absent → present). Returns the record now in force.
-    pub async fn publish(&self, digest: &Digest, fill_id: u64, staged: Box<dyn StagedBlob>, size: u64) -> CacheResult<BlobRecord> {
+    pub async fn publish(
+        &self,
+        digest: &Digest,
+        fill_id: u64,
+        staged: Box<dyn StagedBlob>,
+        size: u64,
+    ) -> CacheResult<BlobRecord> {
         let d = digest.clone();
         self.blocking(move |i| {
             let location = staged.commit(&d)?;
-            let record = BlobRecord { size, location, created_ms: now_ms() };
+            let record = BlobRecord {
+                size,
+                location,
+                created_ms: now_ms(),
+            };
             let value = serde_json::to_vec(&record).map_err(|e| CacheError::Corrupt(e.to_string()))?;
-            let swapped = i.blobs.compare_and_swap(d.hex().as_bytes(), None as Option<&[u8]>, Some(value))?;
+            let swapped = i
+                .blobs
+                .compare_and_swap(d.hex().as_bytes(), None as Option<&[u8]>, Some(value))?;
             i.fills.remove(fill_id.to_be_bytes())?;
             i.db.flush()?;
             match swapped {
@@ -223,10 +238,18 @@ impl Cache {
     pub async fn manifest(&self, digest: &Digest) -> CacheResult<Option<StoredManifest>> {
         let d = digest.clone();
         self.blocking(move |i| {
-            let Some(v) = i.manifests.get(d.hex().as_bytes())? else { return Ok(None) };
-            let split = v.iter().position(|b| *b == b'\n').ok_or_else(|| CacheError::Corrupt("manifest".into()))?;
+            let Some(v) = i.manifests.get(d.hex().as_bytes())? else {
+                return Ok(None);
+            };
+            let split = v
+                .iter()
+                .position(|b| *b == b'\n')
+                .ok_or_else(|| CacheError::Corrupt("manifest".into()))?;
             let media_type = String::from_utf8_lossy(&v[..split]).into_owned();
-            Ok(Some(StoredManifest { media_type, bytes: Bytes::copy_from_slice(&v[split + 1..]) }))
+            Ok(Some(StoredManifest {
+                media_type,
+                bytes: Bytes::copy_from_slice(&v[split + 1..]),
+            }))
         })
         .await
     }
@@ -252,7 +275,10 @@ impl Cache {
     pub async fn put_tag(&self, upstream: &str, repo: &str, tag: &str, record: TagRecord) -> CacheResult<()> {
         let key = tag_key(upstream, repo, tag);
         self.blocking(move |i| {
-            i.tags.insert(key, serde_json::to_vec(&record).map_err(|e| CacheError::Corrupt(e.to_string()))?)?;
+            i.tags.insert(
+                key,
+                serde_json::to_vec(&record).map_err(|e| CacheError::Corrupt(e.to_string()))?,
+            )?;
             Ok(())
         })
         .await
@@ -266,7 +292,10 @@ impl Cache {
     pub async fn put_tag_list(&self, upstream: &str, repo: &str, query: &str, page: TagListPage) -> CacheResult<()> {
         let key = tag_key(upstream, repo, query);
         self.blocking(move |i| {
-            i.tag_lists.insert(key, serde_json::to_vec(&page).map_err(|e| CacheError::Corrupt(e.to_string()))?)?;
+            i.tag_lists.insert(
+                key,
+                serde_json::to_vec(&page).map_err(|e| CacheError::Corrupt(e.to_string()))?,
+            )?;
             Ok(())
         })
         .await
@@ -299,7 +328,11 @@ impl Inner {
         let mut report = RepairReport::default();
         for item in self.fills.iter() {
             let (k, _) = item?;
-            let fill_id = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| CacheError::Corrupt("fill key".into()))?);
+            let fill_id = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| CacheError::Corrupt("fill key".into()))?,
+            );
             self.store.discard_staged(fill_id)?;
             self.fills.remove(k)?;
             report.interrupted_fills += 1;

@@ -14,7 +14,9 @@ pub struct SledBlobStore {
 
 impl SledBlobStore {
     pub fn open(db: &sled::Db) -> io::Result<Self> {
-        Ok(SledBlobStore { chunks: db.open_tree("blob_chunks").map_err(io::Error::other)? })
+        Ok(SledBlobStore {
+            chunks: db.open_tree("blob_chunks").map_err(io::Error::other)?,
+        })
     }
 }
 
@@ -34,7 +36,9 @@ struct StagedChunks {
 
 impl StagedChunks {
     fn put(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.chunks.insert(key(self.fill_id, self.next_index), chunk).map_err(io::Error::other)?;
+        self.chunks
+            .insert(key(self.fill_id, self.next_index), chunk)
+            .map_err(io::Error::other)?;
         self.next_index += 1;
         Ok(())
     }
@@ -97,7 +101,11 @@ struct ChunkReader {
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.current.len() {
-            match self.chunks.get(key(self.fill_id, self.index)).map_err(io::Error::other)? {
+            match self
+                .chunks
+                .get(key(self.fill_id, self.index))
+                .map_err(io::Error::other)?
+            {
                 Some(v) => {
                     self.current = v;
                     self.index += 1;
@@ -120,8 +128,13 @@ impl SledBlobStore {
     fn reader(&self, fill_id: u64, offset: u64) -> BlobReader {
         let index = offset / CHUNK_SIZE as u64;
         let skip = (offset % CHUNK_SIZE as u64) as usize;
-        let mut reader =
-            ChunkReader { chunks: self.chunks.clone(), fill_id, index, current: sled::IVec::default(), pos: 0 };
+        let mut reader = ChunkReader {
+            chunks: self.chunks.clone(),
+            fill_id,
+            index,
+            current: sled::IVec::default(),
+            pos: 0,
+        };
         if skip > 0 {
             if let Ok(Some(v)) = self.chunks.get(key(fill_id, index)) {
                 reader.current = v;
@@ -140,7 +153,12 @@ impl BlobStore for SledBlobStore {
 
     fn begin(&self, fill_id: u64) -> io::Result<Box<dyn StagedBlob>> {
         remove_fill(&self.chunks, fill_id)?;
-        Ok(Box::new(StagedChunks { chunks: self.chunks.clone(), fill_id, next_index: 0, pending: Vec::new() }))
+        Ok(Box::new(StagedChunks {
+            chunks: self.chunks.clone(),
+            fill_id,
+            next_index: 0,
+            pending: Vec::new(),
+        }))
     }
 
     fn open_staged(&self, fill_id: u64, offset: u64) -> io::Result<BlobReader> {
@@ -155,7 +173,9 @@ impl BlobStore for SledBlobStore {
     }
 
     fn stored_size(&self, _digest: &Digest, location: &BlobLocation) -> io::Result<Option<u64>> {
-        let BlobLocation::Sled { fill_id } = location else { return Ok(None) };
+        let BlobLocation::Sled { fill_id } = location else {
+            return Ok(None);
+        };
         let mut size = 0u64;
         let mut expected_index = 0u64;
         for item in self.chunks.scan_prefix(fill_id.to_be_bytes()) {

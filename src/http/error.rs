@@ -1,12 +1,12 @@
 //! Every error a client sees, rendered once as OCI JSON with the spec's code and the
 //! status its origin implies: client mistakes 4xx, upstream trouble 502/504, ours 500.
 
-use crate::oci::error::{error_body, ErrorCode};
+use crate::oci::error::{ErrorCode, error_body};
 use crate::oci::range::RangeError;
 use crate::oci::route::RouteError;
 use crate::proxy::ProxyError;
 use crate::upstream::UpstreamError;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 #[derive(Debug)]
@@ -20,15 +20,29 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None, content_range: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            content_range: None,
+        }
     }
 
     pub fn unsupported(what: &str) -> Self {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::Unsupported, format!("pullgate is a read-only pull-through cache: {what} is not supported"))
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            format!("pullgate is a read-only pull-through cache: {what} is not supported"),
+        )
     }
 
     pub fn range_not_satisfiable(size: u64) -> Self {
-        let mut e = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::RangeInvalid, "requested range is not satisfiable");
+        let mut e = ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::RangeInvalid,
+            "requested range is not satisfiable",
+        );
         e.content_range = Some(format!("bytes */{size}"));
         e
     }
@@ -37,7 +51,9 @@ impl ApiError {
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
         match e {
-            RouteError::NotFound => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, "not a registry API path"),
+            RouteError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, "not a registry API path")
+            }
             RouteError::PathTooLong => ApiError::new(StatusCode::URI_TOO_LONG, ErrorCode::NameInvalid, e.to_string()),
             RouteError::Name(_) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::NameInvalid, e.to_string()),
             RouteError::Digest(_) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::DigestInvalid, e.to_string()),
@@ -48,7 +64,11 @@ impl From<RouteError> for ApiError {
 
 impl From<RangeError> for ApiError {
     fn from(e: RangeError) -> Self {
-        ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::RangeInvalid, e.to_string())
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::RangeInvalid,
+            e.to_string(),
+        )
     }
 }
 
@@ -57,9 +77,17 @@ impl From<UpstreamError> for ApiError {
         let msg = e.to_string();
         match e {
             UpstreamError::NotFound => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, msg),
-            UpstreamError::Denied(_) => ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Denied, "upstream refused access to this repository with pullgate's credentials"),
+            UpstreamError::Denied(_) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                "upstream refused access to this repository with pullgate's credentials",
+            ),
             UpstreamError::TooManyRequests { retry_after } => {
-                let mut a = ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::Toomanyrequests, "upstream rate limit reached; retry later");
+                let mut a = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::Toomanyrequests,
+                    "upstream rate limit reached; retry later",
+                );
                 a.retry_after = Some(retry_after.unwrap_or(60));
                 a
             }
@@ -85,7 +113,11 @@ impl From<ProxyError> for ApiError {
             ProxyError::Verification(_) => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, msg),
             ProxyError::Cache(_) | ProxyError::Storage(_) => {
                 tracing::error!(error = %msg, "internal error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable, "internal storage error")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Unavailable,
+                    "internal storage error",
+                )
             }
         }
     }

@@ -3,16 +3,16 @@
 
 pub mod error;
 
+use crate::oci::ErrorCode;
 use crate::oci::media::AcceptSet;
 use crate::oci::range::RangeSpec;
 use crate::oci::route::Route;
-use crate::oci::ErrorCode;
-use crate::proxy::{read, BlobAnswer, CacheStatus, Proxy, Target};
+use crate::proxy::{BlobAnswer, CacheStatus, Proxy, Target, read};
+use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use error::ApiError;
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,7 +58,8 @@ async fn dispatch(State(app): State<AppState>, method: Method, uri: Uri, headers
         Ok((resp, cache, name)) => (resp, cache, name),
         Err(e) => (e.into_response(), None, None),
     };
-    resp.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut()
+        .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     info!(
         method = %method,
         path = uri.path(),
@@ -80,12 +81,25 @@ async fn handle(app: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap)
     match route {
         Route::BlobUpload { .. } => Err(ApiError::unsupported("uploading blobs")),
         _ if !read_only => Err(ApiError::unsupported(&format!("{method} requests"))),
-        Route::Base => Ok((([(header::CONTENT_TYPE, "application/json")], "{}").into_response(), None, None)),
-        Route::Catalog => Err(ApiError::new(StatusCode::NOT_FOUND, ErrorCode::Unsupported, "the catalog is not available through pullgate")),
-        Route::Referrers { .. } => Err(ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, "the referrers API is not available; use the tag schema")),
+        Route::Base => Ok((
+            ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
+            None,
+            None,
+        )),
+        Route::Catalog => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::Unsupported,
+            "the catalog is not available through pullgate",
+        )),
+        Route::Referrers { .. } => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ManifestUnknown,
+            "the referrers API is not available; use the tag schema",
+        )),
         Route::Manifest { name, reference } => {
             let target = app.proxy.resolve(&name, query.ns.as_deref())?;
-            let accept = AcceptSet::from_header_values(headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
+            let accept =
+                AcceptSet::from_header_values(headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
             let answer = app.proxy.manifest(&target, &reference, &accept).await?;
             let mut resp = Response::builder()
                 .status(StatusCode::OK)
@@ -93,13 +107,25 @@ async fn handle(app: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap)
                 .header(header::CONTENT_LENGTH, answer.bytes.len())
                 .header("docker-content-digest", answer.digest.to_string());
             resp = with_namespace(resp, query.ns.as_deref(), &target);
-            let body = if *method == Method::HEAD { Body::empty() } else { Body::from(answer.bytes) };
-            Ok((resp.body(body).map_err(internal)?, Some(answer.cache), Some(name.to_string())))
+            let body = if *method == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from(answer.bytes)
+            };
+            Ok((
+                resp.body(body).map_err(internal)?,
+                Some(answer.cache),
+                Some(name.to_string()),
+            ))
         }
         Route::Blob { name, digest } => {
             let target = app.proxy.resolve(&name, query.ns.as_deref())?;
             let range = match headers.get(header::RANGE) {
-                Some(v) => Some(RangeSpec::parse(v.to_str().map_err(|_| ApiError::from(crate::oci::range::RangeError::Malformed))?)?),
+                Some(v) => {
+                    Some(RangeSpec::parse(v.to_str().map_err(|_| {
+                        ApiError::from(crate::oci::range::RangeError::Malformed)
+                    })?)?)
+                }
                 None => None,
             };
             let resp = if *method == Method::HEAD {
@@ -126,21 +152,37 @@ async fn handle(app: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap)
             let mut resp = Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/json");
-            if let Some(next) = page.next.as_deref().and_then(|n| client_link(n, name.as_str(), query.ns.as_deref())) {
+            if let Some(next) = page
+                .next
+                .as_deref()
+                .and_then(|n| client_link(n, name.as_str(), query.ns.as_deref()))
+            {
                 resp = resp.header(header::LINK, next);
             }
             resp = with_namespace(resp, query.ns.as_deref(), &target);
-            let body = if *method == Method::HEAD { Body::empty() } else { Body::from(body) };
+            let body = if *method == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from(body)
+            };
             Ok((resp.body(body).map_err(internal)?, Some(status), Some(name.to_string())))
         }
     }
 }
 
 fn internal(e: axum::http::Error) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable, format!("cannot build response: {e}"))
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Unavailable,
+        format!("cannot build response: {e}"),
+    )
 }
 
-fn with_namespace(resp: axum::http::response::Builder, ns: Option<&str>, target: &Target) -> axum::http::response::Builder {
+fn with_namespace(
+    resp: axum::http::response::Builder,
+    ns: Option<&str>,
+    target: &Target,
+) -> axum::http::response::Builder {
     match ns {
         Some(_) => resp.header("oci-namespace", target.upstream.name.as_str()),
         None => resp,
@@ -176,7 +218,12 @@ fn client_link(upstream_target: &str, client_name: &str, ns: Option<&str>) -> Op
     Some(format!("</v2/{client_name}/tags/list?{q}>; rel=\"next\""))
 }
 
-async fn head_blob(app: &AppState, target: &Target, digest: &crate::oci::Digest, ns: Option<&str>) -> Result<(Response, CacheStatus), ApiError> {
+async fn head_blob(
+    app: &AppState,
+    target: &Target,
+    digest: &crate::oci::Digest,
+    ns: Option<&str>,
+) -> Result<(Response, CacheStatus), ApiError> {
     let (size, status) = app.proxy.blob_size(target, digest).await?;
     let mut resp = Response::builder()
         .status(StatusCode::OK)
@@ -190,7 +237,13 @@ async fn head_blob(app: &AppState, target: &Target, digest: &crate::oci::Digest,
     Ok((resp.body(Body::empty()).map_err(internal)?, status))
 }
 
-async fn get_blob(app: &AppState, target: &Target, digest: &crate::oci::Digest, range: Option<RangeSpec>, ns: Option<&str>) -> Result<(Response, CacheStatus), ApiError> {
+async fn get_blob(
+    app: &AppState,
+    target: &Target,
+    digest: &crate::oci::Digest,
+    range: Option<RangeSpec>,
+    ns: Option<&str>,
+) -> Result<(Response, CacheStatus), ApiError> {
     let answer = app.proxy.blob(target, digest).await?;
     let (size, status) = match &answer {
         BlobAnswer::Cached { record, .. } => (Some(record.size), CacheStatus::Hit),
@@ -199,7 +252,11 @@ async fn get_blob(app: &AppState, target: &Target, digest: &crate::oci::Digest, 
             if p.size.is_none() && range.is_some() {
                 // Without a Content-Length the range can only be resolved at the end.
                 let mut rx = fill.progress();
-                p = rx.wait_for(|p| p.outcome.is_some()).await.map(|p| p.clone()).unwrap_or(p);
+                p = rx
+                    .wait_for(|p| p.outcome.is_some())
+                    .await
+                    .map(|p| p.clone())
+                    .unwrap_or(p);
                 if let Some(Ok(r)) = &p.outcome {
                     p.size = Some(r.size);
                 }
@@ -224,7 +281,9 @@ async fn get_blob(app: &AppState, target: &Target, digest: &crate::oci::Digest, 
         (None, None) => (0, u64::MAX),
     };
     let body = match answer {
-        BlobAnswer::Cached { digest, record } => Body::from_stream(read::published(app.proxy.cache.clone(), digest, record, first, end)),
+        BlobAnswer::Cached { digest, record } => {
+            Body::from_stream(read::published(app.proxy.cache.clone(), digest, record, first, end))
+        }
         BlobAnswer::Filling { fill, .. } => Body::from_stream(read::filling(app.proxy.cache.clone(), fill, first, end)),
     };
     let mut resp = Response::builder()
@@ -254,13 +313,21 @@ mod tests {
             "</v2/registry.redhat.io/ubi9/ubi/tags/list?last=b&n=2>; rel=\"next\""
         );
         assert_eq!(
-            client_link("/v2/ubi9/ubi/tags/list?n=2&last=b&evil=x", "ubi9/ubi", Some("registry.redhat.io")).unwrap(),
+            client_link(
+                "/v2/ubi9/ubi/tags/list?n=2&last=b&evil=x",
+                "ubi9/ubi",
+                Some("registry.redhat.io")
+            )
+            .unwrap(),
             "</v2/ubi9/ubi/tags/list?n=2&last=b&ns=registry.redhat.io>; rel=\"next\""
         );
     }
 
     #[test]
     fn tag_list_names_are_rewritten() {
-        assert_eq!(rename_tag_list(r#"{"name":"ubi9/ubi","tags":["a"]}"#, "r/ubi9/ubi"), r#"{"name":"r/ubi9/ubi","tags":["a"]}"#);
+        assert_eq!(
+            rename_tag_list(r#"{"name":"ubi9/ubi","tags":["a"]}"#, "r/ubi9/ubi"),
+            r#"{"name":"r/ubi9/ubi","tags":["a"]}"#
+        );
     }
 }

@@ -88,7 +88,10 @@ pub fn parse(header: &str) -> Vec<Challenge> {
         if scheme.is_empty() {
             break;
         }
-        let mut challenge = Challenge { scheme: scheme.to_string(), params: BTreeMap::new() };
+        let mut challenge = Challenge {
+            scheme: scheme.to_string(),
+            params: BTreeMap::new(),
+        };
         // Parameters until the next token that is not followed by '=' (a new scheme).
         loop {
             cur.skip_ws_and_commas();
@@ -138,7 +141,9 @@ mod tests {
 
     #[test]
     fn red_hat_challenge() {
-        let c = parse(r#"Bearer realm="https://registry.redhat.io/auth/realms/rhcc/protocol/redhat-docker-v2/auth",service="docker-registry""#);
+        let c = parse(
+            r#"Bearer realm="https://registry.redhat.io/auth/realms/rhcc/protocol/redhat-docker-v2/auth",service="docker-registry""#,
+        );
         assert_eq!(c.len(), 1);
         assert!(c[0].is_bearer());
         assert_eq!(c[0].param("service"), Some("docker-registry"));
@@ -147,7 +152,9 @@ mod tests {
 
     #[test]
     fn quoted_commas_several_challenges_and_unquoted_values() {
-        let c = parse(r#"Bearer realm="https://a/token",scope="repository:a/b:pull,push", error="insufficient_scope", Basic realm=x"#);
+        let c = parse(
+            r#"Bearer realm="https://a/token",scope="repository:a/b:pull,push", error="insufficient_scope", Basic realm=x"#,
+        );
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].param("scope"), Some("repository:a/b:pull,push"));
         assert_eq!(c[0].param("error"), Some("insufficient_scope"));

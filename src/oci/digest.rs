@@ -50,7 +50,9 @@ impl Digest {
 
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        Digest { hex: hex::encode(Sha256::digest(bytes)) }
+        Digest {
+            hex: hex::encode(Sha256::digest(bytes)),
+        }
     }
 
     pub fn hex(&self) -> &str {
@@ -107,7 +109,9 @@ impl DigestHasher {
     }
 
     pub fn finish(self) -> Digest {
-        Digest { hex: hex::encode(self.hasher.finalize()) }
+        Digest {
+            hex: hex::encode(self.hasher.finalize()),
+        }
     }
 }
 
@@ -122,7 +126,10 @@ mod tests {
     fn parses_valid_and_rejects_invalid() {
         assert_eq!(Digest::parse(EMPTY).unwrap().to_string(), EMPTY);
         assert_eq!(Digest::of(b""), Digest::parse(EMPTY).unwrap());
-        assert_eq!(Digest::parse(&EMPTY.to_uppercase().replace("SHA256", "sha256")), Err(DigestError::Malformed));
+        assert_eq!(
+            Digest::parse(&EMPTY.to_uppercase().replace("SHA256", "sha256")),
+            Err(DigestError::Malformed)
+        );
         assert_eq!(Digest::parse("sha256:abc"), Err(DigestError::Malformed));
         assert_eq!(Digest::parse("sha256"), Err(DigestError::Malformed));
         assert_eq!(

@@ -36,8 +36,10 @@ struct Envelope<'a> {
 
 /// `{"errors":[{"code":…,"message":…,"detail":…}]}`.
 pub fn error_body(code: ErrorCode, message: &str, detail: Option<&serde_json::Value>) -> String {
-    serde_json::to_string(&Envelope { errors: [ErrorItem { code, message, detail }] })
-        .unwrap_or_else(|_| r#"{"errors":[{"code":"UNKNOWN","message":"error"}]}"#.to_string())
+    serde_json::to_string(&Envelope {
+        errors: [ErrorItem { code, message, detail }],
+    })
+    .unwrap_or_else(|_| r#"{"errors":[{"code":"UNKNOWN","message":"error"}]}"#.to_string())
 }
 
 #[cfg(test)]

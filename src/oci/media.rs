@@ -20,7 +20,15 @@ pub fn is_index(media_type: &str) -> bool {
 }
 
 pub fn is_known_manifest(media_type: &str) -> bool {
-    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, DOCKER_V1, DOCKER_V1_SIGNED].contains(&media_type)
+    [
+        OCI_MANIFEST,
+        OCI_INDEX,
+        DOCKER_MANIFEST,
+        DOCKER_LIST,
+        DOCKER_V1,
+        DOCKER_V1_SIGNED,
+    ]
+    .contains(&media_type)
 }
 
 /// The media type without parameters, lowercased: `Content-Type` as pullgate stores it.
@@ -50,10 +58,19 @@ pub fn manifest_media_type(content_type: Option<&str>, body: &[u8]) -> String {
         }
         // An OCI manifest or index may omit mediaType.
         if probe.schema_version == Some(2) {
-            return if probe.manifests.is_some() { OCI_INDEX } else { OCI_MANIFEST }.to_string();
+            return if probe.manifests.is_some() {
+                OCI_INDEX
+            } else {
+                OCI_MANIFEST
+            }
+            .to_string();
         }
     }
-    if from_header.is_empty() { "application/octet-stream".to_string() } else { from_header }
+    if from_header.is_empty() {
+        "application/octet-stream".to_string()
+    } else {
+        from_header
+    }
 }
 
 /// The set of media types a client accepts, from all of its `Accept` header lines.
@@ -76,7 +93,8 @@ impl AcceptSet {
                 let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
                 let refused = parts.any(|p| {
                     let p = p.trim();
-                    p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+                    p.strip_prefix("q=")
+                        .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
                 });
                 if media.is_empty() || refused {
                     continue;
@@ -153,7 +171,14 @@ mod tests {
 
     #[test]
     fn accept_collects_every_line() {
-        let podman = [OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_V1_SIGNED, DOCKER_V1, DOCKER_LIST, OCI_INDEX];
+        let podman = [
+            OCI_MANIFEST,
+            DOCKER_MANIFEST,
+            DOCKER_V1_SIGNED,
+            DOCKER_V1,
+            DOCKER_LIST,
+            OCI_INDEX,
+        ];
         let set = AcceptSet::from_header_values(podman);
         assert!(set.accepts(OCI_INDEX) && set.accepts(DOCKER_LIST));
         let one_line = format!("{DOCKER_MANIFEST}, {DOCKER_LIST};q=0.9, {OCI_MANIFEST}; q=0");
@@ -168,9 +193,18 @@ mod tests {
     #[test]
     fn media_type_falls_back_to_body() {
         let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
-        assert_eq!(manifest_media_type(Some("text/html; charset=utf-8"), body), DOCKER_MANIFEST);
-        assert_eq!(manifest_media_type(Some(&format!("{OCI_MANIFEST}; charset=utf-8")), b"{}"), OCI_MANIFEST);
-        assert_eq!(manifest_media_type(None, br#"{"schemaVersion":2,"manifests":[]}"#), OCI_INDEX);
+        assert_eq!(
+            manifest_media_type(Some("text/html; charset=utf-8"), body),
+            DOCKER_MANIFEST
+        );
+        assert_eq!(
+            manifest_media_type(Some(&format!("{OCI_MANIFEST}; charset=utf-8")), b"{}"),
+            OCI_MANIFEST
+        );
+        assert_eq!(
+            manifest_media_type(None, br#"{"schemaVersion":2,"manifests":[]}"#),
+            OCI_INDEX
+        );
         assert_eq!(manifest_media_type(None, b"not json"), "application/octet-stream");
     }
 

@@ -54,10 +54,7 @@ impl RangeSpec {
     /// Parses a header value. Inverted ranges (`bytes=5-2`) are malformed.
     pub fn parse(value: &str) -> Result<RangeSpec, RangeError> {
         let value = value.trim();
-        let set = value
-            .strip_prefix("bytes=")
-            .ok_or(RangeError::Malformed)?
-            .trim();
+        let set = value.strip_prefix("bytes=").ok_or(RangeError::Malformed)?.trim();
         if set.contains(',') {
             // Validate each part so garbage is still refused, then serve the whole body.
             for part in set.split(',') {
@@ -72,7 +69,11 @@ impl RangeSpec {
         let (a, b) = part.trim().split_once('-').ok_or(RangeError::Malformed)?;
         if a.trim().is_empty() {
             let n = number(b)?;
-            return if n == 0 { Err(RangeError::Unsatisfiable) } else { Ok(RangeSpec::Suffix(n)) };
+            return if n == 0 {
+                Err(RangeError::Unsatisfiable)
+            } else {
+                Ok(RangeSpec::Suffix(n))
+            };
         }
         let first = number(a)?;
         let last = if b.trim().is_empty() { None } else { Some(number(b)?) };
@@ -90,7 +91,10 @@ impl RangeSpec {
                 if size == 0 {
                     return Err(RangeError::Unsatisfiable);
                 }
-                Ok(Some(ByteSpan { first: size.saturating_sub(n), last: size - 1 }))
+                Ok(Some(ByteSpan {
+                    first: size.saturating_sub(n),
+                    last: size - 1,
+                }))
             }
             RangeSpec::FromTo { first, last } => {
                 if first >= size {

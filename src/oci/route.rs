@@ -12,12 +12,25 @@ pub const MAX_PATH_LEN: usize = 2048;
 pub enum Route {
     /// `GET /v2/`: the API version check.
     Base,
-    Manifest { name: RepoName, reference: Reference },
-    Blob { name: RepoName, digest: Digest },
+    Manifest {
+        name: RepoName,
+        reference: Reference,
+    },
+    Blob {
+        name: RepoName,
+        digest: Digest,
+    },
     /// Any blob upload path: pullgate is read-only.
-    BlobUpload { name: RepoName },
-    TagsList { name: RepoName },
-    Referrers { name: RepoName, digest: Digest },
+    BlobUpload {
+        name: RepoName,
+    },
+    TagsList {
+        name: RepoName,
+    },
+    Referrers {
+        name: RepoName,
+        digest: Digest,
+    },
     Catalog,
 }
 
@@ -59,14 +72,20 @@ impl Route {
                 ReferenceError::BadDigest(d) => RouteError::Digest(d),
                 other => RouteError::Reference(other),
             })?;
-            return Ok(Route::Manifest { name: name_of(n - 2)?, reference });
+            return Ok(Route::Manifest {
+                name: name_of(n - 2)?,
+                reference,
+            });
         }
         if n >= 3 && segments[n - 2] == "tags" && segments[n - 1] == "list" {
             return Ok(Route::TagsList { name: name_of(n - 2)? });
         }
         if n >= 3 && segments[n - 2] == "referrers" {
             let digest = Digest::parse(segments[n - 1])?;
-            return Ok(Route::Referrers { name: name_of(n - 2)?, digest });
+            return Ok(Route::Referrers {
+                name: name_of(n - 2)?,
+                digest,
+            });
         }
         // `<name>/blobs/uploads/` and `<name>/blobs/uploads/<id>`.
         if let Some(i) = segments.iter().rposition(|s| *s == "uploads")
@@ -78,7 +97,10 @@ impl Route {
         }
         if n >= 3 && segments[n - 2] == "blobs" {
             let digest = Digest::parse(segments[n - 1])?;
-            return Ok(Route::Blob { name: name_of(n - 2)?, digest });
+            return Ok(Route::Blob {
+                name: name_of(n - 2)?,
+                digest,
+            });
         }
         Err(RouteError::NotFound)
     }
@@ -111,9 +133,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(Route::parse("/v2/a/b/tags/list"), Ok(Route::TagsList { .. })));
-        assert!(matches!(Route::parse("/v2/a/blobs/uploads/"), Ok(Route::BlobUpload { .. })));
-        assert!(matches!(Route::parse("/v2/a/blobs/uploads/1234-abcd"), Ok(Route::BlobUpload { .. })));
-        assert!(matches!(Route::parse(&format!("/v2/a/referrers/{D}")), Ok(Route::Referrers { .. })));
+        assert!(matches!(
+            Route::parse("/v2/a/blobs/uploads/"),
+            Ok(Route::BlobUpload { .. })
+        ));
+        assert!(matches!(
+            Route::parse("/v2/a/blobs/uploads/1234-abcd"),
+            Ok(Route::BlobUpload { .. })
+        ));
+        assert!(matches!(
+            Route::parse(&format!("/v2/a/referrers/{D}")),
+            Ok(Route::Referrers { .. })
+        ));
     }
 
     #[test]
@@ -121,13 +152,34 @@ mod tests {
         assert_eq!(Route::parse("/v3/"), Err(RouteError::NotFound));
         assert_eq!(Route::parse("/v2x"), Err(RouteError::NotFound));
         assert_eq!(Route::parse("/v2/a/b"), Err(RouteError::NotFound));
-        assert!(matches!(Route::parse("/v2/../etc/manifests/latest"), Err(RouteError::Name(_))));
-        assert!(matches!(Route::parse("/v2/%2e%2e/manifests/latest"), Err(RouteError::Name(_))));
-        assert!(matches!(Route::parse("/v2/a/manifests/sha256:totallywrong"), Err(RouteError::Digest(_))));
-        assert!(matches!(Route::parse("/v2/a/blobs/sha256:ABC"), Err(RouteError::Digest(_))));
-        assert!(matches!(Route::parse("/v2/a/manifests/-bad"), Err(RouteError::Reference(_))));
-        assert!(matches!(Route::parse("/v2/manifests/latest"), Err(RouteError::NotFound)));
-        assert_eq!(Route::parse(&format!("/v2/{}", "a/".repeat(2000))), Err(RouteError::PathTooLong));
+        assert!(matches!(
+            Route::parse("/v2/../etc/manifests/latest"),
+            Err(RouteError::Name(_))
+        ));
+        assert!(matches!(
+            Route::parse("/v2/%2e%2e/manifests/latest"),
+            Err(RouteError::Name(_))
+        ));
+        assert!(matches!(
+            Route::parse("/v2/a/manifests/sha256:totallywrong"),
+            Err(RouteError::Digest(_))
+        ));
+        assert!(matches!(
+            Route::parse("/v2/a/blobs/sha256:ABC"),
+            Err(RouteError::Digest(_))
+        ));
+        assert!(matches!(
+            Route::parse("/v2/a/manifests/-bad"),
+            Err(RouteError::Reference(_))
+        ));
+        assert!(matches!(
+            Route::parse("/v2/manifests/latest"),
+            Err(RouteError::NotFound)
+        ));
+        assert_eq!(
+            Route::parse(&format!("/v2/{}", "a/".repeat(2000))),
+            Err(RouteError::PathTooLong)
+        );
     }
 
     proptest! {

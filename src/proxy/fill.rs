@@ -56,7 +56,10 @@ impl Fill {
     /// Waits until upstream answered (or the fill ended).
     pub async fn started(&self) -> FillProgress {
         let mut rx = self.progress.clone();
-        let result = rx.wait_for(|p| p.started || p.outcome.is_some()).await.map(|p| p.clone());
+        let result = rx
+            .wait_for(|p| p.started || p.outcome.is_some())
+            .await
+            .map(|p| p.clone());
         result.unwrap_or_else(|_| FillProgress {
             outcome: Some(Err(FillError::Storage("fill task ended unexpectedly".into()))),
             ..Default::default()
@@ -106,9 +109,16 @@ impl FillRegistry {
         if let Some(fill) = self.running().get(digest).cloned() {
             return Ok(Lookup::Filling(fill, true));
         }
-        let (fill_id, staged) = cache.begin_fill(digest).await.map_err(|e| FillError::Storage(e.to_string()))?;
+        let (fill_id, staged) = cache
+            .begin_fill(digest)
+            .await
+            .map_err(|e| FillError::Storage(e.to_string()))?;
         let (tx, rx) = watch::channel(FillProgress::default());
-        let fill = Arc::new(Fill { digest: digest.clone(), fill_id, progress: rx });
+        let fill = Arc::new(Fill {
+            digest: digest.clone(),
+            fill_id,
+            progress: rx,
+        });
         {
             let mut running = self.running();
             if let Some(existing) = running.get(digest).cloned() {
@@ -128,7 +138,15 @@ impl FillRegistry {
             running.insert(digest.clone(), fill.clone());
         }
         self.stats.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let task = FillTask { registry: self.clone(), cache: cache.clone(), upstream, repo, digest: digest.clone(), fill_id, tx };
+        let task = FillTask {
+            registry: self.clone(),
+            cache: cache.clone(),
+            upstream,
+            repo,
+            digest: digest.clone(),
+            fill_id,
+            tx,
+        };
         tokio::spawn(task.run(staged));
         Ok(Lookup::Filling(fill, false))
     }
@@ -161,7 +179,10 @@ fn backoff(attempt: u32) -> Duration {
 
 impl FillTask {
     async fn run(self, staged: Box<dyn StagedBlob>) {
-        let mut sink = Some(Sink { staged, hasher: DigestHasher::new() });
+        let mut sink = Some(Sink {
+            staged,
+            hasher: DigestHasher::new(),
+        });
         let result = self.download(&mut sink).await;
         let outcome = match (result, sink) {
             (Ok(size), Some(sink)) => self.finish(sink, size).await,
@@ -173,11 +194,17 @@ impl FillTask {
         };
         match &outcome {
             Ok(record) => {
-                self.registry.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.registry
+                    .stats
+                    .published
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 info!(upstream = %self.upstream.name, digest = %self.digest, size = record.size, "blob verified and cached");
             }
             Err(FillError::Verification(why)) => {
-                self.registry.stats.verification_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.registry
+                    .stats
+                    .verification_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 error!(upstream = %self.upstream.name, digest = %self.digest, %why, "blob failed verification; discarded");
             }
             Err(e) => warn!(upstream = %self.upstream.name, digest = %self.digest, error = %e, "blob fill failed"),
@@ -229,7 +256,10 @@ impl FillTask {
                     }
                     written += chunk.len() as u64;
                     if size.is_some_and(|s| written > s) {
-                        return Err(FillError::Verification(format!("upstream sent more than the {} bytes it announced", size.unwrap_or(0))));
+                        return Err(FillError::Verification(format!(
+                            "upstream sent more than the {} bytes it announced",
+                            size.unwrap_or(0)
+                        )));
                     }
                     let readable = self.write(sink, chunk).await?;
                     // Hold back the tail: readers never see the last byte before verification.
@@ -249,7 +279,10 @@ impl FillTask {
                     if resumes > MAX_RESUMES {
                         return Err(e.into());
                     }
-                    self.registry.stats.resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.registry
+                        .stats
+                        .resumes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     warn!(upstream = %self.upstream.name, digest = %self.digest, offset = written, attempt = resumes, error = %e, "blob body broke; resuming");
                     tokio::time::sleep(backoff(resumes)).await;
                     body = self.reopen(written, size).await?;
@@ -272,9 +305,15 @@ impl FillTask {
             match self.upstream.get_blob(&self.repo, &self.digest, from).await {
                 Ok(body) => {
                     if body.status.as_u16() == 206 && body.range_start != Some(from) {
-                        return Err(FillError::Upstream(UpstreamError::Protocol("resumed at the wrong offset".into())));
+                        return Err(FillError::Upstream(UpstreamError::Protocol(
+                            "resumed at the wrong offset".into(),
+                        )));
                     }
-                    if body.status.as_u16() == 206 && size.is_some() && body.range_total.is_some() && body.range_total != size {
+                    if body.status.as_u16() == 206
+                        && size.is_some()
+                        && body.range_total.is_some()
+                        && body.range_total != size
+                    {
                         return Err(FillError::Verification("blob size changed between requests".into()));
                     }
                     return Ok(body);

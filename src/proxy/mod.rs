@@ -5,7 +5,7 @@
 pub mod fill;
 pub mod read;
 
-use crate::cache::{now_ms, BlobRecord, Cache, CacheError, StoredManifest, TagListPage, TagRecord};
+use crate::cache::{BlobRecord, Cache, CacheError, StoredManifest, TagListPage, TagRecord, now_ms};
 use crate::config::Config;
 use crate::oci::media::{self, AcceptSet};
 use crate::oci::{Digest, Reference, RepoName, Tag};
@@ -107,8 +107,17 @@ impl Proxy {
             .zip(secrets)
             .map(|(u, secret)| Upstream::new(u, secret).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let default_upstream = config.default_upstream.as_ref().and_then(|d| upstreams.iter().position(|u| &u.name == d));
-        Ok(Proxy { upstreams, default_upstream, cache, tag_ttl: config.cache.tag_ttl.0, fills: Arc::default() })
+        let default_upstream = config
+            .default_upstream
+            .as_ref()
+            .and_then(|d| upstreams.iter().position(|u| &u.name == d));
+        Ok(Proxy {
+            upstreams,
+            default_upstream,
+            cache,
+            tag_ttl: config.cache.tag_ttl.0,
+            fills: Arc::default(),
+        })
     }
 
     /// Routing: `?ns=` first (a path already prefixed with that upstream is not prefixed
@@ -119,9 +128,14 @@ impl Proxy {
                 .upstreams
                 .iter()
                 .find(|u| u.name.eq_ignore_ascii_case(ns))
-                .ok_or_else(|| ProxyError::NameUnknown(format!("no upstream named {:?} is configured", truncate(ns))))?;
+                .ok_or_else(|| {
+                    ProxyError::NameUnknown(format!("no upstream named {:?} is configured", truncate(ns)))
+                })?;
             let repo = name.strip_prefix(&upstream.name).unwrap_or_else(|| name.clone());
-            return Ok(Target { upstream: upstream.clone(), repo });
+            return Ok(Target {
+                upstream: upstream.clone(),
+                repo,
+            });
         }
         let by_prefix = self
             .upstreams
@@ -132,17 +146,30 @@ impl Proxy {
             let repo = name
                 .strip_prefix(&upstream.name)
                 .ok_or_else(|| ProxyError::NameInvalid(format!("{name} names an upstream but no repository in it")))?;
-            return Ok(Target { upstream: upstream.clone(), repo });
+            return Ok(Target {
+                upstream: upstream.clone(),
+                repo,
+            });
         }
         match self.default_upstream {
-            Some(i) => Ok(Target { upstream: self.upstreams[i].clone(), repo: name.clone() }),
-            None => Err(ProxyError::NameUnknown(format!("{name} does not start with a configured upstream name and no default_upstream is set"))),
+            Some(i) => Ok(Target {
+                upstream: self.upstreams[i].clone(),
+                repo: name.clone(),
+            }),
+            None => Err(ProxyError::NameUnknown(format!(
+                "{name} does not start with a configured upstream name and no default_upstream is set"
+            ))),
         }
     }
 
     // ---- manifests ----------------------------------------------------------------
 
-    pub async fn manifest(&self, target: &Target, reference: &Reference, accept: &AcceptSet) -> ProxyResult<ManifestAnswer> {
+    pub async fn manifest(
+        &self,
+        target: &Target,
+        reference: &Reference,
+        accept: &AcceptSet,
+    ) -> ProxyResult<ManifestAnswer> {
         match reference {
             Reference::Digest(d) => self.manifest_by_digest(target, d).await,
             Reference::Tag(t) => {
@@ -156,7 +183,12 @@ impl Proxy {
     /// semantics), fetched and verified on a miss.
     async fn manifest_by_digest(&self, target: &Target, digest: &Digest) -> ProxyResult<ManifestAnswer> {
         if let Some(m) = self.stored_manifest(digest).await? {
-            return Ok(ManifestAnswer { digest: digest.clone(), media_type: m.media_type, bytes: m.bytes, cache: CacheStatus::Hit });
+            return Ok(ManifestAnswer {
+                digest: digest.clone(),
+                media_type: m.media_type,
+                bytes: m.bytes,
+                cache: CacheStatus::Hit,
+            });
         }
         let fetched = match target.upstream.get_manifest(&target.repo, &digest.to_string()).await {
             Err(UpstreamError::NotFound) => return Err(ProxyError::ManifestUnknown(digest.to_string())),
@@ -165,11 +197,20 @@ impl Proxy {
         let actual = Digest::of(&fetched.bytes);
         if &actual != digest {
             warn!(upstream = %target.upstream.name, %digest, %actual, "manifest failed verification; discarded");
-            return Err(ProxyError::Verification(format!("manifest {digest} hashes to {actual}")));
+            return Err(ProxyError::Verification(format!(
+                "manifest {digest} hashes to {actual}"
+            )));
         }
         let media_type = media::manifest_media_type(fetched.content_type.as_deref(), &fetched.bytes);
-        self.cache.put_manifest(digest, &media_type, fetched.bytes.clone()).await?;
-        Ok(ManifestAnswer { digest: digest.clone(), media_type, bytes: fetched.bytes, cache: CacheStatus::Miss })
+        self.cache
+            .put_manifest(digest, &media_type, fetched.bytes.clone())
+            .await?;
+        Ok(ManifestAnswer {
+            digest: digest.clone(),
+            media_type,
+            bytes: fetched.bytes,
+            cache: CacheStatus::Miss,
+        })
     }
 
     /// A stored manifest, re-checked against its digest (cheap: manifests are small).
@@ -227,15 +268,26 @@ impl Proxy {
                     && claimed != digest
                 {
                     warn!(upstream = %upstream_name, repo, tag = %tag, %claimed, actual = %digest, "manifest does not match the digest upstream announced; discarded");
-                    return Err(ProxyError::Verification(format!("manifest for {repo}:{tag} does not match Docker-Content-Digest")));
+                    return Err(ProxyError::Verification(format!(
+                        "manifest for {repo}:{tag} does not match Docker-Content-Digest"
+                    )));
                 }
                 let media_type = media::manifest_media_type(fetched.content_type.as_deref(), &fetched.bytes);
-                self.cache.put_manifest(&digest, &media_type, fetched.bytes.clone()).await?;
+                self.cache
+                    .put_manifest(&digest, &media_type, fetched.bytes.clone())
+                    .await?;
                 self.remember_tag(target, tag, &digest, &media_type).await?;
                 if known.as_ref().is_some_and(|(d, _, _)| d != &digest) {
                     info!(upstream = %upstream_name, repo, tag = %tag, %digest, "tag moved upstream");
                 }
-                Ok((digest, StoredManifest { media_type, bytes: fetched.bytes }, CacheStatus::Miss))
+                Ok((
+                    digest,
+                    StoredManifest {
+                        media_type,
+                        bytes: fetched.bytes,
+                    },
+                    CacheStatus::Miss,
+                ))
             }
             Err(e) if e.is_transient() && known.is_some() => {
                 let (digest, stored, _) = known.expect("checked is_some");
@@ -248,20 +300,41 @@ impl Proxy {
     }
 
     async fn remember_tag(&self, target: &Target, tag: &Tag, digest: &Digest, media_type: &str) -> ProxyResult<()> {
-        let record = TagRecord { digest: digest.to_string(), media_type: media_type.to_string(), fetched_ms: now_ms() };
-        Ok(self.cache.put_tag(&target.upstream.name, target.repo.as_str(), tag.as_str(), record).await?)
+        let record = TagRecord {
+            digest: digest.to_string(),
+            media_type: media_type.to_string(),
+            fetched_ms: now_ms(),
+        };
+        Ok(self
+            .cache
+            .put_tag(&target.upstream.name, target.repo.as_str(), tag.as_str(), record)
+            .await?)
     }
 
     /// Local negotiation for a tag: the stored manifest if the client accepts its type;
     /// for an index the client cannot take, the linux/amd64 image (as distribution does);
     /// else `MANIFEST_UNKNOWN`. Never a conversion.
-    async fn negotiate(&self, target: &Target, digest: Digest, stored: StoredManifest, status: CacheStatus, accept: &AcceptSet) -> ProxyResult<ManifestAnswer> {
+    async fn negotiate(
+        &self,
+        target: &Target,
+        digest: Digest,
+        stored: StoredManifest,
+        status: CacheStatus,
+        accept: &AcceptSet,
+    ) -> ProxyResult<ManifestAnswer> {
         if accept.accepts(&stored.media_type) {
-            return Ok(ManifestAnswer { digest, media_type: stored.media_type, bytes: stored.bytes, cache: status });
+            return Ok(ManifestAnswer {
+                digest,
+                media_type: stored.media_type,
+                bytes: stored.bytes,
+                cache: status,
+            });
         }
         if media::is_index(&stored.media_type) && accept.accepts_image_manifest() {
             let child = media::index_entries(&stored.bytes).into_iter().find(|e| {
-                e.os.as_deref() == Some("linux") && e.architecture.as_deref() == Some("amd64") && accept.accepts(&e.media_type)
+                e.os.as_deref() == Some("linux")
+                    && e.architecture.as_deref() == Some("amd64")
+                    && accept.accepts(&e.media_type)
             });
             if let Some(child) = child {
                 let child_digest = Digest::parse(&child.digest)
@@ -281,16 +354,30 @@ impl Proxy {
 
     pub async fn blob(&self, target: &Target, digest: &Digest) -> ProxyResult<BlobAnswer> {
         if let Some(record) = self.cache.blob(digest).await? {
-            return Ok(BlobAnswer::Cached { digest: digest.clone(), record });
+            return Ok(BlobAnswer::Cached {
+                digest: digest.clone(),
+                record,
+            });
         }
-        match self.fills.get_or_start(&self.cache, target.upstream.clone(), target.repo.clone(), digest).await? {
-            Lookup::Cached(record) => Ok(BlobAnswer::Cached { digest: digest.clone(), record }),
+        match self
+            .fills
+            .get_or_start(&self.cache, target.upstream.clone(), target.repo.clone(), digest)
+            .await?
+        {
+            Lookup::Cached(record) => Ok(BlobAnswer::Cached {
+                digest: digest.clone(),
+                record,
+            }),
             Lookup::Filling(fill, joined) => {
                 let progress = fill.started().await;
                 if let Some(Err(e)) = progress.outcome {
                     return Err(e.into());
                 }
-                let cache = if joined { CacheStatus::FillJoin } else { CacheStatus::Miss };
+                let cache = if joined {
+                    CacheStatus::FillJoin
+                } else {
+                    CacheStatus::Miss
+                };
                 Ok(BlobAnswer::Filling { fill, cache })
             }
         }
@@ -316,9 +403,12 @@ impl Proxy {
         let repo = target.repo.as_str();
         match target.upstream.tags_list(&target.repo, query).await {
             Ok((body, next)) => {
-                let body = String::from_utf8(body.to_vec()).map_err(|_| ProxyError::Upstream(UpstreamError::Protocol("tag list is not UTF-8".into())))?;
+                let body = String::from_utf8(body.to_vec())
+                    .map_err(|_| ProxyError::Upstream(UpstreamError::Protocol("tag list is not UTF-8".into())))?;
                 let page = TagListPage { body, next };
-                self.cache.put_tag_list(upstream_name, repo, query, page.clone()).await?;
+                self.cache
+                    .put_tag_list(upstream_name, repo, query, page.clone())
+                    .await?;
                 Ok((page, CacheStatus::Miss))
             }
             Err(e) if e.is_transient() => match self.cache.tag_list(upstream_name, repo, query).await? {

@@ -33,16 +33,28 @@ async fn read_some(reader: BlobReader, max: usize) -> io::Result<(BlobReader, By
 }
 
 /// Bytes `first..end` of a published blob.
-pub fn published(cache: Cache, digest: Digest, record: BlobRecord, first: u64, end: u64) -> impl Stream<Item = io::Result<Bytes>> + Send {
+pub fn published(
+    cache: Cache,
+    digest: Digest,
+    record: BlobRecord,
+    first: u64,
+    end: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
     async_stream(move |tx| async move {
-        let mut reader = cache.open_blob(&digest, &record, first).await.map_err(io::Error::other)?;
+        let mut reader = cache
+            .open_blob(&digest, &record, first)
+            .await
+            .map_err(io::Error::other)?;
         let mut pos = first;
         while pos < end {
             let want = ((end - pos) as usize).min(READ_CHUNK);
             let (r, bytes) = read_some(reader, want).await?;
             reader = r;
             if bytes.is_empty() {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stored blob is shorter than its record"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "stored blob is shorter than its record",
+                ));
             }
             pos += bytes.len() as u64;
             if tx.send(Ok(bytes)).await.is_err() {
@@ -70,7 +82,12 @@ pub fn filling(cache: Cache, fill: Arc<Fill>, first: u64, end: u64) -> impl Stre
                 Some(Err(e)) => return Err(fill_failed(e)),
                 Some(Ok(record)) if reader.is_none() => {
                     // Published before this reader opened anything: read the blob itself.
-                    reader = Some(cache.open_blob(&fill.digest, record, pos).await.map_err(io::Error::other)?);
+                    reader = Some(
+                        cache
+                            .open_blob(&fill.digest, record, pos)
+                            .await
+                            .map_err(io::Error::other)?,
+                    );
                 }
                 _ => {}
             }
@@ -84,9 +101,20 @@ pub fn filling(cache: Cache, fill: Arc<Fill>, first: u64, end: u64) -> impl Stre
                     Ok(r) => reader = Some(r),
                     Err(_) => {
                         // The staged file was renamed by a publish that raced this open.
-                        let p = progress.wait_for(|p| p.outcome.is_some()).await.map_err(|_| io::Error::other("fill ended unexpectedly"))?.clone();
+                        let p = progress
+                            .wait_for(|p| p.outcome.is_some())
+                            .await
+                            .map_err(|_| io::Error::other("fill ended unexpectedly"))?
+                            .clone();
                         match p.outcome {
-                            Some(Ok(record)) => reader = Some(cache.open_blob(&fill.digest, &record, pos).await.map_err(io::Error::other)?),
+                            Some(Ok(record)) => {
+                                reader = Some(
+                                    cache
+                                        .open_blob(&fill.digest, &record, pos)
+                                        .await
+                                        .map_err(io::Error::other)?,
+                                )
+                            }
                             Some(Err(e)) => return Err(fill_failed(&e)),
                             None => return Err(io::Error::other("fill ended unexpectedly")),
                         }
@@ -102,7 +130,10 @@ pub fn filling(cache: Cache, fill: Arc<Fill>, first: u64, end: u64) -> impl Stre
             let (r, bytes) = read_some(r, want).await?;
             reader = Some(r);
             if bytes.is_empty() {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "staged blob is shorter than announced"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "staged blob is shorter than announced",
+                ));
             }
             pos += bytes.len() as u64;
             if tx.send(Ok(bytes)).await.is_err() {
@@ -134,6 +165,8 @@ where
     tokio_stream_from(rx)
 }
 
-fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> impl Stream<Item = io::Result<Bytes>> + Send {
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -14,7 +14,10 @@ pub enum Scheme {
     Unknown,
     Anonymous,
     Basic,
-    Bearer { realm: url::Url, service: Option<String> },
+    Bearer {
+        realm: url::Url,
+        service: Option<String>,
+    },
 }
 
 /// Credentials for an upstream, from `username` + `password_file`.
@@ -58,20 +61,35 @@ pub struct AuthState {
 
 impl Default for AuthState {
     fn default() -> Self {
-        AuthState { scheme: Scheme::Unknown, tokens: HashMap::new() }
+        AuthState {
+            scheme: Scheme::Unknown,
+            tokens: HashMap::new(),
+        }
     }
 }
 
 impl AuthState {
     pub fn token(&self, scope: &str) -> Option<Token> {
-        self.tokens.get(scope).filter(|t| Instant::now() < t.refresh_at).cloned()
+        self.tokens
+            .get(scope)
+            .filter(|t| Instant::now() < t.refresh_at)
+            .cloned()
     }
 
     pub fn store_token(&mut self, scope: &str, value: String, expires_in: Option<u64>) {
-        let lifetime = expires_in.map(Duration::from_secs).unwrap_or(MIN_TOKEN_LIFETIME).max(MIN_TOKEN_LIFETIME);
+        let lifetime = expires_in
+            .map(Duration::from_secs)
+            .unwrap_or(MIN_TOKEN_LIFETIME)
+            .max(MIN_TOKEN_LIFETIME);
         // Refresh early: 10% of the lifetime, at most 30 s.
         let margin = (lifetime / 10).min(Duration::from_secs(30));
-        self.tokens.insert(scope.to_string(), Token { value, refresh_at: Instant::now() + lifetime - margin });
+        self.tokens.insert(
+            scope.to_string(),
+            Token {
+                value,
+                refresh_at: Instant::now() + lifetime - margin,
+            },
+        );
     }
 
     pub fn forget_token(&mut self, scope: &str) {
@@ -89,7 +107,10 @@ pub struct TokenResponse {
 
 impl TokenResponse {
     pub fn into_token(self) -> Option<(String, Option<u64>)> {
-        let value = self.token.filter(|t| !t.is_empty()).or(self.access_token.filter(|t| !t.is_empty()))?;
+        let value = self
+            .token
+            .filter(|t| !t.is_empty())
+            .or(self.access_token.filter(|t| !t.is_empty()))?;
         Some((value, self.expires_in))
     }
 }

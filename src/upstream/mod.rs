@@ -6,10 +6,10 @@
 pub mod auth;
 
 use crate::config::{Secret, UpstreamConfig};
-use crate::oci::{challenge, media, Digest, RepoName};
+use crate::oci::{Digest, RepoName, challenge, media};
 use auth::{AuthState, Credentials, Scheme, TokenResponse};
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, LOCATION, RANGE};
+use reqwest::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RANGE};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
 use tracing::{debug, warn};
@@ -58,7 +58,13 @@ fn classify(e: reqwest::Error) -> UpstreamError {
     } else {
         // The error's Display may include the URL (a signed CDN query string): keep
         // only the kind of failure.
-        let kind = if e.is_connect() { "connect failed" } else if e.is_body() { "body read failed" } else { "request failed" };
+        let kind = if e.is_connect() {
+            "connect failed"
+        } else if e.is_body() {
+            "body read failed"
+        } else {
+            "request failed"
+        };
         UpstreamError::Unreachable(kind.to_string())
     }
 }
@@ -121,7 +127,10 @@ pub fn install_crypto_provider() {
 }
 
 fn host_port(u: &url::Url) -> (String, Option<u16>) {
-    (u.host_str().unwrap_or("").to_ascii_lowercase(), u.port_or_known_default())
+    (
+        u.host_str().unwrap_or("").to_ascii_lowercase(),
+        u.port_or_known_default(),
+    )
 }
 
 /// `true` when `url`'s host matches an entry (`host` or `host:port`).
@@ -147,7 +156,10 @@ impl Upstream {
             .build()
             .map_err(|e| format!("cannot build HTTP client for {}: {e}", config.name))?;
         let credentials = match (&config.username, password) {
-            (Some(username), Some(password)) => Some(Credentials { username: username.clone(), password }),
+            (Some(username), Some(password)) => Some(Credentials {
+                username: username.clone(),
+                password,
+            }),
             _ => None,
         };
         Ok(Upstream {
@@ -194,7 +206,12 @@ impl Upstream {
         }
     }
 
-    async fn fetch_token(&self, realm: &url::Url, service: Option<&str>, scope: &str) -> Result<(String, Option<u64>), UpstreamError> {
+    async fn fetch_token(
+        &self,
+        realm: &url::Url,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<(String, Option<u64>), UpstreamError> {
         let mut url = realm.clone();
         {
             let mut q = url.query_pairs_mut();
@@ -220,7 +237,9 @@ impl Upstream {
             return Err(UpstreamError::Denied(format!("token endpoint answered {status}")));
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(UpstreamError::TooManyRequests { retry_after: retry_after(resp.headers()) });
+            return Err(UpstreamError::TooManyRequests {
+                retry_after: retry_after(resp.headers()),
+            });
         }
         if !status.is_success() {
             return Err(UpstreamError::Status(status.as_u16()));
@@ -246,8 +265,11 @@ impl Upstream {
             .flat_map(challenge::parse)
             .collect();
         let scheme = if let Some(b) = challenges.iter().find(|c| c.is_bearer()) {
-            let realm = b.param("realm").ok_or_else(|| UpstreamError::Protocol("Bearer challenge without realm".into()))?;
-            let realm = url::Url::parse(realm).map_err(|_| UpstreamError::Protocol("Bearer realm is not a URL".into()))?;
+            let realm = b
+                .param("realm")
+                .ok_or_else(|| UpstreamError::Protocol("Bearer challenge without realm".into()))?;
+            let realm =
+                url::Url::parse(realm).map_err(|_| UpstreamError::Protocol("Bearer realm is not a URL".into()))?;
             if !matches!(realm.scheme(), "http" | "https") {
                 return Err(UpstreamError::Protocol("Bearer realm is not http(s)".into()));
             }
@@ -260,14 +282,21 @@ impl Upstream {
             if self.base.scheme() == "https" && realm.scheme() == "http" {
                 return Err(UpstreamError::Protocol("Bearer realm downgrades https to http".into()));
             }
-            let scope = (b.param("error") == Some("insufficient_scope")).then(|| b.param("scope").map(str::to_string)).flatten();
-            let new = Scheme::Bearer { realm, service: b.param("service").map(str::to_string) };
+            let scope = (b.param("error") == Some("insufficient_scope"))
+                .then(|| b.param("scope").map(str::to_string))
+                .flatten();
+            let new = Scheme::Bearer {
+                realm,
+                service: b.param("service").map(str::to_string),
+            };
             self.auth_state().scheme = new;
             return Ok(scope);
         } else if challenges.iter().any(|c| c.is_basic()) {
             Scheme::Basic
         } else {
-            return Err(UpstreamError::Denied("upstream answered 401 without a usable challenge".into()));
+            return Err(UpstreamError::Denied(
+                "upstream answered 401 without a usable challenge".into(),
+            ));
         };
         self.auth_state().scheme = scheme;
         Ok(None)
@@ -275,13 +304,21 @@ impl Upstream {
 
     /// Sends a request for `repo` with auth, one refresh-and-retry on 401 (same
     /// headers), and redirects followed to allowed hosts without credentials.
-    async fn send(&self, method: Method, path_and_query: &str, repo: &RepoName, headers: HeaderMap) -> Result<reqwest::Response, UpstreamError> {
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        repo: &RepoName,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let mut scope = format!("repository:{}:pull", repo.as_str());
         let url = self.url(path_and_query)?;
         let mut refreshed = false;
         loop {
             let authorization = self.authorization(&scope, refreshed).await?;
-            let resp = self.send_following_redirects(method.clone(), url.clone(), &headers, authorization).await?;
+            let resp = self
+                .send_following_redirects(method.clone(), url.clone(), &headers, authorization)
+                .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -293,24 +330,39 @@ impl Upstream {
                 scope = s;
             }
             if matches!(self.auth_state().scheme, Scheme::Basic) && self.credentials.is_none() {
-                return Err(UpstreamError::Denied("upstream wants Basic credentials and none are configured".into()));
+                return Err(UpstreamError::Denied(
+                    "upstream wants Basic credentials and none are configured".into(),
+                ));
             }
             self.auth_state().forget_token(&scope);
             refreshed = true;
         }
     }
 
-    async fn send_following_redirects(&self, method: Method, mut url: url::Url, headers: &HeaderMap, authorization: Option<String>) -> Result<reqwest::Response, UpstreamError> {
+    async fn send_following_redirects(
+        &self,
+        method: Method,
+        mut url: url::Url,
+        headers: &HeaderMap,
+        authorization: Option<String>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let origin = host_port(&self.base);
         for hop in 0..=MAX_REDIRECTS {
-            let mut req = self.client.request(method.clone(), url.clone()).headers(headers.clone());
+            let mut req = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
             // Credentials only ever go to the upstream's own origin.
             if host_port(&url) == origin
                 && let Some(a) = &authorization
             {
                 req = req.header(AUTHORIZATION, a);
             }
-            let what = if hop == 0 { "response headers" } else { "redirected response headers" };
+            let what = if hop == 0 {
+                "response headers"
+            } else {
+                "redirected response headers"
+            };
             let resp = tokio::time::timeout(self.response_timeout, req.send())
                 .await
                 .map_err(|_| UpstreamError::Timeout(what))?
@@ -323,7 +375,9 @@ impl Upstream {
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| UpstreamError::Protocol("redirect without Location".into()))?;
-            let next = url.join(location).map_err(|_| UpstreamError::Protocol("redirect to an invalid URL".into()))?;
+            let next = url
+                .join(location)
+                .map_err(|_| UpstreamError::Protocol("redirect to an invalid URL".into()))?;
             if !matches!(next.scheme(), "http" | "https") {
                 return Err(UpstreamError::Protocol("redirect to a non-http URL".into()));
             }
@@ -361,7 +415,9 @@ impl Upstream {
             200..=299 => Ok(()),
             404 => Err(UpstreamError::NotFound),
             401 | 403 => Err(UpstreamError::Denied(format!("upstream answered {status}"))),
-            429 => Err(UpstreamError::TooManyRequests { retry_after: retry_after(resp.headers()) }),
+            429 => Err(UpstreamError::TooManyRequests {
+                retry_after: retry_after(resp.headers()),
+            }),
             code => Err(UpstreamError::Status(code)),
         }
     }
@@ -372,7 +428,10 @@ impl Upstream {
         self.check_status(&resp)?;
         let content_type = header_string(resp.headers(), "content-type");
         let digest_header = header_string(resp.headers(), "docker-content-digest");
-        if resp.content_length().is_some_and(|l| l > media::MAX_MANIFEST_BYTES as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|l| l > media::MAX_MANIFEST_BYTES as u64)
+        {
             return Err(UpstreamError::Protocol("manifest larger than 4 MiB".into()));
         }
         let mut body = BlobBody {
@@ -390,7 +449,11 @@ impl Upstream {
                 return Err(UpstreamError::Protocol("manifest larger than 4 MiB".into()));
             }
         }
-        Ok(FetchedManifest { bytes: Bytes::from(bytes), content_type, digest_header })
+        Ok(FetchedManifest {
+            bytes: Bytes::from(bytes),
+            content_type,
+            digest_header,
+        })
     }
 
     pub async fn head_manifest(&self, repo: &RepoName, reference: &str) -> Result<ManifestHead, UpstreamError> {
@@ -408,12 +471,21 @@ impl Upstream {
         let path = format!("/v2/{}/blobs/{digest}", repo.as_str());
         let mut headers = Self::base_headers();
         if from > 0 {
-            headers.insert(RANGE, HeaderValue::from_str(&format!("bytes={from}-")).map_err(|e| UpstreamError::Protocol(e.to_string()))?);
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(&format!("bytes={from}-")).map_err(|e| UpstreamError::Protocol(e.to_string()))?,
+            );
         }
         let resp = self.send(Method::GET, &path, repo, headers).await?;
         self.check_status(&resp)?;
-        if resp.headers().get("content-encoding").is_some_and(|v| v.as_bytes() != b"identity") {
-            return Err(UpstreamError::Protocol("upstream applied a Content-Encoding despite Accept-Encoding: identity".into()));
+        if resp
+            .headers()
+            .get("content-encoding")
+            .is_some_and(|v| v.as_bytes() != b"identity")
+        {
+            return Err(UpstreamError::Protocol(
+                "upstream applied a Content-Encoding despite Accept-Encoding: identity".into(),
+            ));
         }
         let (range_start, range_total) = header_string(resp.headers(), "content-range")
             .and_then(|v| parse_content_range(&v))
@@ -461,7 +533,10 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<u64> {
-    headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `bytes N-M/T` → (N, Some(T)); `T` may be `*`.
@@ -500,8 +575,14 @@ mod tests {
 
     #[test]
     fn link_targets() {
-        assert_eq!(next_link_target(r#"</v2/a/tags/list?last=x&n=2>; rel="next""#).as_deref(), Some("/v2/a/tags/list?last=x&n=2"));
-        assert_eq!(next_link_target(r#"<https://h/v2/a/tags/list?n=1>;rel=next"#).as_deref(), Some("/v2/a/tags/list?n=1"));
+        assert_eq!(
+            next_link_target(r#"</v2/a/tags/list?last=x&n=2>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=x&n=2")
+        );
+        assert_eq!(
+            next_link_target(r#"<https://h/v2/a/tags/list?n=1>;rel=next"#).as_deref(),
+            Some("/v2/a/tags/list?n=1")
+        );
         assert_eq!(next_link_target(r#"</x>; rel="prev""#), None);
         assert_eq!(next_link_target("garbage"), None);
     }
@@ -520,6 +601,9 @@ mod tests {
         assert!(host_allowed(&u, &["CDN01.quay.io:443".into()]));
         assert!(!host_allowed(&u, &["cdn01.quay.io:8443".into()]));
         assert!(!host_allowed(&u, &["quay.io".into()]));
-        assert!(!host_allowed(&url::Url::parse("https://evil.cdn01.quay.io/").unwrap(), &["cdn01.quay.io".into()]));
+        assert!(!host_allowed(
+            &url::Url::parse("https://evil.cdn01.quay.io/").unwrap(),
+            &["cdn01.quay.io".into()]
+        ));
     }
 }

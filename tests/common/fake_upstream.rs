@@ -68,7 +68,8 @@ pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.l
 pub const MT_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
-const UNAUTHORIZED_BODY: &str = r#"{"errors":[{"code":"UNAUTHORIZED","message":"Access to the requested resource is not authorized"}]}"#;
+const UNAUTHORIZED_BODY: &str =
+    r#"{"errors":[{"code":"UNAUTHORIZED","message":"Access to the requested resource is not authorized"}]}"#;
 /// Red Hat answers unknown manifests (and unknown paths) with this
 /// non-compliant body: the code is not one of the distribution error codes.
 const RH_NOT_FOUND_BODY: &str = r#"{"errors":[{"code":"404","message":"Not Found"}]}"#;
@@ -247,9 +248,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 
 /// Signature the CDN expects: hex sha256 of `path + expires + CDN_SECRET`.
 pub fn cdn_signature(path: &str, expires: u64) -> String {
-    hex::encode(Sha256::digest(
-        format!("{path}{expires}{CDN_SECRET}").as_bytes(),
-    ))
+    hex::encode(Sha256::digest(format!("{path}{expires}{CDN_SECRET}").as_bytes()))
 }
 
 fn unix_now() -> u64 {
@@ -316,13 +315,7 @@ impl FakeState {
 
     /// Stores a manifest by digest in `repo`, points `tag` at it if given,
     /// and returns the digest.
-    pub fn put_manifest(
-        &self,
-        repo: &str,
-        tag: Option<&str>,
-        media_type: &str,
-        bytes: impl Into<Bytes>,
-    ) -> String {
+    pub fn put_manifest(&self, repo: &str, tag: Option<&str>, media_type: &str, bytes: impl Into<Bytes>) -> String {
         let bytes = bytes.into();
         let digest = sha256_digest(&bytes);
         let mut data = lock(&self.data);
@@ -432,8 +425,7 @@ impl FakeState {
         layer_mt: &str,
     ) -> FakeImage {
         let serial = self.image_serial.fetch_add(1, SeqCst);
-        let base_seed =
-            fnv1a(format!("{repo}\0{}\0{arch}\0{serial}", tag.unwrap_or("")).as_bytes());
+        let base_seed = fnv1a(format!("{repo}\0{}\0{arch}\0{serial}", tag.unwrap_or("")).as_bytes());
         let layers: Vec<Bytes> = layer_sizes
             .iter()
             .enumerate()
@@ -481,8 +473,7 @@ impl FakeState {
     /// Every token issued so far becomes invalid (401 + challenge on next
     /// use); tokens issued afterwards work.
     pub fn revoke_all_tokens(&self) {
-        self.revoked_below
-            .store(self.token_serial.load(SeqCst), SeqCst);
+        self.revoked_below.store(self.token_serial.load(SeqCst), SeqCst);
     }
 
     fn apply_pending_revoke(&self) {
@@ -512,11 +503,7 @@ impl FakeState {
     /// GET requests to `/v2/<any repo>/blobs/<digest>` (any answer: 302,
     /// 401, 404, 429, 503...).
     pub fn registry_blob_gets(&self, digest: &str) -> usize {
-        lock(&self.log)
-            .registry_blob_gets
-            .get(digest)
-            .copied()
-            .unwrap_or(0)
+        lock(&self.log).registry_blob_gets.get(digest).copied().unwrap_or(0)
     }
 
     /// Blob GETs of `digest` that were answered with a 302.
@@ -589,11 +576,7 @@ impl FakeState {
         if after == 0 || after >= len {
             return None;
         }
-        if self
-            .cut_times
-            .fetch_update(SeqCst, SeqCst, |t| t.checked_sub(1))
-            == Ok(1)
-        {
+        if self.cut_times.fetch_update(SeqCst, SeqCst, |t| t.checked_sub(1)) == Ok(1) {
             let _ = self.cut_after.compare_exchange(after, 0, SeqCst, SeqCst);
         }
         usize::try_from(after).ok()
@@ -608,12 +591,7 @@ impl FakeState {
                 r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"Too many requests","detail":"slow down"}]}"#,
             ));
         }
-        if self.fail_all_5xx.load(SeqCst)
-            || self
-                .fail_5xx
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
+        if self.fail_all_5xx.load(SeqCst) || self.fail_5xx.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Some(respond(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/html",
@@ -685,11 +663,7 @@ impl FakeRedHat {
         let cdn_addr = cdn.local_addr().expect("cdn addr");
         let registry_url = format!("http://{registry_addr}");
         let cdn_url = format!("http://{cdn_addr}");
-        let state = Arc::new(FakeState::new(
-            registry_url.clone(),
-            cdn_url.clone(),
-            anonymous,
-        ));
+        let state = Arc::new(FakeState::new(registry_url.clone(), cdn_url.clone(), anonymous));
         let running = spawn_servers(&state, reg, cdn);
         FakeRedHat {
             registry_url,
@@ -712,13 +686,7 @@ impl FakeRedHat {
     }
 
     /// See [`FakeState::put_manifest`].
-    pub fn put_manifest(
-        &self,
-        repo: &str,
-        tag: Option<&str>,
-        media_type: &str,
-        bytes: impl Into<Bytes>,
-    ) -> String {
+    pub fn put_manifest(&self, repo: &str, tag: Option<&str>, media_type: &str, bytes: impl Into<Bytes>) -> String {
         self.state.put_manifest(repo, tag, media_type, bytes)
     }
 
@@ -788,20 +756,13 @@ impl Drop for FakeRedHat {
 
 fn spawn_servers(state: &Arc<FakeState>, reg: TcpListener, cdn: TcpListener) -> Running {
     let (kill, rx) = watch::channel(false);
-    let registry = Router::new()
-        .fallback(registry_handler)
-        .with_state(state.clone());
-    let cdn_router = Router::new()
-        .fallback(cdn_handler)
-        .with_state(state.clone());
+    let registry = Router::new().fallback(registry_handler).with_state(state.clone());
+    let cdn_router = Router::new().fallback(cdn_handler).with_state(state.clone());
     let reg = KillableListener {
         inner: reg,
         kill: rx.clone(),
     };
-    let cdn = KillableListener {
-        inner: cdn,
-        kill: rx,
-    };
+    let cdn = KillableListener { inner: cdn, kill: rx };
     let tasks = vec![
         tokio::spawn(async move {
             let _ = axum::serve(reg, registry).await;
@@ -872,11 +833,7 @@ fn killed() -> io::Error {
 }
 
 impl AsyncRead for KillableIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.is_dead(cx) {
             return Poll::Ready(Err(killed()));
         }
@@ -885,11 +842,7 @@ impl AsyncRead for KillableIo {
 }
 
 impl AsyncWrite for KillableIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.is_dead(cx) {
             return Poll::Ready(Err(killed()));
         }
@@ -935,9 +888,7 @@ fn parse_route(path: &str) -> Route {
     };
     if let Some(repo) = rest.strip_suffix("/tags/list") {
         if !repo.is_empty() {
-            return Route::Tags {
-                repo: repo.to_string(),
-            };
+            return Route::Tags { repo: repo.to_string() };
         }
         return Route::Unknown;
     }
@@ -963,12 +914,7 @@ fn parse_route(path: &str) -> Route {
     Route::Unknown
 }
 
-async fn registry_handler(
-    State(st): State<Arc<FakeState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn registry_handler(State(st): State<Arc<FakeState>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     st.request_count.fetch_add(1, SeqCst);
     st.apply_pending_revoke();
     let path = percent_decode(uri.path(), false);
@@ -1012,19 +958,14 @@ async fn registry_handler(
         Route::Blob { digest, .. } if method == Method::GET => {
             *log.registry_blob_gets.entry(digest.clone()).or_default() += 1;
             if status == 302 {
-                *log.registry_blob_redirects
-                    .entry(digest.clone())
-                    .or_default() += 1;
+                *log.registry_blob_redirects.entry(digest.clone()).or_default() += 1;
             }
         }
         _ => {}
     }
     log.registry_requests.push(RegistryRequest {
         method: method.to_string(),
-        path: uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_default(),
+        path: uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default(),
         status,
         authorization,
     });
@@ -1034,9 +975,7 @@ async fn registry_handler(
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
 }
 
 impl FakeState {
@@ -1070,9 +1009,7 @@ impl FakeState {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
             .map(|(_, creds)| creds.trim().to_string());
         let had_basic = basic.is_some();
-        lock(&self.log)
-            .token_requests
-            .push((scopes.join(" "), had_basic));
+        lock(&self.log).token_requests.push((scopes.join(" "), had_basic));
 
         let creds_ok = basic
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
@@ -1106,13 +1043,7 @@ impl FakeState {
         respond(StatusCode::OK, "application/json", &[], body.to_string())
     }
 
-    fn dispatch(
-        &self,
-        route: &Route,
-        method: &Method,
-        query: &[(String, String)],
-        headers: &HeaderMap,
-    ) -> Response {
+    fn dispatch(&self, route: &Route, method: &Method, query: &[(String, String)], headers: &HeaderMap) -> Response {
         let repo = match route {
             Route::Base => {
                 return if self.authorized(headers, None) {
@@ -1177,11 +1108,7 @@ impl FakeState {
 
     fn registry_blob(&self, digest: &str, is_head: bool) -> Response {
         let Some(bytes) = self.blob(digest) else {
-            return json_error(
-                StatusCode::NOT_FOUND,
-                "BLOB_UNKNOWN",
-                "blob unknown to registry",
-            );
+            return json_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry");
         };
         if is_head {
             return respond(
@@ -1200,9 +1127,7 @@ impl FakeState {
         let path = format!("/sha256/{}/{hex}", &hex[..2]);
         let expires = unix_now() + self.cdn_url_ttl_secs.load(SeqCst);
         let signature = cdn_signature(&path, expires);
-        let base = lock(&self.redirect_to)
-            .clone()
-            .unwrap_or_else(|| self.cdn_url.clone());
+        let base = lock(&self.redirect_to).clone().unwrap_or_else(|| self.cdn_url.clone());
         let base = base.trim_end_matches('/');
         respond(
             StatusCode::FOUND,
@@ -1234,18 +1159,11 @@ impl FakeState {
                 }
             }
         };
-        let param = |name: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let n = param("n")
-            .and_then(|n| n.parse::<usize>().ok())
-            .or_else(|| {
-                let d = self.default_tags_page.load(SeqCst);
-                (d > 0).then_some(d)
-            });
+        let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let n = param("n").and_then(|n| n.parse::<usize>().ok()).or_else(|| {
+            let d = self.default_tags_page.load(SeqCst);
+            (d > 0).then_some(d)
+        });
         let last = param("last");
         let remaining: Vec<String> = all
             .into_iter()
@@ -1287,10 +1205,8 @@ fn cdn_error(status: StatusCode, code: &str, message: &str) -> Response {
 fn parse_cdn_path(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/sha256/")?;
     let (prefix, hex) = rest.split_once('/')?;
-    let valid = hex.len() == 64
-        && hex.bytes().all(|b| b.is_ascii_hexdigit())
-        && hex.starts_with(prefix)
-        && prefix.len() == 2;
+    let valid =
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && hex.starts_with(prefix) && prefix.len() == 2;
     valid.then(|| format!("sha256:{hex}"))
 }
 
@@ -1333,12 +1249,7 @@ fn parse_range(value: &str, total: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((start, end.min(total - 1))))
 }
 
-async fn cdn_handler(
-    State(st): State<Arc<FakeState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn cdn_handler(State(st): State<Arc<FakeState>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if headers.contains_key(header::AUTHORIZATION) {
         st.cdn_saw_authorization.store(true, SeqCst);
     }
@@ -1352,11 +1263,7 @@ async fn cdn_handler(
     }
     let path = uri.path();
     let Some(digest) = parse_cdn_path(path) else {
-        return cdn_error(
-            StatusCode::NOT_FOUND,
-            "NoSuchKey",
-            "The specified key does not exist.",
-        );
+        return cdn_error(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.");
     };
     if method == Method::GET {
         *lock(&st.log).cdn_gets.entry(digest.clone()).or_default() += 1;
@@ -1369,33 +1276,20 @@ async fn cdn_handler(
     }
 
     let query = parse_query(uri.query());
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let expires = param("Expires").and_then(|e| e.parse::<u64>().ok());
     let signature_ok = match (expires, param("Signature")) {
         (Some(exp), Some(sig)) => sig == cdn_signature(path, exp),
         _ => false,
     };
     if !signature_ok {
-        return cdn_error(
-            StatusCode::FORBIDDEN,
-            "AccessDenied",
-            "Access denied: bad signature",
-        );
+        return cdn_error(StatusCode::FORBIDDEN, "AccessDenied", "Access denied: bad signature");
     }
     if expires.is_some_and(|e| unix_now() >= e) {
         return cdn_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired");
     }
     let Some(mut blob) = st.blob(&digest) else {
-        return cdn_error(
-            StatusCode::NOT_FOUND,
-            "NoSuchKey",
-            "The specified key does not exist.",
-        );
+        return cdn_error(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.");
     };
     if st.wrong_bytes.load(SeqCst) && !blob.is_empty() {
         let mut v = blob.to_vec();
@@ -1410,10 +1304,7 @@ async fn cdn_handler(
         _ => Ok(None),
     };
     let hex = digest.trim_start_matches("sha256:");
-    let mut extra = vec![
-        ("accept-ranges", "bytes".to_string()),
-        ("etag", format!("\"{hex}\"")),
-    ];
+    let mut extra = vec![("accept-ranges", "bytes".to_string()), ("etag", format!("\"{hex}\""))];
     let (status, body) = match range {
         Err(()) => {
             return respond(
@@ -1425,10 +1316,7 @@ async fn cdn_handler(
         }
         Ok(Some((start, end))) => {
             extra.push(("content-range", format!("bytes {start}-{end}/{total}")));
-            (
-                StatusCode::PARTIAL_CONTENT,
-                blob.slice(start as usize..=end as usize),
-            )
+            (StatusCode::PARTIAL_CONTENT, blob.slice(start as usize..=end as usize))
         }
         Ok(None) => (StatusCode::OK, blob),
     };
@@ -1474,12 +1362,7 @@ fn cdn_body(st: Arc<FakeState>, data: Bytes, cut: Option<usize>) -> Body {
 
 // ----- helpers ------------------------------------------------------------------
 
-fn respond(
-    status: StatusCode,
-    content_type: &str,
-    extra: &[(&str, String)],
-    body: impl Into<Bytes>,
-) -> Response {
+fn respond(status: StatusCode, content_type: &str, extra: &[(&str, String)], body: impl Into<Bytes>) -> Response {
     let body: Bytes = body.into();
     let mut builder = Response::builder()
         .status(status)
@@ -1496,12 +1379,7 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn rh_not_found() -> Response {
-    respond(
-        StatusCode::NOT_FOUND,
-        "application/json",
-        &[],
-        RH_NOT_FOUND_BODY,
-    )
+    respond(StatusCode::NOT_FOUND, "application/json", &[], RH_NOT_FOUND_BODY)
 }
 
 fn parse_query(query: Option<&str>) -> Vec<(String, String)> {

@@ -62,7 +62,13 @@ impl Harness {
         let toml = config_toml(dir.path(), &fake.registry_url, extra_top, extra_upstream);
         let config = Config::from_toml_str(&toml).expect("valid test config");
         let server = pullgate::server::spawn(&config).await.expect("pullgate starts");
-        Harness { fake, server: Some(server), dir, config, client: client() }
+        Harness {
+            fake,
+            server: Some(server),
+            dir,
+            config,
+            client: client(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -74,7 +80,11 @@ impl Harness {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request to pullgate")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request to pullgate")
     }
 
     /// Stops pullgate (drain + flush) and starts it again on the same data directory.
@@ -123,7 +133,8 @@ pub async fn body_bytes(resp: reqwest::Response) -> Result<Vec<u8>, String> {
 /// Parses an OCI error body and returns its first code.
 pub async fn error_code(resp: reqwest::Response) -> String {
     let body = resp.bytes().await.expect("error body");
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("error body is JSON: {}", String::from_utf8_lossy(&body)));
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("error body is JSON: {}", String::from_utf8_lossy(&body)));
     v["errors"][0]["code"].as_str().expect("errors[0].code").to_string()
 }
 
@@ -151,6 +162,9 @@ pub async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     s.read_to_end(&mut out).await.expect("read");
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }

@@ -170,11 +170,7 @@ fn ustar_header(path: &str, size: u64) -> [u8; 512] {
 fn put_octal(field: &mut [u8], value: u64) {
     let width = field.len() - 1;
     let text = format!("{value:0width$o}");
-    assert_eq!(
-        text.len(),
-        width,
-        "value {value} does not fit the tar field"
-    );
+    assert_eq!(text.len(), width, "value {value} does not fit the tar field");
     field[..width].copy_from_slice(text.as_bytes());
     field[width] = 0;
 }
@@ -279,8 +275,7 @@ impl DockerRegistry {
             let url = format!("http://{addr}");
             let token = unique_token();
             let config_path = tempdir.path().join(format!("config-{attempt}.yml"));
-            fs::write(&config_path, registry_config(&storage, addr, &token))
-                .expect("write docker-registry config");
+            fs::write(&config_path, registry_config(&storage, addr, &token)).expect("write docker-registry config");
             let log_path = tempdir.path().join(format!("registry-{attempt}.log"));
             let log = fs::File::create(&log_path).expect("create registry log");
             let mut cmd = Command::new(&bin);
@@ -398,13 +393,7 @@ impl DockerRegistry {
 
     /// PUTs a manifest under `reference` (tag or digest) with Content-Type
     /// `media_type`; returns its digest.
-    pub async fn push_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> String {
+    pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> String {
         let digest = sha256_digest(bytes);
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.url);
         let resp = self
@@ -418,16 +407,9 @@ impl DockerRegistry {
         let status = resp.status();
         let returned = header_string(&resp, "docker-content-digest");
         let body = resp.text().await.unwrap_or_default();
-        assert_eq!(
-            status.as_u16(),
-            201,
-            "PUT {url} ({media_type}) -> {status}: {body}"
-        );
+        assert_eq!(status.as_u16(), 201, "PUT {url} ({media_type}) -> {status}: {body}");
         if let Some(returned) = returned {
-            assert_eq!(
-                returned, digest,
-                "registry computed another manifest digest"
-            );
+            assert_eq!(returned, digest, "registry computed another manifest digest");
         }
         digest
     }
@@ -466,8 +448,7 @@ impl DockerRegistry {
     /// Seeds `repo:tag` with an OCI image index of linux/amd64 and
     /// linux/arm64 images (fresh content on every call).
     pub async fn push_oci_index(&self, repo: &str, tag: &str) -> SeededIndex {
-        self.push_multiarch(repo, tag, IndexFlavor::Oci, &unique_token())
-            .await
+        self.push_multiarch(repo, tag, IndexFlavor::Oci, &unique_token()).await
     }
 
     /// Same as [`Self::push_oci_index`] with Docker manifest-list media types.
@@ -479,13 +460,7 @@ impl DockerRegistry {
     /// Seeds `repo:tag` with a two-platform index of `flavor`. Content is a
     /// pure function of (repo, tag, flavor, salt): the same salt reproduces
     /// the same digests.
-    pub async fn push_multiarch(
-        &self,
-        repo: &str,
-        tag: &str,
-        flavor: IndexFlavor,
-        salt: &str,
-    ) -> SeededIndex {
+    pub async fn push_multiarch(&self, repo: &str, tag: &str, flavor: IndexFlavor, salt: &str) -> SeededIndex {
         let mut children = Vec::new();
         let mut blobs = Vec::new();
         let mut index_entries = Vec::new();
@@ -572,9 +547,7 @@ impl DockerRegistry {
         // Pretty-printed on purpose: a proxy that re-serializes instead of
         // passing bytes through changes the digest.
         let bytes = serde_json::to_vec_pretty(&index).expect("serialize index");
-        let digest = self
-            .push_manifest(repo, tag, flavor.index_type(), &bytes)
-            .await;
+        let digest = self.push_manifest(repo, tag, flavor.index_type(), &bytes).await;
         SeededIndex {
             digest,
             bytes,
@@ -626,12 +599,7 @@ fn registry_config(storage: &Path, addr: SocketAddr, token: &str) -> String {
     )
 }
 
-async fn wait_ready(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    child: &mut Child,
-) -> Result<(), String> {
+async fn wait_ready(client: &reqwest::Client, url: &str, token: &str, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let ping = format!("{url}/v2/");
     let mut last = String::from("no answer yet");
@@ -639,12 +607,7 @@ async fn wait_ready(
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("docker-registry exited early with {status}"));
         }
-        match client
-            .get(&ping)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-        {
+        match client.get(&ping).timeout(Duration::from_secs(2)).send().await {
             Ok(resp) if resp.status().as_u16() == 200 => {
                 return match header_string(&resp, IDENTITY_HEADER) {
                     Some(t) if t == token => Ok(()),
@@ -691,13 +654,7 @@ impl Skopeo {
             .tempdir()
             .expect("create skopeo workdir");
         let root = workdir.path();
-        for dir in [
-            "home/.config",
-            "home/.local/share",
-            "run",
-            "tmp",
-            "registries.d",
-        ] {
+        for dir in ["home/.config", "home/.local/share", "run", "tmp", "registries.d"] {
             fs::create_dir_all(root.join(dir)).expect("create skopeo workdir subdir");
         }
         fs::write(root.join("auth.json"), "{\"auths\":{}}\n").expect("write auth.json");
@@ -743,11 +700,7 @@ impl Skopeo {
     /// policy.json accepting anything (no signature checks).
     pub fn policy_insecure(&self) -> PathBuf {
         let path = self.workdir.path().join("policy.json");
-        fs::write(
-            &path,
-            "{\"default\":[{\"type\":\"insecureAcceptAnything\"}]}\n",
-        )
-        .expect("write policy.json");
+        fs::write(&path, "{\"default\":[{\"type\":\"insecureAcceptAnything\"}]}\n").expect("write policy.json");
         path
     }
 
@@ -770,10 +723,7 @@ impl Skopeo {
     fn env(&self, registries_conf: &Path) -> Vec<(&'static str, OsString)> {
         let root = self.workdir.path();
         vec![
-            (
-                "PATH",
-                "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
-            ),
+            ("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into()),
             ("HOME", root.join("home").into()),
             ("XDG_RUNTIME_DIR", root.join("run").into()),
             ("XDG_CONFIG_HOME", root.join("home/.config").into()),
@@ -847,15 +797,9 @@ impl Skopeo {
     }
 
     /// `skopeo copy --all <src> dir:<dest_dir>` (async).
-    pub async fn copy_all_to_dir_async(
-        &self,
-        registries_conf: &Path,
-        src: &str,
-        dest_dir: &Path,
-    ) -> Output {
+    pub async fn copy_all_to_dir_async(&self, registries_conf: &Path, src: &str, dest_dir: &Path) -> Output {
         let dest = format!("dir:{}", dest_dir.display());
-        self.copy_async(registries_conf, &["--all", src, &dest])
-            .await
+        self.copy_async(registries_conf, &["--all", src, &dest]).await
     }
 }
 
@@ -890,8 +834,8 @@ pub struct DirCopy {
 /// `sha256:<hex>.manifest.json` spelling is accepted too. Panics if a file's
 /// content doesn't match the digest in its name.
 pub fn inspect_dir_copy(dir: &Path) -> DirCopy {
-    let manifest = fs::read(dir.join("manifest.json"))
-        .unwrap_or_else(|e| panic!("read {}/manifest.json: {e}", dir.display()));
+    let manifest =
+        fs::read(dir.join("manifest.json")).unwrap_or_else(|e| panic!("read {}/manifest.json: {e}", dir.display()));
     let mut instance_digests = Vec::new();
     let mut blobs = Vec::new();
     let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
