@@ -7,7 +7,9 @@ use pullgate::oci::Digest;
 use std::io::Read;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+        .collect()
 }
 
 fn read_all(mut r: Box<dyn Read + Send>) -> Vec<u8> {
@@ -26,11 +28,25 @@ fn conformance(store: &dyn BlobStore) {
         staged.write(&data[written..written + size]).expect("write");
         written += size;
         let readable = staged.readable_len();
-        assert!(readable <= written as u64, "{}: readable {readable} > written {written}", store.name());
+        assert!(
+            readable <= written as u64,
+            "{}: readable {readable} > written {written}",
+            store.name()
+        );
         // A joiner reading the staged bytes sees exactly the prefix.
         let got = read_all(store.open_staged(1, 0).expect("open staged"));
-        assert!(got.len() as u64 >= readable, "{}: staged reader saw {} < readable {readable}", store.name(), got.len());
-        assert_eq!(&got[..readable as usize], &data[..readable as usize], "{}", store.name());
+        assert!(
+            got.len() as u64 >= readable,
+            "{}: staged reader saw {} < readable {readable}",
+            store.name(),
+            got.len()
+        );
+        assert_eq!(
+            &got[..readable as usize],
+            &data[..readable as usize],
+            "{}",
+            store.name()
+        );
         if readable > 5 {
             let tail = read_all(store.open_staged(1, 5).expect("open staged at offset"));
             assert_eq!(&tail[..readable as usize - 5], &data[5..readable as usize]);
@@ -43,7 +59,11 @@ fn conformance(store: &dyn BlobStore) {
         assert_eq!(got, &data[offset..], "{}: offset {offset}", store.name());
     }
     assert_eq!(store.stored_size(&digest, &location).unwrap(), Some(data.len() as u64));
-    assert!(store.list().unwrap().iter().any(|(_, l)| l == &location), "{}: list shows the blob", store.name());
+    assert!(
+        store.list().unwrap().iter().any(|(_, l)| l == &location),
+        "{}: list shows the blob",
+        store.name()
+    );
 
     // An empty blob is a blob.
     let empty = Digest::of(b"");
@@ -58,20 +78,38 @@ fn conformance(store: &dyn BlobStore) {
     staged.write(&other).unwrap();
     staged.discard();
     let listed = store.list().unwrap();
-    assert!(!listed.iter().any(|(_, l)| *l == BlobLocation::Sled { fill_id: 3 }), "{}: discarded fill listed", store.name());
+    assert!(
+        !listed.iter().any(|(_, l)| *l == BlobLocation::Sled { fill_id: 3 }),
+        "{}: discarded fill listed",
+        store.name()
+    );
     assert!(!listed.iter().any(|(d, _)| d.as_ref() == Some(&Digest::of(&other))));
 
     // Removing a blob removes its bytes.
     store.remove(&digest, &location).unwrap();
     assert_eq!(store.stored_size(&digest, &location).unwrap(), None);
-    assert!(!store.list().unwrap().iter().any(|(d, l)| l == &location && d.as_ref() != Some(&empty)));
+    assert!(
+        !store
+            .list()
+            .unwrap()
+            .iter()
+            .any(|(d, l)| l == &location && d.as_ref() != Some(&empty))
+    );
 
     // Crash leftovers of a fill can be discarded by id.
     let mut staged = store.begin(4).unwrap();
     staged.write(&other).unwrap();
     drop(staged); // as if the process died: nothing cleans up on drop
     store.discard_staged(4).unwrap();
-    assert!(read_all(store.open_staged(4, 0).map_err(|_| ()).unwrap_or_else(|_| Box::new(std::io::empty()))).is_empty());
+    assert!(
+        read_all(
+            store
+                .open_staged(4, 0)
+                .map_err(|_| ())
+                .unwrap_or_else(|_| Box::new(std::io::empty()))
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -93,7 +131,10 @@ async fn publish(cache: &Cache, bytes: &[u8]) -> Digest {
     let digest = Digest::of(bytes);
     let (fill_id, mut staged) = cache.begin_fill(&digest).await.unwrap();
     staged.write(bytes).unwrap();
-    let record = cache.publish(&digest, fill_id, staged, bytes.len() as u64).await.unwrap();
+    let record = cache
+        .publish(&digest, fill_id, staged, bytes.len() as u64)
+        .await
+        .unwrap();
     assert_eq!(record.size, bytes.len() as u64);
     digest
 }
@@ -135,8 +176,17 @@ async fn cache_repair(kind: BlobStoreKind) {
     if kind == BlobStoreKind::Files {
         assert_eq!(report.records_without_data, 1, "{report:?}");
         assert_eq!(report.data_without_record, 1, "{report:?}");
-        assert!(cache.blob(&Digest::of(&lost)).await.unwrap().is_none(), "a record without data is a miss");
-        assert!(std::fs::read_dir(dir.path().join("blobs/staging")).unwrap().next().is_none(), "staging is empty");
+        assert!(
+            cache.blob(&Digest::of(&lost)).await.unwrap().is_none(),
+            "a record without data is a miss"
+        );
+        assert!(
+            std::fs::read_dir(dir.path().join("blobs/staging"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "staging is empty"
+        );
     } else {
         assert!(cache.blob(&Digest::of(&lost)).await.unwrap().is_some());
     }

@@ -5,11 +5,19 @@
 
 mod common;
 
-use common::registry::{assert_success, inspect_dir_copy, DockerRegistry, SeededIndex, Skopeo};
+use common::registry::{DockerRegistry, SeededIndex, Skopeo, assert_success, inspect_dir_copy};
 use pullgate::config::Config;
 
-async fn pullgate_in_front_of(registry: &DockerRegistry, dir: &std::path::Path, default_upstream: bool) -> pullgate::server::RunningServer {
-    let top = if default_upstream { "default_upstream = \"registry.redhat.io\"\n" } else { "" };
+async fn pullgate_in_front_of(
+    registry: &DockerRegistry,
+    dir: &std::path::Path,
+    default_upstream: bool,
+) -> pullgate::server::RunningServer {
+    let top = if default_upstream {
+        "default_upstream = \"registry.redhat.io\"\n"
+    } else {
+        ""
+    };
     let toml = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{top}\n[[upstream]]\nname = \"registry.redhat.io\"\nurl = \"{}\"\n",
         dir.join("data").display(),
@@ -38,10 +46,15 @@ insecure = true
 async fn copy_and_compare(skopeo: &Skopeo, conf: &std::path::Path, reference: &str, seeded: &SeededIndex) {
     let out_dir = tempfile::tempdir().unwrap();
     let dest = out_dir.path().join("copy");
-    let output = skopeo.copy_all_to_dir_async(conf, &format!("docker://{reference}"), &dest).await;
+    let output = skopeo
+        .copy_all_to_dir_async(conf, &format!("docker://{reference}"), &dest)
+        .await;
     assert_success(&format!("skopeo copy --all {reference}"), &output);
     let copy = inspect_dir_copy(&dest);
-    assert_eq!(copy.manifest_digest, seeded.digest, "{reference}: list digest equals the upstream's");
+    assert_eq!(
+        copy.manifest_digest, seeded.digest,
+        "{reference}: list digest equals the upstream's"
+    );
     assert_eq!(copy.manifest, seeded.bytes, "{reference}: list bytes are byte-exact");
     let mut want: Vec<String> = seeded.children.iter().map(|(d, _)| d.clone()).collect();
     want.sort();
@@ -63,12 +76,35 @@ async fn skopeo_copies_multi_arch_images_through_a_prefixed_mirror() {
 
     copy_and_compare(&skopeo, &conf, "registry.redhat.io/ubi9/multi:oci", &oci).await;
     copy_and_compare(&skopeo, &conf, "registry.redhat.io/ubi9/multi:docker", &docker).await;
-    copy_and_compare(&skopeo, &conf, &format!("registry.redhat.io/ubi9/multi@{}", docker.digest), &docker).await;
+    copy_and_compare(
+        &skopeo,
+        &conf,
+        &format!("registry.redhat.io/ubi9/multi@{}", docker.digest),
+        &docker,
+    )
+    .await;
     // pullgate served them: the manifests are in its cache now.
     for d in [&oci.digest, &docker.digest] {
-        assert!(server.proxy.cache.manifest(&d.parse().unwrap()).await.unwrap().is_some(), "{d} cached by pullgate");
+        assert!(
+            server
+                .proxy
+                .cache
+                .manifest(&d.parse().unwrap())
+                .await
+                .unwrap()
+                .is_some(),
+            "{d} cached by pullgate"
+        );
     }
-    assert!(server.proxy.fills.stats.published.load(std::sync::atomic::Ordering::SeqCst) >= oci.blobs.len() as u64);
+    assert!(
+        server
+            .proxy
+            .fills
+            .stats
+            .published
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= oci.blobs.len() as u64
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -84,6 +120,12 @@ async fn skopeo_copies_through_a_host_only_mirror_with_default_upstream() {
 
     copy_and_compare(&skopeo, &conf, "registry.redhat.io/ubi9/multi:oci", &oci).await;
     copy_and_compare(&skopeo, &conf, "registry.redhat.io/ubi9/multi:docker", &docker).await;
-    copy_and_compare(&skopeo, &conf, &format!("registry.redhat.io/ubi9/multi@{}", oci.digest), &oci).await;
+    copy_and_compare(
+        &skopeo,
+        &conf,
+        &format!("registry.redhat.io/ubi9/multi@{}", oci.digest),
+        &oci,
+    )
+    .await;
     server.shutdown().await.unwrap();
 }

@@ -1,0 +1,149 @@
+//! The command line as users and scripts run it: `check-config` and `serve` (as a real
+//! process: startup, SIGTERM drain with exit 0, restart serving what was cached).
+
+mod common;
+
+use common::fake_upstream::FakeRedHat;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    Command::new(common::pullgate_bin())
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .expect("run pullgate")
+}
+
+#[test]
+fn the_shipped_default_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pullgate.toml");
+    let out = check_config(&path);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("listen = \"0.0.0.0:5000\""), "{printed}");
+    assert!(printed.contains("tag_ttl = \"5m\""), "{printed}");
+}
+
+#[test]
+fn bad_configs_fail_with_a_message_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, expect) in [
+        ("listen = \"127.0.0.1:0\"\nunknown_key = 1\n", "unknown_key"),
+        ("[cache]\ntag_ttl = \"forever\"\n", "tag_ttl"),
+        (
+            "[[upstream]]\nname = \"r.io\"\nurl = \"https://r.io\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n",
+            "password_file",
+        ),
+        ("default_upstream = \"nowhere\"\n", "default_upstream"),
+        ("this is not toml", "invalid config"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, body).unwrap();
+        let out = check_config(&path);
+        assert_eq!(out.status.code(), Some(2), "{body}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(expect),
+            "{body}: stderr {stderr:?} should name {expect:?}"
+        );
+    }
+    let out = check_config(&dir.path().join("missing.toml"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
+
+/// Starts `pullgate serve` and returns it with the address it printed.
+fn serve(config: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(common::pullgate_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn pullgate");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(i) = line.find("listening on http://") {
+                let addr = line[i + "listening on http://".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let _ = tx.send(addr);
+                sent = true;
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("pullgate printed its address");
+    (child, addr)
+}
+
+fn sigterm_and_wait(mut child: Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pullgate did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_drains_on_sigterm_and_a_restart_serves_the_cache_without_upstream() {
+    let fake = FakeRedHat::start().await;
+    let img = fake.add_image("ubi9/ubi", "latest", &[200_000]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pullgate.toml");
+    std::fs::write(&config, common::config_toml(dir.path(), &fake.registry_url, "", "")).unwrap();
+    let client = common::client();
+
+    let (child, addr) = serve(&config);
+    let base = format!("http://{addr}");
+    assert_eq!(client.get(format!("{base}/v2/")).send().await.unwrap().status(), 200);
+    let m = client
+        .get(format!("{base}/v2/registry.redhat.io/ubi9/ubi/manifests/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 200);
+    let layer_url = format!("{base}/v2/registry.redhat.io/ubi9/ubi/blobs/{}", img.layer_digests[0]);
+    let body = common::body_bytes(client.get(&layer_url).send().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(body, img.layers[0]);
+    assert!(sigterm_and_wait(child).success(), "SIGTERM exits 0");
+
+    fake.stop();
+    let (child, addr) = serve(&config);
+    let base = format!("http://{addr}");
+    let client = common::client();
+    let m = client
+        .get(format!("{base}/v2/registry.redhat.io/ubi9/ubi/manifests/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 200, "tag served from the cache with upstream down");
+    assert_eq!(m.headers()["docker-content-digest"], img.manifest_digest.as_str());
+    let layer_url = format!("{base}/v2/registry.redhat.io/ubi9/ubi/blobs/{}", img.layer_digests[0]);
+    let body = common::body_bytes(client.get(&layer_url).send().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(body, img.layers[0]);
+    assert!(sigterm_and_wait(child).success());
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this).
+# Installs what the interop tests need (Debian's skopeo and docker-registry) when it is
+# missing, checks formatting and lints, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "tests/run.sh: installing ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Fail loudly, here, if a tool is still missing rather than deep inside a test.
+command -v skopeo >/dev/null || { echo "skopeo is required (apt-get install skopeo)" >&2; exit 1; }
+[ -x /usr/bin/docker-registry ] || { echo "docker-registry is required (apt-get install docker-registry)" >&2; exit 1; }
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked "$@"
