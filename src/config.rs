@@ -167,6 +167,8 @@ pub struct Config {
     pub default_upstream: Option<String>,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub signatures: SignaturesConfig,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -189,11 +191,41 @@ impl Default for CacheConfig {
     }
 }
 
+/// How pullgate offers image signatures to clients.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturesConfig {
+    /// Advertise `X-Registry-Supports-Signatures: 1` on `/v2/` and answer
+    /// `/extensions/v2/<name>/signatures/<digest>`. containers/image and Pulp then use
+    /// the extension API instead of a lookaside; the `/sigstore/` lookaside is served
+    /// either way.
+    #[serde(default = "default_true")]
+    pub extension_api: bool,
+}
+
+impl Default for SignaturesConfig {
+    fn default() -> Self {
+        SignaturesConfig { extension_api: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub name: String,
     pub url: String,
+    /// Other path prefixes (and `ns` values) that mean this upstream, e.g. `rh` for an
+    /// OpenShift mirror `pullgate.example/rh/ubi8` of `registry.redhat.io/ubi8`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The upstream's signature lookaside (sigstore) base URL, e.g.
+    /// `https://registry.redhat.io/containers/sigstore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigstore: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,6 +310,34 @@ impl Config {
                 return Err(invalid(key("name"), format!("{:?} is configured twice", u.name)));
             }
             names.push(&u.name);
+            for alias in &u.aliases {
+                if crate::oci::RepoName::parse(alias).is_err() {
+                    return Err(invalid(
+                        key("aliases"),
+                        format!("{alias:?} must be a lowercase repository path prefix such as \"rh\""),
+                    ));
+                }
+                if names.contains(&alias.as_str()) {
+                    return Err(invalid(
+                        key("aliases"),
+                        format!("{alias:?} already names another upstream or alias"),
+                    ));
+                }
+                names.push(alias);
+            }
+            if let Some(sigstore) = &u.sigstore {
+                let parsed =
+                    url::Url::parse(sigstore).map_err(|e| invalid(key("sigstore"), format!("{sigstore:?}: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https")
+                    || parsed.host_str().is_none()
+                    || parsed.query().is_some()
+                {
+                    return Err(invalid(
+                        key("sigstore"),
+                        format!("{sigstore:?} must be an http(s) base URL without a query"),
+                    ));
+                }
+            }
             let url = url::Url::parse(&u.url).map_err(|e| invalid(key("url"), format!("{:?}: {e}", u.url)))?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                 return Err(invalid(
@@ -320,7 +380,7 @@ impl Config {
             }
         }
         if let Some(d) = &self.default_upstream
-            && !names.contains(&d.as_str())
+            && !self.upstreams.iter().any(|u| &u.name == d)
         {
             return Err(invalid(
                 "default_upstream",

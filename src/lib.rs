@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod client_config;
 pub mod config;
 pub mod http;
 pub mod oci;

@@ -30,6 +30,20 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the configuration that points a kind of client at pullgate.
+    ClientConfig {
+        /// podman (also skopeo, buildah, CRI-O), openshift, containerd or satellite (also AAP)
+        #[arg(long = "for", value_name = "CLIENT")]
+        client: pullgate::client_config::ClientKind,
+        /// How clients reach pullgate, e.g. https://pullgate.example.com:5000
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// Only this upstream (default: all)
+        #[arg(long, value_name = "NAME")]
+        upstream: Option<String>,
+        #[arg(long, value_name = "FILE", default_value = "config/pullgate.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +59,26 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::ClientConfig {
+            client,
+            url,
+            upstream,
+            config,
+        } => {
+            let rendered = Config::load(&config)
+                .map_err(|e| format!("{}: {e}", config.display()))
+                .and_then(|c| pullgate::client_config::render(&c, client, &url, upstream.as_deref()));
+            match rendered {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pullgate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,

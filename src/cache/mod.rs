@@ -70,8 +70,26 @@ pub struct TagListPage {
     pub next: Option<String>,
 }
 
+/// What pullgate knows about one lookaside signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureEntry {
+    /// The exact bytes upstream served.
+    Present(Bytes),
+    /// Upstream said there is no such signature, at this time.
+    Absent { checked_ms: u64 },
+}
+
+/// A small upstream response kept to answer when upstream is down (referrers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub body: String,
+    pub content_type: Option<String>,
+}
+
 struct Inner {
     db: sled::Db,
+    signatures: sled::Tree,
+    responses: sled::Tree,
     blobs: sled::Tree,
     manifests: sled::Tree,
     tags: sled::Tree,
@@ -117,6 +135,8 @@ impl Cache {
             tags: db.open_tree("tags")?,
             tag_lists: db.open_tree("tag_lists")?,
             fills: db.open_tree("fills")?,
+            signatures: db.open_tree("signatures")?,
+            responses: db.open_tree("responses")?,
             db,
             store,
         };
@@ -295,6 +315,68 @@ impl Cache {
             i.tag_lists.insert(
                 key,
                 serde_json::to_vec(&page).map_err(|e| CacheError::Corrupt(e.to_string()))?,
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn signature(
+        &self,
+        upstream: &str,
+        repo: &str,
+        digest: &Digest,
+        index: u32,
+    ) -> CacheResult<Option<SignatureEntry>> {
+        let key = tag_key(upstream, repo, &format!("{}/{index}", digest.hex()));
+        self.blocking(move |i| {
+            let Some(v) = i.signatures.get(key)? else {
+                return Ok(None);
+            };
+            match v.split_first() {
+                Some((1, bytes)) => Ok(Some(SignatureEntry::Present(Bytes::copy_from_slice(bytes)))),
+                Some((0, ms)) if ms.len() == 8 => {
+                    let checked_ms =
+                        u64::from_be_bytes(ms.try_into().map_err(|_| CacheError::Corrupt("signature".into()))?);
+                    Ok(Some(SignatureEntry::Absent { checked_ms }))
+                }
+                _ => Err(CacheError::Corrupt("signature entry".into())),
+            }
+        })
+        .await
+    }
+
+    pub async fn put_signature(
+        &self,
+        upstream: &str,
+        repo: &str,
+        digest: &Digest,
+        index: u32,
+        entry: SignatureEntry,
+    ) -> CacheResult<()> {
+        let key = tag_key(upstream, repo, &format!("{}/{index}", digest.hex()));
+        let value = match entry {
+            SignatureEntry::Present(bytes) => [&[1u8][..], &bytes].concat(),
+            SignatureEntry::Absent { checked_ms } => [&[0u8][..], &checked_ms.to_be_bytes()].concat(),
+        };
+        self.blocking(move |i| {
+            i.signatures.insert(key, value)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn response(&self, key: &str) -> CacheResult<Option<StoredResponse>> {
+        let key = key.as_bytes().to_vec();
+        self.blocking(move |i| decode(i.responses.get(key)?.as_deref())).await
+    }
+
+    pub async fn put_response(&self, key: &str, response: StoredResponse) -> CacheResult<()> {
+        let key = key.as_bytes().to_vec();
+        self.blocking(move |i| {
+            i.responses.insert(
+                key,
+                serde_json::to_vec(&response).map_err(|e| CacheError::Corrupt(e.to_string()))?,
             )?;
             Ok(())
         })

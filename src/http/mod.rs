@@ -81,21 +81,90 @@ async fn handle(app: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap)
     match route {
         Route::BlobUpload { .. } => Err(ApiError::unsupported("uploading blobs")),
         _ if !read_only => Err(ApiError::unsupported(&format!("{method} requests"))),
-        Route::Base => Ok((
-            ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
-            None,
-            None,
-        )),
+        Route::Base => {
+            let mut resp = ([(header::CONTENT_TYPE, "application/json")], "{}").into_response();
+            if app.proxy.signatures_extension {
+                resp.headers_mut()
+                    .insert("x-registry-supports-signatures", HeaderValue::from_static("1"));
+            }
+            Ok((resp, None, None))
+        }
+        Route::Sigstore { name, digest, index } => {
+            let target = app.proxy.resolve(&name, None)?;
+            match app.proxy.signature(&target, &digest, index).await? {
+                Some(bytes) => {
+                    let resp = Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, "application/octet-stream")
+                        .header(header::CONTENT_LENGTH, bytes.len());
+                    let body = if *method == Method::HEAD {
+                        Body::empty()
+                    } else {
+                        Body::from(bytes)
+                    };
+                    Ok((resp.body(body).map_err(internal)?, None, Some(name.to_string())))
+                }
+                None => Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::ManifestUnknown,
+                    "no such signature",
+                )),
+            }
+        }
+        Route::SignaturesExtension { name, digest } => {
+            if !app.proxy.signatures_extension {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::Unsupported,
+                    "the signature extension API is disabled",
+                ));
+            }
+            let target = app.proxy.resolve(&name, query.ns.as_deref())?;
+            let answer = app.proxy.extension_signatures(&target, &digest).await?;
+            let body = serde_json::to_string(&answer)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable, e.to_string()))?;
+            let resp = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json");
+            Ok((
+                resp.body(Body::from(body)).map_err(internal)?,
+                None,
+                Some(name.to_string()),
+            ))
+        }
         Route::Catalog => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::Unsupported,
             "the catalog is not available through pullgate",
         )),
-        Route::Referrers { .. } => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::ManifestUnknown,
-            "the referrers API is not available; use the tag schema",
-        )),
+        Route::Referrers { name, digest } => {
+            let target = app.proxy.resolve(&name, query.ns.as_deref())?;
+            let artifact_type = uri.query().and_then(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "artifactType")
+                    .map(|(_, v)| v.into_owned())
+            });
+            let upstream_query = match &artifact_type {
+                Some(t) => url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("artifactType", t)
+                    .finish(),
+                None => String::new(),
+            };
+            let answer = app.proxy.referrers(&target, &digest, &upstream_query).await?;
+            let content_type = answer
+                .content_type
+                .unwrap_or_else(|| crate::oci::media::OCI_INDEX.to_string());
+            let mut resp = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, content_type);
+            resp = with_namespace(resp, query.ns.as_deref(), &target);
+            let body = if *method == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from(answer.body)
+            };
+            Ok((resp.body(body).map_err(internal)?, None, Some(name.to_string())))
+        }
         Route::Manifest { name, reference } => {
             let target = app.proxy.resolve(&name, query.ns.as_deref())?;
             let accept =

@@ -32,7 +32,21 @@ pub enum Route {
         digest: Digest,
     },
     Catalog,
+    /// `GET /sigstore/<name>@sha256=<hex>/signature-<n>`: the signature lookaside.
+    Sigstore {
+        name: RepoName,
+        digest: Digest,
+        index: u32,
+    },
+    /// `GET /extensions/v2/<name>/signatures/<digest>`: the registry signature API.
+    SignaturesExtension {
+        name: RepoName,
+        digest: Digest,
+    },
 }
+
+/// Highest signature index pullgate looks up (`signature-1` … `signature-64`).
+pub const MAX_SIGNATURES: u32 = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -54,6 +68,16 @@ impl Route {
     pub fn parse(path: &str) -> Result<Route, RouteError> {
         if path.len() > MAX_PATH_LEN {
             return Err(RouteError::PathTooLong);
+        }
+        if let Some(rest) = path.strip_prefix("/sigstore/") {
+            return Self::parse_sigstore(rest);
+        }
+        if let Some(rest) = path.strip_prefix("/extensions/v2/") {
+            let (name, digest) = rest.rsplit_once("/signatures/").ok_or(RouteError::NotFound)?;
+            return Ok(Route::SignaturesExtension {
+                name: RepoName::parse(name)?,
+                digest: Digest::parse(digest)?,
+            });
         }
         let rest = match path.strip_prefix("/v2") {
             Some("") | Some("/") => return Ok(Route::Base),
@@ -106,6 +130,26 @@ impl Route {
     }
 }
 
+impl Route {
+    /// `<name>@sha256=<hex>/signature-<n>`, as containers/image builds lookaside paths.
+    fn parse_sigstore(rest: &str) -> Result<Route, RouteError> {
+        let (name, tail) = rest.rsplit_once('@').ok_or(RouteError::NotFound)?;
+        let (digest, file) = tail.split_once('/').ok_or(RouteError::NotFound)?;
+        let (algorithm, hex) = digest.split_once('=').ok_or(RouteError::NotFound)?;
+        let digest = Digest::parse(&format!("{algorithm}:{hex}"))?;
+        let n = file.strip_prefix("signature-").ok_or(RouteError::NotFound)?;
+        if n.is_empty() || n.len() > 3 || !n.bytes().all(|b| b.is_ascii_digit()) || n.starts_with('0') {
+            return Err(RouteError::NotFound);
+        }
+        let index: u32 = n.parse().map_err(|_| RouteError::NotFound)?;
+        Ok(Route::Sigstore {
+            name: RepoName::parse(name)?,
+            digest,
+            index,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +189,39 @@ mod tests {
             Route::parse(&format!("/v2/a/referrers/{D}")),
             Ok(Route::Referrers { .. })
         ));
+    }
+
+    #[test]
+    fn parses_signature_routes() {
+        let hex = &D["sha256:".len()..];
+        match Route::parse(&format!(
+            "/sigstore/registry.redhat.io/ubi9/ubi@sha256={hex}/signature-12"
+        ))
+        .unwrap()
+        {
+            Route::Sigstore { name, digest, index } => {
+                assert_eq!(name.as_str(), "registry.redhat.io/ubi9/ubi");
+                assert_eq!(digest.to_string(), D);
+                assert_eq!(index, 12);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Route::parse(&format!("/extensions/v2/a/b/signatures/{D}")),
+            Ok(Route::SignaturesExtension { .. })
+        ));
+        for bad in [
+            format!("/sigstore/a@sha256={hex}/signature-0"),
+            format!("/sigstore/a@sha256={hex}/signature-01"),
+            format!("/sigstore/a@sha256={hex}/signature-1000"),
+            format!("/sigstore/a@sha256={hex}/other"),
+            format!("/sigstore/a/sha256={hex}/signature-1"),
+            "/sigstore/a@sha256=abc/signature-1".to_string(),
+            format!("/sigstore/../a@sha256={hex}/signature-1"),
+            "/extensions/v2/a/signatures/sha256:zz".to_string(),
+        ] {
+            assert!(Route::parse(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

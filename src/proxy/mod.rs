@@ -4,6 +4,7 @@
 
 pub mod fill;
 pub mod read;
+pub mod signatures;
 
 use crate::cache::{BlobRecord, Cache, CacheError, StoredManifest, TagListPage, TagRecord, now_ms};
 use crate::config::Config;
@@ -96,6 +97,8 @@ pub struct Proxy {
     pub cache: Cache,
     tag_ttl: Duration,
     pub fills: Arc<FillRegistry>,
+    /// Whether `/v2/` advertises the signature extension API.
+    pub signatures_extension: bool,
 }
 
 impl Proxy {
@@ -117,21 +120,31 @@ impl Proxy {
             cache,
             tag_ttl: config.cache.tag_ttl.0,
             fills: Arc::default(),
+            signatures_extension: config.signatures.extension_api,
         })
     }
 
-    /// Routing: `?ns=` first (a path already prefixed with that upstream is not prefixed
-    /// twice), then a leading path segment naming an upstream, then `default_upstream`.
+    /// Routing: `?ns=` first (a path already prefixed with that upstream, or one of its
+    /// aliases, is not prefixed twice), then the longest leading path prefix naming an
+    /// upstream or alias, then `default_upstream`.
     pub fn resolve(&self, name: &RepoName, ns: Option<&str>) -> ProxyResult<Target> {
+        let prefixes = |u: &Arc<Upstream>| {
+            std::iter::once(u.name.clone())
+                .chain(u.aliases.iter().cloned())
+                .collect::<Vec<_>>()
+        };
         if let Some(ns) = ns {
             let upstream = self
                 .upstreams
                 .iter()
-                .find(|u| u.name.eq_ignore_ascii_case(ns))
+                .find(|u| prefixes(u).iter().any(|p| p.eq_ignore_ascii_case(ns)))
                 .ok_or_else(|| {
                     ProxyError::NameUnknown(format!("no upstream named {:?} is configured", truncate(ns)))
                 })?;
-            let repo = name.strip_prefix(&upstream.name).unwrap_or_else(|| name.clone());
+            let repo = prefixes(upstream)
+                .iter()
+                .find_map(|p| name.strip_prefix(p))
+                .unwrap_or_else(|| name.clone());
             return Ok(Target {
                 upstream: upstream.clone(),
                 repo,
@@ -140,11 +153,12 @@ impl Proxy {
         let by_prefix = self
             .upstreams
             .iter()
-            .filter(|u| name.has_prefix(&u.name))
-            .max_by_key(|u| u.name.len());
-        if let Some(upstream) = by_prefix {
+            .flat_map(|u| prefixes(u).into_iter().map(move |p| (u, p)))
+            .filter(|(_, p)| name.has_prefix(p))
+            .max_by_key(|(_, p)| p.len());
+        if let Some((upstream, prefix)) = by_prefix {
             let repo = name
-                .strip_prefix(&upstream.name)
+                .strip_prefix(&prefix)
                 .ok_or_else(|| ProxyError::NameInvalid(format!("{name} names an upstream but no repository in it")))?;
             return Ok(Target {
                 upstream: upstream.clone(),
@@ -244,7 +258,7 @@ impl Proxy {
         };
         if let Some((digest, stored, rec)) = &known {
             let age = now_ms().saturating_sub(rec.fetched_ms);
-            if age < self.tag_ttl.as_millis() as u64 {
+            if age < self.ttl_for(tag).as_millis() as u64 {
                 return Ok((digest.clone(), stored.clone(), CacheStatus::Hit));
             }
             match target.upstream.head_manifest(&target.repo, tag.as_str()).await {
@@ -296,6 +310,16 @@ impl Proxy {
             }
             Err(UpstreamError::NotFound) => Err(ProxyError::ManifestUnknown(format!("{repo}:{tag}"))),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Signature and attestation tags (`sha256-<hex>.sig`, cosign's tag schema) change
+    /// as signatures are added, so they are trusted for at most a minute.
+    fn ttl_for(&self, tag: &Tag) -> Duration {
+        if tag.as_str().starts_with("sha256-") {
+            self.tag_ttl.min(Duration::from_secs(60))
+        } else {
+            self.tag_ttl
         }
     }
 

@@ -109,6 +109,10 @@ impl BlobBody {
 
 pub struct Upstream {
     pub name: String,
+    /// Other prefixes and `ns` values that mean this upstream.
+    pub aliases: Vec<String>,
+    /// The signature lookaside base URL, when configured.
+    pub sigstore: Option<url::Url>,
     base: url::Url,
     client: reqwest::Client,
     credentials: Option<Credentials>,
@@ -162,8 +166,14 @@ impl Upstream {
             }),
             _ => None,
         };
+        let sigstore = match &config.sigstore {
+            Some(s) => Some(url::Url::parse(s).map_err(|e| format!("sigstore {s:?}: {e}"))?),
+            None => None,
+        };
         Ok(Upstream {
             name: config.name.clone(),
+            aliases: config.aliases.clone(),
+            sigstore,
             base,
             client,
             credentials,
@@ -317,7 +327,13 @@ impl Upstream {
         loop {
             let authorization = self.authorization(&scope, refreshed).await?;
             let resp = self
-                .send_following_redirects(method.clone(), url.clone(), &headers, authorization)
+                .send_following_redirects(
+                    method.clone(),
+                    url.clone(),
+                    &headers,
+                    authorization,
+                    host_port(&self.base),
+                )
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
@@ -345,8 +361,8 @@ impl Upstream {
         mut url: url::Url,
         headers: &HeaderMap,
         authorization: Option<String>,
+        origin: (String, Option<u16>),
     ) -> Result<reqwest::Response, UpstreamError> {
-        let origin = host_port(&self.base);
         for hop in 0..=MAX_REDIRECTS {
             let mut req = self
                 .client
@@ -434,23 +450,9 @@ impl Upstream {
         {
             return Err(UpstreamError::Protocol("manifest larger than 4 MiB".into()));
         }
-        let mut body = BlobBody {
-            status: resp.status(),
-            content_length: resp.content_length(),
-            range_start: None,
-            range_total: None,
-            response: resp,
-            idle_timeout: self.idle_timeout,
-        };
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.next_chunk().await {
-            bytes.extend_from_slice(&chunk?);
-            if bytes.len() > media::MAX_MANIFEST_BYTES {
-                return Err(UpstreamError::Protocol("manifest larger than 4 MiB".into()));
-            }
-        }
+        let bytes = self.small_body(resp, media::MAX_MANIFEST_BYTES).await?;
         Ok(FetchedManifest {
-            bytes: Bytes::from(bytes),
+            bytes,
             content_type,
             digest_header,
         })
@@ -505,6 +507,86 @@ impl Upstream {
         let resp = self.send(Method::HEAD, &path, repo, Self::base_headers()).await?;
         self.check_status(&resp)?;
         Ok(header_string(resp.headers(), "content-length").and_then(|l| l.parse().ok()))
+    }
+
+    /// Reads a whole (small) body with the idle timeout and a size limit.
+    async fn small_body(&self, resp: reqwest::Response, limit: usize) -> Result<Bytes, UpstreamError> {
+        let mut body = BlobBody {
+            status: resp.status(),
+            content_length: resp.content_length(),
+            range_start: None,
+            range_total: None,
+            response: resp,
+            idle_timeout: self.idle_timeout,
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next_chunk().await {
+            bytes.extend_from_slice(&chunk?);
+            if bytes.len() > limit {
+                return Err(UpstreamError::Protocol(format!(
+                    "upstream body larger than {limit} bytes"
+                )));
+            }
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    /// Signature `index` of `digest` from the upstream's lookaside, anonymously (as
+    /// containers/image reads lookasides). `None` when there is no such signature: a
+    /// 404, a 403 from object storage, or an HTML page served with 200.
+    pub async fn lookaside_signature(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        index: u32,
+    ) -> Result<Option<Bytes>, UpstreamError> {
+        let Some(base) = &self.sigstore else { return Ok(None) };
+        let url = url::Url::parse(&format!(
+            "{}/{}@sha256={}/signature-{index}",
+            base.as_str().trim_end_matches('/'),
+            repo.as_str(),
+            digest.hex()
+        ))
+        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        let origin = host_port(base);
+        let resp = self
+            .send_following_redirects(Method::GET, url, &Self::base_headers(), None, origin)
+            .await?;
+        match resp.status().as_u16() {
+            200 => {
+                let bytes = self.small_body(resp, media::MAX_MANIFEST_BYTES).await?;
+                // An HTML page is a missing signature behind a web front end, not a signature.
+                let looks_like_html = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<');
+                Ok((!bytes.is_empty() && !looks_like_html).then_some(bytes))
+            }
+            401 | 403 | 404 | 410 => Ok(None),
+            429 => Err(UpstreamError::TooManyRequests {
+                retry_after: retry_after(resp.headers()),
+            }),
+            code => Err(UpstreamError::Status(code)),
+        }
+    }
+
+    /// The OCI referrers API: the index body and its `Content-Type`.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        query: &str,
+    ) -> Result<(Bytes, Option<String>), UpstreamError> {
+        let mut path = format!("/v2/{}/referrers/{digest}", repo.as_str());
+        if !query.is_empty() {
+            path = format!("{path}?{query}");
+        }
+        let mut headers = Self::base_headers();
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+        );
+        let resp = self.send(Method::GET, &path, repo, headers).await?;
+        self.check_status(&resp)?;
+        let content_type = header_string(resp.headers(), "content-type");
+        Ok((self.small_body(resp, media::MAX_MANIFEST_BYTES).await?, content_type))
     }
 
     /// One page of the tag list: the body and the `Link` next target (path + query).
