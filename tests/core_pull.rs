@@ -686,12 +686,12 @@ async fn tag_lists_paginate_with_links_in_the_client_namespace_and_survive_outag
         link,
         "</v2/registry.redhat.io/ubi9/ubi/tags/list?last=b&n=2>; rel=\"next\""
     );
-    let body: serde_json::Value = resp.json_value().await;
+    let body = common::json(resp).await;
     assert_eq!(body["name"], "registry.redhat.io/ubi9/ubi");
     assert_eq!(body["tags"], serde_json::json!(["a", "b"]));
 
     let next = link.trim_start_matches('<').split('>').next().unwrap().to_string();
-    let body: serde_json::Value = h.get(&next).await.json_value().await;
+    let body = common::json(h.get(&next).await).await;
     assert_eq!(body["tags"], serde_json::json!(["c", "d"]));
 
     // containerd-style with ?ns=: the link keeps ns.
@@ -703,21 +703,6 @@ async fn tag_lists_paginate_with_links_in_the_client_namespace_and_survive_outag
 
     // Upstream down: the last list is served.
     h.fake.stop();
-    let body: serde_json::Value = h
-        .get("/v2/registry.redhat.io/ubi9/ubi/tags/list?n=2")
-        .await
-        .json_value()
-        .await;
+    let body = common::json(h.get("/v2/registry.redhat.io/ubi9/ubi/tags/list?n=2").await).await;
     assert_eq!(body["tags"], serde_json::json!(["a", "b"]));
-}
-
-trait JsonValue {
-    async fn json_value(self) -> serde_json::Value;
-}
-
-impl JsonValue for reqwest::Response {
-    async fn json_value(self) -> serde_json::Value {
-        let bytes = self.bytes().await.expect("body");
-        serde_json::from_slice(&bytes).expect("JSON body")
-    }
 }
