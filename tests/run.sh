@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this).
-# Installs what the interop tests need (Debian's skopeo and docker-registry) when it is
-# missing, checks formatting and lints, then runs every test.
+# Installs what the interop tests need (Debian's skopeo, docker-registry, podman and gpg)
+# when it is missing, checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "tests/run.sh: installing ${missing[*]}" >&2
     sudo=""
@@ -19,6 +21,8 @@ fi
 # Fail loudly, here, if a tool is still missing rather than deep inside a test.
 command -v skopeo >/dev/null || { echo "skopeo is required (apt-get install skopeo)" >&2; exit 1; }
 [ -x /usr/bin/docker-registry ] || { echo "docker-registry is required (apt-get install docker-registry)" >&2; exit 1; }
+command -v podman >/dev/null || { echo "podman is required (apt-get install podman)" >&2; exit 1; }
+command -v gpg >/dev/null || { echo "gpg is required (apt-get install gnupg)" >&2; exit 1; }
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

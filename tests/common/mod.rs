@@ -4,6 +4,7 @@
 
 pub mod fake_upstream;
 pub mod registry;
+pub mod signing;
 
 use fake_upstream::FakeRedHat;
 use pullgate::config::Config;
