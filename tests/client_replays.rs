@@ -296,3 +296,26 @@ async fn manifest_lists_by_tag_and_head_then_get_agree() {
         assert_eq!(get.bytes().await.unwrap(), list.bytes);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_mid_layer_resumes_with_range_also_while_the_fill_runs() {
+    // containers/image after a broken body: Range: bytes=N- and it requires 206 +
+    // Content-Range (docker/body_reader.go).
+    let h = Harness::start().await;
+    let img = h.fake.add_image("ubi9/ubi", "latest", &[2_000_000]);
+    let layer = img.layer_digests[0].clone();
+    h.fake.frame_delay_ms.store(10, std::sync::atomic::Ordering::SeqCst);
+    let url = h.url(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}"));
+    let mut first = h.client.get(&url).send().await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 300_000 {
+        got.extend_from_slice(&first.chunk().await.unwrap().expect("more bytes"));
+    }
+    drop(first); // the connection breaks
+    let resumed = h.client.get(&url).header("range", format!("bytes={}-", got.len())).send().await.unwrap();
+    assert_eq!(resumed.status(), 206);
+    assert_eq!(resumed.headers()["content-range"], format!("bytes {}-1999999/2000000", got.len()).as_str());
+    got.extend(body_bytes(resumed).await.unwrap());
+    assert_eq!(got, img.layers[0]);
+    assert_eq!(h.fake.cdn_gets(&layer), 1, "the resume was served from the running fill");
+}
