@@ -312,10 +312,23 @@ async fn a_client_cut_mid_layer_resumes_with_range_also_while_the_fill_runs() {
         got.extend_from_slice(&first.chunk().await.unwrap().expect("more bytes"));
     }
     drop(first); // the connection breaks
-    let resumed = h.client.get(&url).header("range", format!("bytes={}-", got.len())).send().await.unwrap();
+    let resumed = h
+        .client
+        .get(&url)
+        .header("range", format!("bytes={}-", got.len()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resumed.status(), 206);
-    assert_eq!(resumed.headers()["content-range"], format!("bytes {}-1999999/2000000", got.len()).as_str());
+    assert_eq!(
+        resumed.headers()["content-range"],
+        format!("bytes {}-1999999/2000000", got.len()).as_str()
+    );
     got.extend(body_bytes(resumed).await.unwrap());
     assert_eq!(got, img.layers[0]);
-    assert_eq!(h.fake.cdn_gets(&layer), 1, "the resume was served from the running fill");
+    assert_eq!(
+        h.fake.cdn_gets(&layer),
+        1,
+        "the resume was served from the running fill"
+    );
 }

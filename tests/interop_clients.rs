@@ -140,7 +140,10 @@ async fn skopeo_pulls_by_tag_and_digest_through_the_generated_podman_mirror() {
     // --all on a multi-arch image: every platform, the list digest preserved.
     let index = s.registry.push_docker_list("ubi9/multi", "latest").await;
     let dest = s.skopeo.workdir().join("all");
-    let out = s.skopeo.copy_all_to_dir_async(&conf, "docker://registry.redhat.io/ubi9/multi:latest", &dest).await;
+    let out = s
+        .skopeo
+        .copy_all_to_dir_async(&conf, "docker://registry.redhat.io/ubi9/multi:latest", &dest)
+        .await;
     assert_success("skopeo copy --all", &out);
     let copy = inspect_dir_copy(&dest);
     assert_eq!(copy.manifest_digest, index.digest);
