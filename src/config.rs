@@ -169,6 +169,12 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub signatures: SignaturesConfig,
+    #[serde(default)]
+    pub clients: ClientsConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub server: ServerConfig,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -189,6 +195,47 @@ impl Default for CacheConfig {
             blob_store: BlobStoreKind::Files,
         }
     }
+}
+
+/// TLS for clients (rustls; HTTP/2 and HTTP/1.1 by ALPN). SIGHUP reloads both files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+fn default_drain_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+/// The client-facing server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// On SIGTERM, how long in-flight responses may take to finish before pullgate exits.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: HumanDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+/// Who may pull through pullgate. Anonymous by default (inside the network).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsConfig {
+    /// An htpasswd file with bcrypt entries (`htpasswd -B`); clients then need Basic
+    /// credentials (the `/sigstore/` lookaside and the health endpoints stay open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub htpasswd: Option<PathBuf>,
 }
 
 /// How pullgate offers image signatures to clients.
@@ -230,6 +277,16 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// Credentials from a containers auth.json (as `podman login` writes it), looked up
+    /// by the upstream's host. An alternative to `username` + `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_file: Option<PathBuf>,
+    /// Repository patterns clients may pull (`*` matches anything); empty allows all.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Repository patterns refused even when allowed.
+    #[serde(default)]
+    pub deny: Vec<String>,
     #[serde(default)]
     pub allow_redirect_hosts: Vec<String>,
     /// Hosts other than the upstream's own that may serve its token realm.
@@ -241,6 +298,43 @@ pub struct UpstreamConfig {
     pub response_timeout: HumanDuration,
     #[serde(default = "default_body_idle_timeout")]
     pub body_idle_timeout: HumanDuration,
+}
+
+/// Credentials for `upstream_url` from a containers auth.json: the entry keyed by its
+/// host (with port, if any), optionally with a scheme.
+fn auth_file_credentials(path: &Path, upstream_url: &str) -> Result<Option<(String, Secret)>, String> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let url = url::Url::parse(upstream_url).map_err(|e| e.to_string())?;
+    let host = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_string(),
+    };
+    let auths = json
+        .get("auths")
+        .and_then(|a| a.as_object())
+        .ok_or_else(|| format!("{} has no \"auths\"", path.display()))?;
+    let entry = auths.iter().find(|(k, _)| {
+        let k = k.trim_start_matches("https://").trim_start_matches("http://");
+        k == host || k.split('/').next() == Some(host.as_str())
+    });
+    let Some((_, entry)) = entry else {
+        return Err(format!("{} has no entry for {host}", path.display()));
+    };
+    let auth = entry
+        .get("auth")
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| format!("the {host} entry has no \"auth\""))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .map_err(|_| format!("the {host} entry's auth is not base64"))?;
+    let decoded = String::from_utf8(decoded).map_err(|_| format!("the {host} entry's auth is not text"))?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| format!("the {host} entry's auth is not user:password"))?;
+    Ok(Some((user.to_string(), Secret(password.to_string()))))
 }
 
 /// A secret read from a file; never printed.
@@ -351,6 +445,23 @@ impl Config {
                     "must not carry a query string or credentials (use username and password_file)",
                 ));
             }
+            if u.auth_file.is_some() && u.username.is_some() {
+                return Err(invalid(
+                    key("auth_file"),
+                    "use either auth_file or username + password_file, not both",
+                ));
+            }
+            for (k, patterns) in [("allow", &u.allow), ("deny", &u.deny)] {
+                if let Some(p) = patterns
+                    .iter()
+                    .find(|p| p.is_empty() || p.starts_with('/') || p.chars().any(|c| c.is_whitespace()))
+                {
+                    return Err(invalid(
+                        key(k),
+                        format!("{p:?} must be a repository pattern such as \"ubi9/*\""),
+                    ));
+                }
+            }
             match (&u.username, &u.password_file) {
                 (Some(_), None) => return Err(invalid(key("password_file"), "is required when username is set")),
                 (None, Some(_)) => return Err(invalid(key("username"), "is required when password_file is set")),
@@ -390,23 +501,68 @@ impl Config {
         Ok(())
     }
 
-    /// Reads every `password_file`, so a missing or unreadable secret fails at startup.
-    pub fn read_secrets(&self) -> Result<Vec<Option<Secret>>, ConfigError> {
+    /// Reads every upstream's credentials (`password_file` or `auth_file`), so a missing
+    /// or unreadable secret fails at startup. Returns (username, password) per upstream.
+    pub fn read_secrets(&self) -> Result<Vec<Option<(String, Secret)>>, ConfigError> {
         self.upstreams
             .iter()
             .enumerate()
-            .map(|(i, u)| match &u.password_file {
-                None => Ok(None),
-                Some(p) => std::fs::read_to_string(p)
-                    .map(|s| Some(Secret(s.trim_end_matches(['\r', '\n']).to_string())))
-                    .map_err(|e| {
+            .map(|(i, u)| {
+                if let (Some(user), Some(p)) = (&u.username, &u.password_file) {
+                    let password = std::fs::read_to_string(p).map_err(|e| {
                         invalid(
                             format!("upstream[{i}].password_file"),
                             format!("cannot read {}: {e}", p.display()),
                         )
-                    }),
+                    })?;
+                    return Ok(Some((
+                        user.clone(),
+                        Secret(password.trim_end_matches(['\r', '\n']).to_string()),
+                    )));
+                }
+                match &u.auth_file {
+                    Some(p) => auth_file_credentials(p, &u.url)
+                        .map_err(|reason| invalid(format!("upstream[{i}].auth_file"), reason)),
+                    None => Ok(None),
+                }
             })
             .collect()
+    }
+
+    /// The client htpasswd file's bcrypt entries, if client authentication is on.
+    pub fn read_htpasswd(&self) -> Result<Option<Vec<(String, Secret)>>, ConfigError> {
+        let Some(path) = &self.clients.htpasswd else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("clients.htpasswd", format!("cannot read {}: {e}", path.display())))?;
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (user, hash) = line
+                .split_once(':')
+                .ok_or_else(|| invalid("clients.htpasswd", format!("line {}: expected user:hash", n + 1)))?;
+            if !(hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$")) {
+                return Err(invalid(
+                    "clients.htpasswd",
+                    format!(
+                        "line {}: user {user:?} is not a bcrypt entry (create it with htpasswd -B)",
+                        n + 1
+                    ),
+                ));
+            }
+            entries.push((user.to_string(), Secret(hash.to_string())));
+        }
+        if entries.is_empty() {
+            return Err(invalid(
+                "clients.htpasswd",
+                format!("{} has no entries", path.display()),
+            ));
+        }
+        Ok(Some(entries))
     }
 
     /// The effective configuration as TOML (secrets are only ever file paths here).

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod client_config;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod oci;
 pub mod proxy;
 pub mod server;

@@ -1,27 +1,36 @@
-//! Wiring: opens the cache, builds the proxy and the HTTP router, binds the listener,
-//! and runs until a shutdown signal, then drains and flushes the database.
+//! Wiring: opens the cache, builds the proxy and the HTTP router, binds the listener
+//! (plain HTTP, or TLS with rustls and HTTP/2 by ALPN, reloaded on SIGHUP), and runs
+//! until a shutdown signal, then drains up to `drain_timeout` and flushes the database.
 
-use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
+use crate::http::auth::ClientAuth;
 use crate::http::{AppState, router};
 use crate::proxy::Proxy;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server started in the background (tests, embedding).
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub proxy: Arc<Proxy>,
+    /// Present when serving TLS: reload the certificate with [`TlsState::reload`].
+    pub tls: Option<Arc<TlsState>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningServer {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, drains in-flight responses, flushes the database.
@@ -33,55 +42,181 @@ impl RunningServer {
     }
 }
 
-pub async fn build(config: &Config) -> Result<Arc<Proxy>, String> {
-    let (cache, report) = Cache::open(&config.data_dir, config.cache.blob_store)
-        .map_err(|e| format!("cannot open the cache in {}: {e}", config.data_dir.display()))?;
+/// The TLS certificate in use, swappable while connections continue.
+pub struct TlsState {
+    files: TlsConfig,
+    acceptor: RwLock<tokio_rustls::TlsAcceptor>,
+}
+
+impl TlsState {
+    pub fn load(files: &TlsConfig) -> Result<TlsState, String> {
+        Ok(TlsState {
+            acceptor: RwLock::new(acceptor(files)?),
+            files: files.clone(),
+        })
+    }
+
+    /// Re-reads the certificate and key; on error the old ones stay in use.
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = acceptor(&self.files)?;
+        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    fn current(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn acceptor(files: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("tls.cert {}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("tls.cert {}: no certificate in the file", files.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("tls.key {}: {e}", files.key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls.cert / tls.key do not form a usable certificate: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+pub async fn build(config: &Config) -> Result<AppState, String> {
+    let htpasswd = config.read_htpasswd().map_err(|e| e.to_string())?;
+    let (cache, report) =
+        crate::cache::Cache::open(&config.data_dir, config.cache.blob_store).map_err(|e| open_error(config, e))?;
     if report != Default::default() {
         info!(?report, "repaired the cache after an unclean stop");
     }
-    Ok(Arc::new(Proxy::new(config, cache)?))
+    let proxy = Arc::new(Proxy::new(config, cache)?);
+    let clients = htpasswd.map(|entries| Arc::new(ClientAuth::new(entries)));
+    Ok(AppState { proxy, clients })
 }
 
-/// Binds `config.listen` and serves until `shutdown` resolves.
+/// sled's lock error, said plainly: another pullgate holds the database.
+pub fn open_error(config: &Config, e: crate::cache::CacheError) -> String {
+    let text = e.to_string();
+    if text.contains("could not acquire lock") || text.contains("WouldBlock") {
+        format!(
+            "the database in {} is in use by another pullgate process; stop it first",
+            config.data_dir.display()
+        )
+    } else {
+        format!("cannot open the cache in {}: {text}", config.data_dir.display())
+    }
+}
+
+/// Binds `config.listen` and serves until `shutdown` resolves; SIGHUP reloads TLS.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
-    let proxy = build(config).await?;
-    let addr = config.listen_addr().map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    serve(listener, proxy, shutdown).await.map_err(|e| e.to_string())
-}
-
-async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
-    info!(store = proxy.cache.store_name(), "listening on http://{addr}");
-    let app = router(AppState { proxy: proxy.clone() });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    info!("shutting down: flushing the database");
-    proxy.cache.flush().await.map_err(std::io::Error::other)?;
-    Ok(())
+    let server = spawn(config).await?;
+    if let Some(tls) = server.tls.clone() {
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => warn!(error = %e, "SIGHUP: TLS reload failed; keeping the current certificate"),
+                }
+            }
+        });
+    }
+    shutdown.await;
+    server.shutdown().await.map_err(|e| e.to_string())
 }
 
 /// Starts a server in the background on `config.listen` (use port 0 in tests).
 pub async fn spawn(config: &Config) -> Result<RunningServer, String> {
-    let proxy = build(config).await?;
+    let tls = config.tls.as_ref().map(TlsState::load).transpose()?.map(Arc::new);
+    let state = build(config).await?;
+    let proxy = state.proxy.clone();
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, proxy.clone(), async move {
+    let drain = config.server.drain_timeout.0;
+    let task = tokio::spawn(serve(listener, state, tls.clone(), drain, async move {
         let _ = rx.await;
     }));
     Ok(RunningServer {
         addr,
         proxy,
+        tls,
         shutdown: Some(tx),
         task,
     })
+}
+
+async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<TlsState>>,
+    drain: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let proxy = state.proxy.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(store = proxy.cache.store_name(), "listening on {scheme}://{addr}");
+    let app = router(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, _peer) = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let tls = tls.as_ref().map(|t| t.current());
+                tokio::spawn(async move {
+                    match tls {
+                        Some(acceptor) => {
+                            let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                            let _ = watcher.watch(conn).await;
+                        }
+                        None => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                            let _ = watcher.watch(conn).await;
+                        }
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    info!("shutting down: draining in-flight responses");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        warn!(
+            ?drain,
+            "drain_timeout passed with responses still in flight; closing them"
+        );
+    }
+    info!("flushing the database");
+    proxy.cache.flush().await.map_err(std::io::Error::other)?;
+    Ok(())
 }

@@ -45,6 +45,8 @@ pub trait BlobStore: Send + Sync + 'static {
     fn remove(&self, digest: &Digest, location: &BlobLocation) -> io::Result<()>;
     /// Removes staged data of fills that will never finish (after a crash).
     fn discard_staged(&self, fill_id: u64) -> io::Result<()>;
+    /// Checks that bytes can be written now (readiness).
+    fn probe(&self) -> io::Result<()>;
     /// Every published location with the digest it claims to hold, for orphan repair.
     fn list(&self) -> io::Result<Vec<(Option<Digest>, BlobLocation)>>;
 }

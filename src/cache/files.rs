@@ -119,6 +119,12 @@ impl BlobStore for FileBlobStore {
         }
     }
 
+    fn probe(&self) -> io::Result<()> {
+        let path = self.root.join("staging").join("readiness-probe");
+        fs::write(&path, b"ok")?;
+        fs::remove_file(&path)
+    }
+
     fn list(&self) -> io::Result<Vec<(Option<Digest>, BlobLocation)>> {
         let mut out = Vec::new();
         for shard in fs::read_dir(self.root.join("sha256"))? {

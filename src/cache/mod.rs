@@ -103,6 +103,23 @@ pub struct Cache {
     inner: Arc<Inner>,
 }
 
+/// Entry counts and sizes (`blob_bytes` counts blob files; the `sled` store's chunks are
+/// part of `db_bytes`).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheStats {
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub db_bytes: u64,
+}
+
+impl CacheStats {
+    pub fn total_bytes(&self) -> u64 {
+        self.blob_bytes + self.db_bytes
+    }
+}
+
 /// What startup repair found and fixed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RepairReport {
@@ -274,6 +291,38 @@ impl Cache {
         .await
     }
 
+    pub async fn remove_manifest(&self, digest: &Digest) -> CacheResult<()> {
+        let d = digest.clone();
+        self.blocking(move |i| {
+            i.manifests.remove(d.hex().as_bytes())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Entry counts and sizes, for metrics and `cache stats`.
+    pub async fn stats(&self) -> CacheResult<CacheStats> {
+        self.blocking(|i| {
+            let mut stats = CacheStats {
+                manifests: i.manifests.len() as u64,
+                tags: i.tags.len() as u64,
+                ..Default::default()
+            };
+            for item in i.blobs.iter() {
+                let (_, v) = item?;
+                if let Ok(r) = serde_json::from_slice::<BlobRecord>(&v) {
+                    stats.blobs += 1;
+                    if !matches!(r.location, BlobLocation::Sled { .. }) {
+                        stats.blob_bytes += r.size;
+                    }
+                }
+            }
+            stats.db_bytes = i.db.size_on_disk()?;
+            Ok(stats)
+        })
+        .await
+    }
+
     pub async fn put_manifest(&self, digest: &Digest, media_type: &str, bytes: Bytes) -> CacheResult<()> {
         let d = digest.clone();
         let mut value = Vec::with_capacity(media_type.len() + 1 + bytes.len());
@@ -378,6 +427,16 @@ impl Cache {
                 key,
                 serde_json::to_vec(&response).map_err(|e| CacheError::Corrupt(e.to_string()))?,
             )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Readiness: the database takes a write and the blob store takes a file.
+    pub async fn probe(&self) -> CacheResult<()> {
+        self.blocking(|i| {
+            i.responses.insert("readiness-probe", now_ms().to_be_bytes().to_vec())?;
+            i.store.probe()?;
             Ok(())
         })
         .await

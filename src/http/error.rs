@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     pub retry_after: Option<u64>,
     pub content_range: Option<String>,
+    /// Send the Basic challenge (`WWW-Authenticate`) with this 401.
+    pub challenge: bool,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             content_range: None,
+            challenge: false,
         }
     }
 
@@ -35,6 +38,16 @@ impl ApiError {
             ErrorCode::Unsupported,
             format!("pullgate is a read-only pull-through cache: {what} is not supported"),
         )
+    }
+
+    pub fn unauthorized() -> Self {
+        let mut e = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "authentication required",
+        );
+        e.challenge = true;
+        e
     }
 
     pub fn range_not_satisfiable(size: u64) -> Self {
@@ -109,6 +122,7 @@ impl From<ProxyError> for ApiError {
             ProxyError::NameInvalid(_) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::NameInvalid, msg),
             ProxyError::ManifestUnknown(_) => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, msg),
             ProxyError::BlobUnknown => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, msg),
+            ProxyError::Denied(_) => ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Denied, msg),
             ProxyError::Upstream(u) => u.into(),
             ProxyError::Verification(_) => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, msg),
             ProxyError::Cache(_) | ProxyError::Storage(_) => {
@@ -128,6 +142,12 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, error_body(self.code, &self.message, None)).into_response();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.challenge {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(super::auth::CHALLENGE),
+            );
+        }
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -1,6 +1,7 @@
 //! The client-facing HTTP surface (axum): one handler parses every `/v2/` path with the
 //! tested route parser, dispatches to the proxy, and renders OCI responses and errors.
 
+pub mod auth;
 pub mod error;
 
 use crate::oci::ErrorCode;
@@ -23,6 +24,8 @@ pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 #[derive(Clone)]
 pub struct AppState {
     pub proxy: Arc<Proxy>,
+    /// Client authentication, when `[clients] htpasswd` is set.
+    pub clients: Option<Arc<auth::ClientAuth>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -52,24 +55,134 @@ fn parse_query(uri: &Uri) -> Query {
     q
 }
 
+/// The route label for metrics and logs.
+fn route_label(path: &str) -> &'static str {
+    match Route::parse(path) {
+        Ok(Route::Base) => "base",
+        Ok(Route::Manifest { .. }) => "manifest",
+        Ok(Route::Blob { .. }) | Ok(Route::BlobUpload { .. }) => "blob",
+        Ok(Route::TagsList { .. }) => "tags",
+        Ok(Route::Referrers { .. }) => "referrers",
+        Ok(Route::Sigstore { .. }) => "sigstore",
+        Ok(Route::SignaturesExtension { .. }) => "signatures",
+        Ok(Route::Catalog) => "catalog",
+        Err(_) => "other",
+    }
+}
+
 async fn dispatch(State(app): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let started = Instant::now();
-    let (mut resp, cache, name) = match handle(&app, &method, &uri, &headers).await {
+    match uri.path() {
+        "/healthz" => return (StatusCode::OK, "ok\n").into_response(),
+        "/readyz" => return readiness(&app).await,
+        "/metrics" => return metrics(&app).await,
+        _ => {}
+    }
+    let route = route_label(uri.path());
+    // The lookaside is read without credentials by every client (containers/image).
+    let needs_auth = app.clients.is_some() && !uri.path().starts_with("/sigstore/");
+    let authenticated = match (&app.clients, needs_auth) {
+        (Some(clients), true) => clients.authenticate(&headers).await.is_some(),
+        _ => true,
+    };
+    let result = if authenticated {
+        handle(&app, &method, &uri, &headers).await
+    } else {
+        Err(ApiError::unauthorized())
+    };
+    let (mut resp, cache, name) = match result {
         Ok((resp, cache, name)) => (resp, cache, name),
         Err(e) => (e.into_response(), None, None),
     };
     resp.headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    let status = resp.status().as_u16();
+    let metrics = &app.proxy.metrics;
+    metrics.inc(
+        "pullgate_http_requests_total",
+        &[
+            ("route", route),
+            ("method", method.as_str()),
+            ("status", &status.to_string()),
+        ],
+        1,
+    );
+    metrics.observe(
+        "pullgate_http_request_duration_seconds",
+        &[("route", route)],
+        started.elapsed().as_secs_f64(),
+    );
+    if let Some(c) = cache {
+        let kind = match route {
+            "manifest" => "manifest",
+            "blob" => "blob",
+            "tags" => "tags_list",
+            other => other,
+        };
+        metrics.inc(
+            "pullgate_cache_lookups_total",
+            &[("kind", kind), ("result", c.as_str())],
+            1,
+        );
+    }
+    let bytes = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
     info!(
+        target: "pullgate::access",
         method = %method,
-        path = uri.path(),
         name = name.as_deref().unwrap_or("-"),
-        status = resp.status().as_u16(),
-        cache = cache.map(CacheStatus::as_str).unwrap_or("-"),
+        route,
+        status,
+        bytes = %bytes,
         ms = started.elapsed().as_millis() as u64,
+        cache = cache.map(CacheStatus::as_str).unwrap_or("-"),
         "request"
     );
     resp
+}
+
+/// `/readyz`: the database answers a write, blob storage takes a file, and pullgate is
+/// not shutting down. (Upstream reachability is not required: the cache can serve.)
+async fn readiness(app: &AppState) -> Response {
+    match app.proxy.cache.probe().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response()
+        }
+    }
+}
+
+async fn metrics(app: &AppState) -> Response {
+    let mut gauges: Vec<(&'static str, Vec<(&'static str, String)>, f64)> =
+        vec![("pullgate_fills_in_flight", vec![], app.proxy.fills.in_flight() as f64)];
+    if let Ok(stats) = app.proxy.cache.stats().await {
+        gauges.push(("pullgate_cache_size_bytes", vec![], stats.total_bytes() as f64));
+        gauges.push((
+            "pullgate_cache_entries",
+            vec![("kind", "blob".into())],
+            stats.blobs as f64,
+        ));
+        gauges.push((
+            "pullgate_cache_entries",
+            vec![("kind", "manifest".into())],
+            stats.manifests as f64,
+        ));
+        gauges.push((
+            "pullgate_cache_entries",
+            vec![("kind", "tag".into())],
+            stats.tags as f64,
+        ));
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        app.proxy.metrics.render(&gauges),
+    )
+        .into_response()
 }
 
 type Handled = (Response, Option<CacheStatus>, Option<String>);
@@ -350,10 +463,21 @@ async fn get_blob(
         (None, None) => (0, u64::MAX),
     };
     let body = match answer {
-        BlobAnswer::Cached { digest, record } => {
-            Body::from_stream(read::published(app.proxy.cache.clone(), digest, record, first, end))
-        }
-        BlobAnswer::Filling { fill, .. } => Body::from_stream(read::filling(app.proxy.cache.clone(), fill, first, end)),
+        BlobAnswer::Cached { digest, record } => Body::from_stream(read::published(
+            app.proxy.metrics.clone(),
+            app.proxy.cache.clone(),
+            digest,
+            record,
+            first,
+            end,
+        )),
+        BlobAnswer::Filling { fill, .. } => Body::from_stream(read::filling(
+            app.proxy.metrics.clone(),
+            app.proxy.cache.clone(),
+            fill,
+            first,
+            end,
+        )),
     };
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")

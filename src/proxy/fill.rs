@@ -6,6 +6,7 @@
 //! fresh redirect.
 
 use crate::cache::{BlobRecord, Cache, StagedBlob};
+use crate::metrics::Metrics;
 use crate::oci::{Digest, DigestHasher, RepoName};
 use crate::upstream::{BlobBody, Upstream, UpstreamError};
 use bytes::Bytes;
@@ -77,10 +78,10 @@ pub struct FillStats {
 }
 
 /// The running fills, by digest.
-#[derive(Default)]
 pub struct FillRegistry {
     running: Mutex<HashMap<Digest, Arc<Fill>>>,
     pub stats: Arc<FillStats>,
+    metrics: Arc<Metrics>,
 }
 
 pub enum Lookup {
@@ -90,6 +91,14 @@ pub enum Lookup {
 }
 
 impl FillRegistry {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        FillRegistry {
+            running: Mutex::default(),
+            stats: Arc::default(),
+            metrics,
+        }
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -146,6 +155,8 @@ impl FillRegistry {
             digest: digest.clone(),
             fill_id,
             tx,
+            served_by: std::sync::Mutex::default(),
+            fetched: std::sync::atomic::AtomicU64::new(0),
         };
         tokio::spawn(task.run(staged));
         Ok(Lookup::Filling(fill, false))
@@ -160,6 +171,10 @@ struct FillTask {
     digest: Digest,
     fill_id: u64,
     tx: watch::Sender<FillProgress>,
+    /// Hosts that served the body, for the egress audit line.
+    served_by: std::sync::Mutex<Vec<String>>,
+    /// Bytes received from upstream, resumes included.
+    fetched: std::sync::atomic::AtomicU64,
 }
 
 /// Staged bytes and the running hash, moved to the blocking pool for each write.
@@ -209,6 +224,23 @@ impl FillTask {
             }
             Err(e) => warn!(upstream = %self.upstream.name, digest = %self.digest, error = %e, "blob fill failed"),
         }
+        let verified = match &outcome {
+            Ok(_) => "ok",
+            Err(FillError::Verification(_)) => "failed",
+            Err(_) => "incomplete",
+        };
+        let cdn_hosts = self.served_by.lock().map(|h| h.join(",")).unwrap_or_default();
+        info!(
+            target: "pullgate::audit",
+            upstream = %self.upstream.name,
+            upstream_host = self.upstream.host(),
+            cdn_host = %cdn_hosts,
+            repo = %self.repo,
+            digest = %self.digest,
+            bytes = self.fetched.load(std::sync::atomic::Ordering::Relaxed),
+            verified,
+            "egress"
+        );
         let readable = outcome.as_ref().map(|r| r.size).unwrap_or(self.tx.borrow().readable);
         self.tx.send_modify(|p| {
             p.readable = readable;
@@ -233,6 +265,7 @@ impl FillTask {
     /// Streams the blob into the sink, resuming after broken bodies. Returns the size.
     async fn download(&self, sink: &mut Option<Sink>) -> Result<u64, FillError> {
         let mut body = self.upstream.get_blob(&self.repo, &self.digest, 0).await?;
+        self.note_host(&body);
         let size = body.content_length;
         self.tx.send_modify(|p| {
             p.started = true;
@@ -244,6 +277,13 @@ impl FillTask {
         loop {
             match body.next_chunk().await {
                 Some(Ok(chunk)) => {
+                    self.fetched
+                        .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.registry.metrics.inc(
+                        "pullgate_upstream_bytes_total",
+                        &[("upstream", &self.upstream.name)],
+                        chunk.len() as u64,
+                    );
                     let chunk = if skip > 0 {
                         let n = skip.min(chunk.len() as u64);
                         skip -= n;
@@ -286,6 +326,7 @@ impl FillTask {
                     warn!(upstream = %self.upstream.name, digest = %self.digest, offset = written, attempt = resumes, error = %e, "blob body broke; resuming");
                     tokio::time::sleep(backoff(resumes)).await;
                     body = self.reopen(written, size).await?;
+                    self.note_host(&body);
                     skip = if body.status.as_u16() == 206 { 0 } else { written };
                 }
             }
@@ -296,6 +337,14 @@ impl FillTask {
             return Err(FillError::Verification(format!("upstream sent {written} of {s} bytes")));
         }
         Ok(written)
+    }
+
+    fn note_host(&self, body: &BlobBody) {
+        if let Ok(mut hosts) = self.served_by.lock()
+            && !hosts.contains(&body.served_by)
+        {
+            hosts.push(body.served_by.clone());
+        }
     }
 
     /// Asks the registry again (a fresh redirect: the signed CDN URL may have expired).

@@ -8,6 +8,7 @@ pub mod signatures;
 
 use crate::cache::{BlobRecord, Cache, CacheError, StoredManifest, TagListPage, TagRecord, now_ms};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::oci::media::{self, AcceptSet};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 use crate::upstream::{Upstream, UpstreamError};
@@ -27,6 +28,8 @@ pub enum ProxyError {
     ManifestUnknown(String),
     #[error("blob unknown")]
     BlobUnknown,
+    #[error("{0}")]
+    Denied(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("upstream content failed verification: {0}")]
@@ -99,16 +102,18 @@ pub struct Proxy {
     pub fills: Arc<FillRegistry>,
     /// Whether `/v2/` advertises the signature extension API.
     pub signatures_extension: bool,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Proxy {
     pub fn new(config: &Config, cache: Cache) -> Result<Proxy, String> {
         let secrets = config.read_secrets().map_err(|e| e.to_string())?;
+        let metrics = Arc::new(Metrics::default());
         let upstreams = config
             .upstreams
             .iter()
             .zip(secrets)
-            .map(|(u, secret)| Upstream::new(u, secret).map(Arc::new))
+            .map(|(u, secret)| Upstream::new(u, secret, metrics.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let default_upstream = config
             .default_upstream
@@ -119,15 +124,29 @@ impl Proxy {
             default_upstream,
             cache,
             tag_ttl: config.cache.tag_ttl.0,
-            fills: Arc::default(),
+            fills: Arc::new(FillRegistry::new(metrics.clone())),
             signatures_extension: config.signatures.extension_api,
+            metrics,
         })
     }
 
     /// Routing: `?ns=` first (a path already prefixed with that upstream, or one of its
     /// aliases, is not prefixed twice), then the longest leading path prefix naming an
     /// upstream or alias, then `default_upstream`.
+    /// Resolves `name` and applies the upstream's allow/deny patterns: a refused name is
+    /// `DENIED` and never fetched or served.
     pub fn resolve(&self, name: &RepoName, ns: Option<&str>) -> ProxyResult<Target> {
+        let target = self.route(name, ns)?;
+        if !target.upstream.permits(&target.repo) {
+            return Err(ProxyError::Denied(format!(
+                "{} is not in the repositories allowed from {}",
+                target.repo, target.upstream.name
+            )));
+        }
+        Ok(target)
+    }
+
+    fn route(&self, name: &RepoName, ns: Option<&str>) -> ProxyResult<Target> {
         let prefixes = |u: &Arc<Upstream>| {
             std::iter::once(u.name.clone())
                 .chain(u.aliases.iter().cloned())
@@ -211,6 +230,11 @@ impl Proxy {
         let actual = Digest::of(&fetched.bytes);
         if &actual != digest {
             warn!(upstream = %target.upstream.name, %digest, %actual, "manifest failed verification; discarded");
+            self.metrics.inc(
+                "pullgate_verification_failures_total",
+                &[("upstream", &target.upstream.name)],
+                1,
+            );
             return Err(ProxyError::Verification(format!(
                 "manifest {digest} hashes to {actual}"
             )));
@@ -232,7 +256,9 @@ impl Proxy {
         match self.cache.manifest(digest).await? {
             Some(m) if &Digest::of(&m.bytes) == digest => Ok(Some(m)),
             Some(_) => {
-                warn!(%digest, "stored manifest does not match its digest; refetching");
+                warn!(%digest, "stored manifest does not match its digest; dropping it and refetching");
+                self.cache.remove_manifest(digest).await?;
+                self.metrics.inc("pullgate_evictions_total", &[], 1);
                 Ok(None)
             }
             None => Ok(None),

@@ -4,6 +4,7 @@
 
 use super::fill::{Fill, FillError};
 use crate::cache::{BlobReader, BlobRecord, Cache};
+use crate::metrics::Metrics;
 use crate::oci::Digest;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -34,6 +35,7 @@ async fn read_some(reader: BlobReader, max: usize) -> io::Result<(BlobReader, By
 
 /// Bytes `first..end` of a published blob.
 pub fn published(
+    metrics: Arc<Metrics>,
     cache: Cache,
     digest: Digest,
     record: BlobRecord,
@@ -57,6 +59,11 @@ pub fn published(
                 ));
             }
             pos += bytes.len() as u64;
+            metrics.inc(
+                "pullgate_served_bytes_total",
+                &[("source", "cache")],
+                bytes.len() as u64,
+            );
             if tx.send(Ok(bytes)).await.is_err() {
                 return Ok(());
             }
@@ -67,7 +74,13 @@ pub fn published(
 
 /// Bytes `first..end` of a blob that a fill is writing; follows the fill as it grows
 /// and ends with an error if the fill fails.
-pub fn filling(cache: Cache, fill: Arc<Fill>, first: u64, end: u64) -> impl Stream<Item = io::Result<Bytes>> + Send {
+pub fn filling(
+    metrics: Arc<Metrics>,
+    cache: Cache,
+    fill: Arc<Fill>,
+    first: u64,
+    end: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
     async_stream(move |tx| async move {
         let mut progress = fill.progress();
         let mut reader: Option<BlobReader> = None;
@@ -136,6 +149,11 @@ pub fn filling(cache: Cache, fill: Arc<Fill>, first: u64, end: u64) -> impl Stre
                 ));
             }
             pos += bytes.len() as u64;
+            metrics.inc(
+                "pullgate_served_bytes_total",
+                &[("source", "upstream")],
+                bytes.len() as u64,
+            );
             if tx.send(Ok(bytes)).await.is_err() {
                 return Ok(());
             }

@@ -6,11 +6,13 @@
 pub mod auth;
 
 use crate::config::{Secret, UpstreamConfig};
+use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName, challenge, media};
 use auth::{AuthState, Credentials, Scheme, TokenResponse};
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RANGE};
 use reqwest::{Method, StatusCode};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -91,6 +93,8 @@ pub struct BlobBody {
     /// For a 206: the first byte and the total size from `Content-Range`.
     pub range_start: Option<u64>,
     pub range_total: Option<u64>,
+    /// The host that finally served the body (the CDN, after a redirect).
+    pub served_by: String,
     response: reqwest::Response,
     idle_timeout: Duration,
 }
@@ -113,6 +117,9 @@ pub struct Upstream {
     pub aliases: Vec<String>,
     /// The signature lookaside base URL, when configured.
     pub sigstore: Option<url::Url>,
+    /// Repository patterns clients may pull, and those refused.
+    allow: Vec<String>,
+    deny: Vec<String>,
     base: url::Url,
     client: reqwest::Client,
     credentials: Option<Credentials>,
@@ -121,6 +128,7 @@ pub struct Upstream {
     response_timeout: Duration,
     idle_timeout: Duration,
     auth: std::sync::Mutex<AuthState>,
+    metrics: Arc<Metrics>,
     /// Serialises token fetches so concurrent misses do not stampede the realm.
     token_fetch: tokio::sync::Mutex<()>,
 }
@@ -150,7 +158,23 @@ fn host_allowed(url: &url::Url, allowed: &[String]) -> bool {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig, password: Option<Secret>) -> Result<Upstream, String> {
+    /// Whether clients may pull `repo` (the upstream's name for it) through pullgate.
+    pub fn permits(&self, repo: &RepoName) -> bool {
+        let r = repo.as_str();
+        (self.allow.is_empty() || self.allow.iter().any(|p| glob_match(p, r)))
+            && !self.deny.iter().any(|p| glob_match(p, r))
+    }
+
+    /// The upstream registry's host, for audit lines.
+    pub fn host(&self) -> &str {
+        self.base.host_str().unwrap_or_default()
+    }
+
+    pub fn new(
+        config: &UpstreamConfig,
+        credentials: Option<(String, Secret)>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, String> {
         install_crypto_provider();
         let base = url::Url::parse(&config.url).map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
@@ -159,13 +183,7 @@ impl Upstream {
             .user_agent(USER_AGENT)
             .build()
             .map_err(|e| format!("cannot build HTTP client for {}: {e}", config.name))?;
-        let credentials = match (&config.username, password) {
-            (Some(username), Some(password)) => Some(Credentials {
-                username: username.clone(),
-                password,
-            }),
-            _ => None,
-        };
+        let credentials = credentials.map(|(username, password)| Credentials { username, password });
         let sigstore = match &config.sigstore {
             Some(s) => Some(url::Url::parse(s).map_err(|e| format!("sigstore {s:?}: {e}"))?),
             None => None,
@@ -174,6 +192,8 @@ impl Upstream {
             name: config.name.clone(),
             aliases: config.aliases.clone(),
             sigstore,
+            allow: config.allow.clone(),
+            deny: config.deny.clone(),
             base,
             client,
             credentials,
@@ -182,6 +202,7 @@ impl Upstream {
             response_timeout: config.response_timeout.0,
             idle_timeout: config.body_idle_timeout.0,
             auth: std::sync::Mutex::new(AuthState::default()),
+            metrics,
             token_fetch: tokio::sync::Mutex::new(()),
         })
     }
@@ -379,10 +400,17 @@ impl Upstream {
             } else {
                 "redirected response headers"
             };
+            let started = std::time::Instant::now();
             let resp = tokio::time::timeout(self.response_timeout, req.send())
                 .await
-                .map_err(|_| UpstreamError::Timeout(what))?
-                .map_err(classify)?;
+                .map_err(|_| UpstreamError::Timeout(what))
+                .and_then(|r| r.map_err(classify))
+                .inspect_err(|e| self.record_error(e))?;
+            self.metrics.observe(
+                "pullgate_upstream_request_duration_seconds",
+                &[("upstream", &self.name)],
+                started.elapsed().as_secs_f64(),
+            );
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
             }
@@ -404,6 +432,11 @@ impl Upstream {
             if !same_origin && !host_allowed(&next, &self.allow_redirect_hosts) {
                 let host = next.host_str().unwrap_or("").to_string();
                 warn!(upstream = %self.name, %host, "refused redirect to a host not in allow_redirect_hosts; add it if it is a legitimate CDN host");
+                self.metrics.inc(
+                    "pullgate_redirects_refused_total",
+                    &[("upstream", &self.name), ("host", &host)],
+                    1,
+                );
                 return Err(UpstreamError::RedirectRefused { host });
             }
             // Never log the full URL: its query string is a signed credential.
@@ -425,7 +458,35 @@ impl Upstream {
         h
     }
 
+    /// Counts a failed upstream request by kind.
+    fn record_error(&self, e: &UpstreamError) {
+        let kind = match e {
+            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::NotFound => return,
+            UpstreamError::Denied(_) => "denied",
+            UpstreamError::TooManyRequests { .. } => "rate_limited",
+            UpstreamError::Status(_) => "status",
+            UpstreamError::RedirectRefused { .. } | UpstreamError::RealmRefused { .. } | UpstreamError::Protocol(_) => {
+                "protocol"
+            }
+        };
+        self.metrics.inc(
+            "pullgate_upstream_errors_total",
+            &[("upstream", &self.name), ("kind", kind)],
+            1,
+        );
+    }
+
     fn check_status(&self, resp: &reqwest::Response) -> Result<(), UpstreamError> {
+        let result = self.status_result(resp);
+        if let Err(e) = &result {
+            self.record_error(e);
+        }
+        result
+    }
+
+    fn status_result(&self, resp: &reqwest::Response) -> Result<(), UpstreamError> {
         let status = resp.status();
         match status.as_u16() {
             200..=299 => Ok(()),
@@ -497,6 +558,7 @@ impl Upstream {
             content_length: resp.content_length(),
             range_start,
             range_total,
+            served_by: resp.url().host_str().unwrap_or_default().to_string(),
             response: resp,
             idle_timeout: self.idle_timeout,
         })
@@ -516,6 +578,7 @@ impl Upstream {
             content_length: resp.content_length(),
             range_start: None,
             range_total: None,
+            served_by: resp.url().host_str().unwrap_or_default().to_string(),
             response: resp,
             idle_timeout: self.idle_timeout,
         };
@@ -621,6 +684,32 @@ fn retry_after(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Shell-style matching: `*` matches any run of characters (also `/`), `?` one.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
 /// `bytes N-M/T` → (N, Some(T)); `T` may be `*`.
 pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
     let rest = value.trim().strip_prefix("bytes ")?;
@@ -667,6 +756,18 @@ mod tests {
         );
         assert_eq!(next_link_target(r#"</x>; rel="prev""#), None);
         assert_eq!(next_link_target("garbage"), None);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("ubi9/*", "ubi9/ubi"));
+        assert!(glob_match("ubi9/*", "ubi9/a/b"));
+        assert!(!glob_match("ubi9/*", "ubi9"));
+        assert!(!glob_match("ubi9/*", "ubi8/ubi"));
+        assert!(glob_match("*-minimal", "ubi9/ubi-minimal"));
+        assert!(glob_match("rhel?/*", "rhel9/httpd"));
+        assert!(glob_match("*", "anything/at/all"));
+        assert!(!glob_match("a*b*c", "a-b-d"));
     }
 
     #[test]
