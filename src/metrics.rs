@@ -7,6 +7,9 @@ use std::sync::Mutex;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A gauge computed at scrape time: name, labels, value.
+pub type Gauge = (&'static str, Vec<(&'static str, String)>, f64);
+
 /// Upper bounds (seconds) of the latency histograms.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
@@ -150,7 +153,7 @@ impl Metrics {
     }
 
     /// The text exposition, with gauges computed by the caller at scrape time.
-    pub fn render(&self, gauges: &[(&'static str, Vec<(&'static str, String)>, f64)]) -> String {
+    pub fn render(&self, gauges: &[Gauge]) -> String {
         let r = self.registry();
         let mut out = String::new();
         for (name, kind, help) in CATALOG {

@@ -158,7 +158,7 @@ async fn readiness(app: &AppState) -> Response {
 }
 
 async fn metrics(app: &AppState) -> Response {
-    let mut gauges: Vec<(&'static str, Vec<(&'static str, String)>, f64)> =
+    let mut gauges: Vec<crate::metrics::Gauge> =
         vec![("pullgate_fills_in_flight", vec![], app.proxy.fills.in_flight() as f64)];
     if let Ok(stats) = app.proxy.cache.stats().await {
         gauges.push(("pullgate_cache_size_bytes", vec![], stats.total_bytes() as f64));
