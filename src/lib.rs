@@ -6,12 +6,14 @@
 //! (pure protocol types). `config` and `server` wire them together.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cache;
 pub mod client_config;
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod oci;
+pub mod prefetch;
 pub mod proxy;
 pub mod server;
 pub mod upstream;

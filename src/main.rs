@@ -18,6 +18,36 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Size, entries, and the hit ratio of the last proxy run.
+    Stats,
+    /// Cached tags, optionally of one upstream or matching a repository pattern.
+    Ls {
+        #[arg(long)]
+        upstream: Option<String>,
+        #[arg(long, value_name = "PATTERN")]
+        repo: Option<String>,
+    },
+    /// Re-hash every blob and manifest; report and remove the bad ones (exit 1 if any).
+    Verify,
+    /// Remove content by age and/or repository pattern.
+    Evict {
+        /// e.g. 30d: tags checked and blobs cached longer ago than this.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        older_than: Option<std::time::Duration>,
+        /// e.g. "registry.redhat.io/ubi8/*": those tags and what only they reach.
+        #[arg(long, value_name = "PATTERN")]
+        repo: Option<String>,
+    },
+    /// Remove everything from the cache.
+    Purge,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    pullgate::config::parse_duration(s)
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Human,
@@ -38,6 +68,29 @@ enum Command {
     CheckConfig {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Inspect and repair the cache (stop the proxy first: they open the database).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+        #[arg(long, value_name = "FILE", global = true, default_value = "config/pullgate.toml")]
+        config: PathBuf,
+    },
+    /// Warm the cache: pull images through pullgate ahead of time.
+    Prefetch {
+        #[arg(long, value_name = "FILE", default_value = "config/pullgate.toml")]
+        config: PathBuf,
+        /// A file with one image per line (blank lines and # comments are skipped).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Only this platform of multi-arch images, e.g. linux/amd64 (default: all).
+        #[arg(long, value_name = "OS/ARCH")]
+        platform: Option<String>,
+        /// user:password for a running pullgate that requires client authentication.
+        #[arg(long, value_name = "USER:PASSWORD")]
+        creds: Option<String>,
+        /// Images such as registry.redhat.io/ubi9/ubi:latest or …@sha256:…
+        images: Vec<String>,
     },
     /// Print the configuration that points a kind of client at pullgate.
     ClientConfig {
@@ -68,6 +121,68 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Cache { command, config } => {
+            let Some(config) = load_or_report(&config) else { return ExitCode::from(2) };
+            let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+            let result = runtime.block_on(async {
+                match command {
+                    CacheCommand::Stats => pullgate::admin::stats(&config).await.map(|o| (o, 0)),
+                    CacheCommand::Ls { upstream, repo } => {
+                        pullgate::admin::ls(&config, upstream.as_deref(), repo.as_deref()).await.map(|o| (o, 0))
+                    }
+                    CacheCommand::Verify => pullgate::admin::verify(&config).await,
+                    CacheCommand::Evict { older_than, repo } => {
+                        pullgate::admin::evict(&config, older_than, repo.as_deref()).await.map(|o| (o, 0))
+                    }
+                    CacheCommand::Purge => pullgate::admin::purge(&config).await.map(|o| (o, 0)),
+                }
+            });
+            match result {
+                Ok((out, bad)) => {
+                    print!("{out}");
+                    if bad > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+                }
+                Err(e) => {
+                    eprintln!("pullgate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Prefetch { config, file, platform, creds, mut images } => {
+            let Some(config) = load_or_report(&config) else { return ExitCode::from(2) };
+            if let Some(file) = file {
+                match std::fs::read_to_string(&file) {
+                    Ok(text) => images.extend(
+                        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
+                    ),
+                    Err(e) => {
+                        eprintln!("pullgate: {}: {e}", file.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if images.is_empty() {
+                eprintln!("pullgate: name images to prefetch, or --file");
+                return ExitCode::from(2);
+            }
+            let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+            let options = pullgate::prefetch::Options {
+                images,
+                platform,
+                creds,
+                progress: std::io::stderr().is_terminal(),
+            };
+            match runtime.block_on(pullgate::prefetch::run(&config, &options)) {
+                Ok((summary, failed)) => {
+                    print!("{summary}");
+                    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+                }
+                Err(e) => {
+                    eprintln!("pullgate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::ClientConfig {
             client,
             url,
@@ -112,6 +227,26 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn load_or_report(path: &std::path::Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("pullgate: {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("pullgate: cannot start the runtime: {e}");
+            None
         }
     }
 }

@@ -116,19 +116,22 @@ pub fn open_error(config: &Config, e: crate::cache::CacheError) -> String {
 /// Binds `config.listen` and serves until `shutdown` resolves; SIGHUP reloads TLS.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
     let server = spawn(config).await?;
-    if let Some(tls) = server.tls.clone() {
-        tokio::spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                match tls.reload() {
+    // SIGHUP always has a handler (its default would kill the process): it reloads the
+    // TLS certificate when TLS is on and is otherwise only logged.
+    let tls = server.tls.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &tls {
+                Some(tls) => match tls.reload() {
                     Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
                     Err(e) => warn!(error = %e, "SIGHUP: TLS reload failed; keeping the current certificate"),
-                }
+                },
+                None => info!("SIGHUP: nothing to reload (no [tls])"),
             }
-        });
-    }
+        }
+    });
     shutdown.await;
     server.shutdown().await.map_err(|e| e.to_string())
 }
@@ -169,6 +172,16 @@ async fn serve(
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(store = proxy.cache.store_name(), "listening on {scheme}://{addr}");
     let app = router(state);
+    let started_ms = crate::cache::now_ms();
+    let stats_saver = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let _ = proxy.save_stats(started_ms).await;
+            }
+        })
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -216,6 +229,8 @@ async fn serve(
             "drain_timeout passed with responses still in flight; closing them"
         );
     }
+    stats_saver.abort();
+    let _ = proxy.save_stats(started_ms).await;
     info!("flushing the database");
     proxy.cache.flush().await.map_err(std::io::Error::other)?;
     Ok(())

@@ -4,9 +4,7 @@
 mod common;
 
 use common::fake_upstream::FakeRedHat;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 fn check_config(path: &std::path::Path) -> std::process::Output {
     Command::new(common::pullgate_bin())
@@ -54,56 +52,6 @@ fn bad_configs_fail_with_a_message_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
 
-/// Starts `pullgate serve` and returns it with the address it printed.
-fn serve(config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(common::pullgate_bin())
-        .args(["serve", "--config"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn pullgate");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(i) = line.find("listening on http://") {
-                let addr = line[i + "listening on http://".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let _ = tx.send(addr);
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("pullgate printed its address");
-    (child, addr)
-}
-
-fn sigterm_and_wait(mut child: Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pullgate did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_drains_on_sigterm_and_a_restart_serves_the_cache_without_upstream() {
     let fake = FakeRedHat::start().await;
@@ -113,8 +61,8 @@ async fn serve_drains_on_sigterm_and_a_restart_serves_the_cache_without_upstream
     std::fs::write(&config, common::config_toml(dir.path(), &fake.registry_url, "", "")).unwrap();
     let client = common::client();
 
-    let (child, addr) = serve(&config);
-    let base = format!("http://{addr}");
+    let server = common::ServeProcess::start(&config, &[]);
+    let base = server.url();
     assert_eq!(client.get(format!("{base}/v2/")).send().await.unwrap().status(), 200);
     let m = client
         .get(format!("{base}/v2/registry.redhat.io/ubi9/ubi/manifests/latest"))
@@ -127,11 +75,12 @@ async fn serve_drains_on_sigterm_and_a_restart_serves_the_cache_without_upstream
         .await
         .unwrap();
     assert_eq!(body, img.layers[0]);
-    assert!(sigterm_and_wait(child).success(), "SIGTERM exits 0");
+    let (status, log1) = server.stop();
+    assert!(status.success(), "SIGTERM exits 0");
 
     fake.stop();
-    let (child, addr) = serve(&config);
-    let base = format!("http://{addr}");
+    let server = common::ServeProcess::start(&config, &[]);
+    let base = server.url();
     let client = common::client();
     let m = client
         .get(format!("{base}/v2/registry.redhat.io/ubi9/ubi/manifests/latest"))
@@ -145,5 +94,9 @@ async fn serve_drains_on_sigterm_and_a_restart_serves_the_cache_without_upstream
         .await
         .unwrap();
     assert_eq!(body, img.layers[0]);
-    assert!(sigterm_and_wait(child).success());
+    let (status, log2) = server.stop();
+    assert!(status.success());
+    // The token flow, the signed CDN URL and the credentials never reach the logs.
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{}:{}", common::USERNAME, common::PASSWORD));
+    common::assert_no_secrets(&[log1, log2].concat(), &[common::PASSWORD, &basic, "tok-", "Signature="]);
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this).
-# Installs what the interop tests need (Debian's skopeo, docker-registry, podman and gpg)
+# Installs what the interop tests need (Debian's skopeo, docker-registry, podman, gpg and
+# systemd-analyze for the unit file)
 # when it is missing, checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "tests/run.sh: installing ${missing[*]}" >&2
     sudo=""
@@ -23,6 +25,7 @@ command -v skopeo >/dev/null || { echo "skopeo is required (apt-get install skop
 [ -x /usr/bin/docker-registry ] || { echo "docker-registry is required (apt-get install docker-registry)" >&2; exit 1; }
 command -v podman >/dev/null || { echo "podman is required (apt-get install podman)" >&2; exit 1; }
 command -v gpg >/dev/null || { echo "gpg is required (apt-get install gnupg)" >&2; exit 1; }
+command -v systemd-analyze >/dev/null || { echo "systemd-analyze is required (apt-get install systemd)" >&2; exit 1; }
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -432,6 +432,95 @@ impl Cache {
         .await
     }
 
+    /// Every tag mapping: (upstream, repository, tag, record).
+    pub async fn list_tags(&self) -> CacheResult<Vec<(String, String, String, TagRecord)>> {
+        self.blocking(|i| {
+            let mut out = Vec::new();
+            for item in i.tags.iter() {
+                let (k, v) = item?;
+                let key = String::from_utf8_lossy(&k).into_owned();
+                let mut parts = key.splitn(3, '\n');
+                let (Some(u), Some(r), Some(t)) = (parts.next(), parts.next(), parts.next()) else { continue };
+                if let Ok(rec) = serde_json::from_slice::<TagRecord>(&v) {
+                    out.push((u.to_string(), r.to_string(), t.to_string(), rec));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn remove_tag(&self, upstream: &str, repo: &str, tag: &str) -> CacheResult<()> {
+        let key = tag_key(upstream, repo, tag);
+        self.blocking(move |i| {
+            i.tags.remove(key)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every stored manifest's digest.
+    pub async fn list_manifests(&self) -> CacheResult<Vec<Digest>> {
+        self.blocking(|i| {
+            Ok(i.manifests.iter().keys().filter_map(|k| k.ok()).filter_map(|k| std::str::from_utf8(&k).ok().and_then(|h| Digest::from_hex(h).ok())).collect())
+        })
+        .await
+    }
+
+    /// Every published blob with its record.
+    pub async fn list_blobs(&self) -> CacheResult<Vec<(Digest, BlobRecord)>> {
+        self.blocking(|i| {
+            let mut out = Vec::new();
+            for item in i.blobs.iter() {
+                let (k, v) = item?;
+                let digest = std::str::from_utf8(&k).ok().and_then(|h| Digest::from_hex(h).ok());
+                if let (Some(d), Ok(r)) = (digest, serde_json::from_slice::<BlobRecord>(&v)) {
+                    out.push((d, r));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes everything: records, manifests, tags, lists, signatures and blob data.
+    pub async fn purge(&self) -> CacheResult<u64> {
+        self.blocking(|i| {
+            let mut removed = 0;
+            for item in i.blobs.iter() {
+                let (k, v) = item?;
+                if let (Some(d), Ok(r)) = (
+                    std::str::from_utf8(&k).ok().and_then(|h| Digest::from_hex(h).ok()),
+                    serde_json::from_slice::<BlobRecord>(&v),
+                ) {
+                    i.store.remove(&d, &r.location)?;
+                }
+                removed += 1;
+            }
+            for tree in [&i.blobs, &i.manifests, &i.tags, &i.tag_lists, &i.signatures, &i.responses] {
+                removed += if std::ptr::eq(tree, &i.blobs) { 0 } else { tree.len() as u64 };
+                tree.clear()?;
+            }
+            i.db.flush()?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// A small JSON value kept under `key` (proxy statistics).
+    pub async fn meta<T: serde::de::DeserializeOwned + Send + 'static>(&self, key: &'static str) -> CacheResult<Option<T>> {
+        self.blocking(move |i| decode(i.responses.get(format!("meta\n{key}"))?.as_deref())).await
+    }
+
+    pub async fn put_meta<T: Serialize + Send + 'static>(&self, key: &'static str, value: T) -> CacheResult<()> {
+        self.blocking(move |i| {
+            let bytes = serde_json::to_vec(&value).map_err(|e| CacheError::Corrupt(e.to_string()))?;
+            i.responses.insert(format!("meta\n{key}"), bytes)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Readiness: the database takes a write and the blob store takes a file.
     pub async fn probe(&self) -> CacheResult<()> {
         self.blocking(|i| {

@@ -474,6 +474,43 @@ impl Proxy {
     }
 }
 
+/// Counters a running proxy saves in the database for `pullgate cache stats`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ProxyStats {
+    pub started_ms: u64,
+    pub saved_ms: u64,
+    /// Lookups answered from the cache (hit, revalidated, stale).
+    pub hits: u64,
+    /// Lookups that needed upstream (miss, fill-join).
+    pub misses: u64,
+    pub bytes_from_cache: u64,
+    pub bytes_from_upstream: u64,
+}
+
+impl ProxyStats {
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let total = self.hits + self.misses;
+        (total > 0).then(|| self.hits as f64 / total as f64)
+    }
+}
+
+impl Proxy {
+    /// Saves this run's counters to the database.
+    pub async fn save_stats(&self, started_ms: u64) -> ProxyResult<()> {
+        let m = &self.metrics;
+        let lookups = |result| m.counter_sum("pullgate_cache_lookups_total", &[("result", result)]);
+        let stats = ProxyStats {
+            started_ms,
+            saved_ms: now_ms(),
+            hits: lookups("hit") + lookups("revalidated") + lookups("stale"),
+            misses: lookups("miss") + lookups("fill-join"),
+            bytes_from_cache: m.counter("pullgate_served_bytes_total", &[("source", "cache")]),
+            bytes_from_upstream: m.counter("pullgate_served_bytes_total", &[("source", "upstream")]),
+        };
+        Ok(self.cache.put_meta("proxy_stats", stats).await?)
+    }
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }

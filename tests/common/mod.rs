@@ -5,6 +5,7 @@
 pub mod fake_upstream;
 pub mod registry;
 pub mod signing;
+pub mod tls;
 
 use fake_upstream::FakeRedHat;
 use pullgate::config::Config;
@@ -174,4 +175,90 @@ pub async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     let bytes = resp.bytes().await.expect("body");
     serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("JSON body, got {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// `pullgate serve` as a real process, with its stderr captured line by line.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT` as pullgate printed it.
+    pub addr: String,
+    pub scheme: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServeProcess {
+    pub fn start(config: &Path, extra_args: &[&str]) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(pullgate_bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(extra_args)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn pullgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(i) = line.find("listening on ") {
+                    let rest = &line[i + "listening on ".len()..];
+                    let url = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap_or("").to_string();
+                    let _ = tx.send(url);
+                    sent = true;
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(20)).expect("pullgate printed its address");
+        let (scheme, addr) = url.split_once("://").expect("scheme://addr");
+        ServeProcess { child, addr: addr.to_string(), scheme: scheme.to_string(), log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50)); // let the reader drain stderr
+                return (s, self.log.lock().unwrap().clone());
+            }
+            assert!(std::time::Instant::now() < deadline, "pullgate did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Panics if any log line holds one of `secrets`.
+pub fn assert_no_secrets(lines: &[String], secrets: &[&str]) {
+    for line in lines {
+        for secret in secrets {
+            assert!(!line.contains(secret), "a secret ({secret:?}) appears in a log line: {line}");
+        }
+    }
+}
+
+/// Runs `pullgate <args>` to completion.
+pub fn pullgate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(pullgate_bin()).args(args).output().expect("run pullgate")
 }
