@@ -2,8 +2,8 @@
 //! directory. They open the database themselves, so they refuse (clearly) while a
 //! running pullgate holds it.
 
-use crate::cache::{now_ms, BlobRecord, Cache, TagRecord};
-use crate::config::{format_duration, Config};
+use crate::cache::{BlobRecord, Cache, TagRecord, now_ms};
+use crate::config::{Config, format_duration};
 use crate::oci::media::index_entries;
 use crate::oci::{Digest, DigestHasher};
 use crate::proxy::ProxyStats;
@@ -30,7 +30,11 @@ fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }
 
 fn age(ms: u64) -> String {
@@ -52,9 +56,16 @@ pub async fn stats(config: &Config) -> Result<String, String> {
         s.manifests,
         s.tags
     );
-    match cache.meta::<ProxyStats>("proxy_stats").await.map_err(|e| e.to_string())? {
+    match cache
+        .meta::<ProxyStats>("proxy_stats")
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Some(p) => {
-            let ratio = p.hit_ratio().map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "n/a".into());
+            let ratio = p
+                .hit_ratio()
+                .map(|r| format!("{:.1}%", r * 100.0))
+                .unwrap_or_else(|| "n/a".into());
             out.push_str(&format!(
                 "hit ratio:  {ratio} ({} hits, {} misses) since the proxy started {} ago\nserved:     {} from the cache, {} from upstream\n",
                 p.hits,
@@ -84,7 +95,12 @@ pub async fn ls(config: &Config, upstream: Option<&str>, repo: Option<&str>) -> 
             continue;
         }
         n += 1;
-        out.push_str(&format!("{u}/{r}:{t}\t{}\t{}\t{} ago\n", rec.digest, rec.media_type, age(rec.fetched_ms)));
+        out.push_str(&format!(
+            "{u}/{r}:{t}\t{}\t{}\t{} ago\n",
+            rec.digest,
+            rec.media_type,
+            age(rec.fetched_ms)
+        ));
     }
     out.push_str(&format!("{n} tags\n"));
     Ok(out)
@@ -92,7 +108,8 @@ pub async fn ls(config: &Config, upstream: Option<&str>, repo: Option<&str>) -> 
 
 fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})").unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style.progress_chars("=> "));
     bar.set_message(what.to_string());
     bar
@@ -100,7 +117,9 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 
 /// Re-hashes a stored blob; `Ok(false)` when its bytes do not match.
 async fn blob_is_intact(cache: &Cache, digest: &Digest, record: &BlobRecord) -> bool {
-    let Ok(reader) = cache.open_blob(digest, record, 0).await else { return false };
+    let Ok(reader) = cache.open_blob(digest, record, 0).await else {
+        return false;
+    };
     let (size, digest_ok) = {
         let digest = digest.clone();
         tokio::task::spawn_blocking(move || {
@@ -169,7 +188,9 @@ async fn closure(cache: &Cache, roots: impl IntoIterator<Item = Digest>) -> (Has
         if !manifests.insert(d.clone()) {
             continue;
         }
-        let Ok(Some(m)) = cache.manifest(&d).await else { continue };
+        let Ok(Some(m)) = cache.manifest(&d).await else {
+            continue;
+        };
         for child in index_entries(&m.bytes) {
             if let Ok(c) = Digest::parse(&child.digest) {
                 todo.push(c);
@@ -206,9 +227,9 @@ pub async fn evict(config: &Config, older_than: Option<Duration>, repo: Option<&
     let tags = cache.list_tags().await.map_err(|e| e.to_string())?;
     let cutoff = older_than.map(|d| now_ms().saturating_sub(d.as_millis() as u64));
     let old = |rec: &TagRecord| cutoff.is_some_and(|c| rec.fetched_ms < c);
-    let (mut gone, mut kept): (Vec<_>, Vec<_>) = tags.into_iter().partition(|(u, r, _, rec)| {
-        (repo.is_some() && repo_matches(repo, u, r)) || (repo.is_none() && old(rec))
-    });
+    let (mut gone, mut kept): (Vec<_>, Vec<_>) = tags
+        .into_iter()
+        .partition(|(u, r, _, rec)| (repo.is_some() && repo_matches(repo, u, r)) || (repo.is_none() && old(rec)));
     if repo.is_some() && cutoff.is_some() {
         // Both given: only the matching repositories' tags that are also old.
         let (still_kept, really_gone): (Vec<_>, Vec<_>) = gone.into_iter().partition(|(_, _, _, rec)| !old(rec));
@@ -216,7 +237,9 @@ pub async fn evict(config: &Config, older_than: Option<Duration>, repo: Option<&
         gone = really_gone;
     }
     let digests = |v: &Vec<(String, String, String, TagRecord)>| -> Vec<Digest> {
-        v.iter().filter_map(|(_, _, _, rec)| Digest::parse(&rec.digest).ok()).collect()
+        v.iter()
+            .filter_map(|(_, _, _, rec)| Digest::parse(&rec.digest).ok())
+            .collect()
     };
     let (gone_m, gone_b) = closure(&cache, digests(&gone)).await;
     let (kept_m, kept_b) = closure(&cache, digests(&kept)).await;

@@ -122,17 +122,25 @@ fn main() -> ExitCode {
             }
         },
         Command::Cache { command, config } => {
-            let Some(config) = load_or_report(&config) else { return ExitCode::from(2) };
-            let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+            let Some(config) = load_or_report(&config) else {
+                return ExitCode::from(2);
+            };
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
             let result = runtime.block_on(async {
                 match command {
                     CacheCommand::Stats => pullgate::admin::stats(&config).await.map(|o| (o, 0)),
                     CacheCommand::Ls { upstream, repo } => {
-                        pullgate::admin::ls(&config, upstream.as_deref(), repo.as_deref()).await.map(|o| (o, 0))
+                        pullgate::admin::ls(&config, upstream.as_deref(), repo.as_deref())
+                            .await
+                            .map(|o| (o, 0))
                     }
                     CacheCommand::Verify => pullgate::admin::verify(&config).await,
                     CacheCommand::Evict { older_than, repo } => {
-                        pullgate::admin::evict(&config, older_than, repo.as_deref()).await.map(|o| (o, 0))
+                        pullgate::admin::evict(&config, older_than, repo.as_deref())
+                            .await
+                            .map(|o| (o, 0))
                     }
                     CacheCommand::Purge => pullgate::admin::purge(&config).await.map(|o| (o, 0)),
                 }
@@ -148,12 +156,23 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Prefetch { config, file, platform, creds, mut images } => {
-            let Some(config) = load_or_report(&config) else { return ExitCode::from(2) };
+        Command::Prefetch {
+            config,
+            file,
+            platform,
+            creds,
+            mut images,
+        } => {
+            let Some(config) = load_or_report(&config) else {
+                return ExitCode::from(2);
+            };
             if let Some(file) = file {
                 match std::fs::read_to_string(&file) {
                     Ok(text) => images.extend(
-                        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                            .map(str::to_string),
                     ),
                     Err(e) => {
                         eprintln!("pullgate: {}: {e}", file.display());
@@ -165,7 +184,9 @@ fn main() -> ExitCode {
                 eprintln!("pullgate: name images to prefetch, or --file");
                 return ExitCode::from(2);
             }
-            let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
             let options = pullgate::prefetch::Options {
                 images,
                 platform,
@@ -175,7 +196,11 @@ fn main() -> ExitCode {
             match runtime.block_on(pullgate::prefetch::run(&config, &options)) {
                 Ok((summary, failed)) => {
                     print!("{summary}");
-                    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+                    if failed > 0 {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(e) => {
                     eprintln!("pullgate: {e}");

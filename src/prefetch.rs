@@ -58,7 +58,12 @@ impl Puller {
         if !resp.status().is_success() {
             return Err(format!("{name}:{reference}: pullgate answered {}", resp.status()));
         }
-        let media_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let media_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let bytes = resp.bytes().await.map_err(|e| format!("{name}:{reference}: {e}"))?;
         Ok((Digest::of(&bytes), media_type, bytes))
     }
@@ -146,7 +151,9 @@ pub async fn run(config: &Config, options: &Options) -> Result<(String, usize), 
     crate::upstream::install_crypto_provider();
     let platform = match &options.platform {
         Some(p) => {
-            let (os, arch) = p.split_once('/').ok_or_else(|| format!("--platform {p:?} must be os/arch, e.g. linux/amd64"))?;
+            let (os, arch) = p
+                .split_once('/')
+                .ok_or_else(|| format!("--platform {p:?} must be os/arch, e.g. linux/amd64"))?;
             Some((os.to_string(), arch.to_string()))
         }
         None => None,
@@ -166,7 +173,11 @@ pub async fn run(config: &Config, options: &Options) -> Result<(String, usize), 
         }
         Err(e) if e.contains("in use by another pullgate") => {
             let addr = config.listen_addr().map_err(|e| e.to_string())?;
-            let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                addr.ip().to_string()
+            };
             let scheme = if config.tls.is_some() { "https" } else { "http" };
             (None, format!("{scheme}://{host}:{}", addr.port()))
         }
@@ -175,7 +186,11 @@ pub async fn run(config: &Config, options: &Options) -> Result<(String, usize), 
     let creds = options
         .creds
         .as_ref()
-        .map(|c| c.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())).ok_or("--creds must be user:password"))
+        .map(|c| {
+            c.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .ok_or("--creds must be user:password")
+        })
         .transpose()?;
     let puller = Puller {
         client: reqwest::Client::builder().build().map_err(|e| e.to_string())?,
@@ -193,11 +208,18 @@ pub async fn run(config: &Config, options: &Options) -> Result<(String, usize), 
     let mut lines = Vec::new();
     let mut failed = 0;
     for image in &options.images {
-        let bar = bars.add(ProgressBar::new(0).with_style(style.clone()).with_message(image.clone()));
+        let bar = bars.add(
+            ProgressBar::new(0)
+                .with_style(style.clone())
+                .with_message(image.clone()),
+        );
         match puller.pull(image, &bar).await {
             Ok(n) => {
                 bar.finish();
-                lines.push(format!("ok      {image} ({n} image manifest{})", if n == 1 { "" } else { "s" }));
+                lines.push(format!(
+                    "ok      {image} ({n} image manifest{})",
+                    if n == 1 { "" } else { "s" }
+                ));
             }
             Err(e) => {
                 bar.abandon();
@@ -209,7 +231,11 @@ pub async fn run(config: &Config, options: &Options) -> Result<(String, usize), 
     if let Some(s) = server {
         s.shutdown().await.map_err(|e| e.to_string())?;
     }
-    lines.push(format!("{} of {} images prefetched", options.images.len() - failed, options.images.len()));
+    lines.push(format!(
+        "{} of {} images prefetched",
+        options.images.len() - failed,
+        options.images.len()
+    ));
     Ok((lines.join("\n") + "\n", failed))
 }
 

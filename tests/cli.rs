@@ -97,6 +97,12 @@ async fn serve_drains_on_sigterm_and_a_restart_serves_the_cache_without_upstream
     let (status, log2) = server.stop();
     assert!(status.success());
     // The token flow, the signed CDN URL and the credentials never reach the logs.
-    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{}:{}", common::USERNAME, common::PASSWORD));
-    common::assert_no_secrets(&[log1, log2].concat(), &[common::PASSWORD, &basic, "tok-", "Signature="]);
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", common::USERNAME, common::PASSWORD),
+    );
+    common::assert_no_secrets(
+        &[log1, log2].concat(),
+        &[common::PASSWORD, &basic, "tok-", "Signature="],
+    );
 }

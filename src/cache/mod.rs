@@ -440,7 +440,9 @@ impl Cache {
                 let (k, v) = item?;
                 let key = String::from_utf8_lossy(&k).into_owned();
                 let mut parts = key.splitn(3, '\n');
-                let (Some(u), Some(r), Some(t)) = (parts.next(), parts.next(), parts.next()) else { continue };
+                let (Some(u), Some(r), Some(t)) = (parts.next(), parts.next(), parts.next()) else {
+                    continue;
+                };
                 if let Ok(rec) = serde_json::from_slice::<TagRecord>(&v) {
                     out.push((u.to_string(), r.to_string(), t.to_string(), rec));
                 }
@@ -462,7 +464,12 @@ impl Cache {
     /// Every stored manifest's digest.
     pub async fn list_manifests(&self) -> CacheResult<Vec<Digest>> {
         self.blocking(|i| {
-            Ok(i.manifests.iter().keys().filter_map(|k| k.ok()).filter_map(|k| std::str::from_utf8(&k).ok().and_then(|h| Digest::from_hex(h).ok())).collect())
+            Ok(i.manifests
+                .iter()
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter_map(|k| std::str::from_utf8(&k).ok().and_then(|h| Digest::from_hex(h).ok()))
+                .collect())
         })
         .await
     }
@@ -497,8 +504,19 @@ impl Cache {
                 }
                 removed += 1;
             }
-            for tree in [&i.blobs, &i.manifests, &i.tags, &i.tag_lists, &i.signatures, &i.responses] {
-                removed += if std::ptr::eq(tree, &i.blobs) { 0 } else { tree.len() as u64 };
+            for tree in [
+                &i.blobs,
+                &i.manifests,
+                &i.tags,
+                &i.tag_lists,
+                &i.signatures,
+                &i.responses,
+            ] {
+                removed += if std::ptr::eq(tree, &i.blobs) {
+                    0
+                } else {
+                    tree.len() as u64
+                };
                 tree.clear()?;
             }
             i.db.flush()?;
@@ -508,8 +526,12 @@ impl Cache {
     }
 
     /// A small JSON value kept under `key` (proxy statistics).
-    pub async fn meta<T: serde::de::DeserializeOwned + Send + 'static>(&self, key: &'static str) -> CacheResult<Option<T>> {
-        self.blocking(move |i| decode(i.responses.get(format!("meta\n{key}"))?.as_deref())).await
+    pub async fn meta<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        key: &'static str,
+    ) -> CacheResult<Option<T>> {
+        self.blocking(move |i| decode(i.responses.get(format!("meta\n{key}"))?.as_deref()))
+            .await
     }
 
     pub async fn put_meta<T: Serialize + Send + 'static>(&self, key: &'static str, value: T) -> CacheResult<()> {

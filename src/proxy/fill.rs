@@ -220,6 +220,11 @@ impl FillTask {
                     .stats
                     .verification_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.registry.metrics.inc(
+                    "pullgate_verification_failures_total",
+                    &[("upstream", &self.upstream.name)],
+                    1,
+                );
                 error!(upstream = %self.upstream.name, digest = %self.digest, %why, "blob failed verification; discarded");
             }
             Err(e) => warn!(upstream = %self.upstream.name, digest = %self.digest, error = %e, "blob fill failed"),

@@ -206,16 +206,27 @@ impl ServeProcess {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent && let Some(i) = line.find("listening on ") {
                     let rest = &line[i + "listening on ".len()..];
-                    let url = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap_or("").to_string();
+                    let url = rest
+                        .split(|c: char| c.is_whitespace() || c == '"')
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
                     let _ = tx.send(url);
                     sent = true;
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let url = rx.recv_timeout(Duration::from_secs(20)).expect("pullgate printed its address");
+        let url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("pullgate printed its address");
         let (scheme, addr) = url.split_once("://").expect("scheme://addr");
-        ServeProcess { child, addr: addr.to_string(), scheme: scheme.to_string(), log }
+        ServeProcess {
+            child,
+            addr: addr.to_string(),
+            scheme: scheme.to_string(),
+            log,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -223,7 +234,10 @@ impl ServeProcess {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -{signal}");
     }
 
@@ -236,7 +250,10 @@ impl ServeProcess {
                 std::thread::sleep(Duration::from_millis(50)); // let the reader drain stderr
                 return (s, self.log.lock().unwrap().clone());
             }
-            assert!(std::time::Instant::now() < deadline, "pullgate did not exit after SIGTERM");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pullgate did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -253,12 +270,18 @@ impl Drop for ServeProcess {
 pub fn assert_no_secrets(lines: &[String], secrets: &[&str]) {
     for line in lines {
         for secret in secrets {
-            assert!(!line.contains(secret), "a secret ({secret:?}) appears in a log line: {line}");
+            assert!(
+                !line.contains(secret),
+                "a secret ({secret:?}) appears in a log line: {line}"
+            );
         }
     }
 }
 
 /// Runs `pullgate <args>` to completion.
 pub fn pullgate(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(pullgate_bin()).args(args).output().expect("run pullgate")
+    std::process::Command::new(pullgate_bin())
+        .args(args)
+        .output()
+        .expect("run pullgate")
 }
