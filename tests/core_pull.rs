@@ -206,6 +206,8 @@ async fn wrong_blob_bytes_never_complete_and_are_never_cached() {
     let layer = &img.layer_digests[0];
     let path = format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}");
     h.fake.wrong_bytes.store(true, SeqCst);
+    // A slightly slow CDN, so the response headers surely go out while the fill runs.
+    h.fake.frame_delay_ms.store(20, SeqCst);
     let resp = h.get(&path).await;
     assert_eq!(resp.status(), 200, "headers go out before the body is verified");
     let body = body_bytes(resp).await;
@@ -222,6 +224,7 @@ async fn wrong_blob_bytes_never_complete_and_are_never_cached() {
 
     // Once upstream is healthy, the blob is fetched again and verified.
     h.fake.wrong_bytes.store(false, SeqCst);
+    h.fake.frame_delay_ms.store(0, SeqCst);
     let resp = h.get(&path).await;
     assert_eq!(body_bytes(resp).await.unwrap(), img.layers[0]);
     assert_eq!(h.fake.cdn_gets(layer), 2);

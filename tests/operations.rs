@@ -297,12 +297,11 @@ async fn metrics_parse_and_move_as_requests_are_served() {
     common::body_bytes(h.get(&layer).await).await.unwrap();
     common::body_bytes(h.get(&layer).await).await.unwrap();
     h.fake.wrong_bytes.store(true, SeqCst);
-    let broken = common::body_bytes(
+    common::assert_not_delivered(
         h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{}", img.config_digest))
             .await,
     )
     .await;
-    assert!(broken.is_err(), "bad bytes end the body with an error");
     h.fake.wrong_bytes.store(false, SeqCst);
     *h.fake.redirect_to.lock().unwrap() = Some("http://127.0.0.3:9".into());
     let other = h.fake.add_blob(vec![7u8; 1000]);

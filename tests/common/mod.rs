@@ -285,3 +285,19 @@ pub fn pullgate(args: &[&str]) -> std::process::Output {
         .output()
         .expect("run pullgate")
 }
+
+/// Asserts that a response did not deliver a complete, clean body: either the status is
+/// an error (the fill failed before headers went out) or the body ends with an error.
+pub async fn assert_not_delivered(resp: reqwest::Response) {
+    let status = resp.status();
+    if status.is_success() {
+        let body = body_bytes(resp).await;
+        assert!(
+            body.is_err(),
+            "a {status} body with bad bytes must end with an error, got {} clean bytes",
+            body.map(|b| b.len()).unwrap_or(0)
+        );
+    } else {
+        assert_eq!(status, 502, "a failed fill before the headers is a 502");
+    }
+}
