@@ -281,6 +281,14 @@ pub struct UpstreamConfig {
     /// by the upstream's host. An alternative to `username` + `password_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for this upstream, e.g. a corporate root for
+    /// a TLS-inspecting egress; the system roots stay trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// An HTTP(S) proxy every request for this upstream (registry, realm, CDN,
+    /// lookaside) goes through, for DMZs that reach the internet through one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<String>,
     /// Repository patterns clients may pull (`*` matches anything); empty allows all.
     #[serde(default)]
     pub allow: Vec<String>,
@@ -444,6 +452,16 @@ impl Config {
                     key("url"),
                     "must not carry a query string or credentials (use username and password_file)",
                 ));
+            }
+            if let Some(proxy) = &u.egress_proxy {
+                let parsed =
+                    url::Url::parse(proxy).map_err(|e| invalid(key("egress_proxy"), format!("{proxy:?}: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                    return Err(invalid(
+                        key("egress_proxy"),
+                        format!("{proxy:?} must be an http:// or https:// proxy URL"),
+                    ));
+                }
             }
             if u.auth_file.is_some() && u.username.is_some() {
                 return Err(invalid(

@@ -662,3 +662,256 @@ fn the_kubernetes_and_monitoring_files_parse() {
     let toml = v["data"]["pullgate.toml"].as_str().expect("data.pullgate.toml");
     pullgate::config::Config::from_toml_str(toml).expect("the ConfigMap's config is valid");
 }
+
+/// A minimal forward proxy: CONNECT tunnels and absolute-form requests, each piped to
+/// its target; records the first line of every connection.
+async fn start_forward_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let first = text.lines().next().unwrap_or("").to_string();
+                log.lock().unwrap().push(first.clone());
+                let mut parts = first.split_whitespace();
+                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let authority = if method == "CONNECT" {
+                    target.to_string()
+                } else {
+                    target
+                        .trim_start_matches("http://")
+                        .split('/')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&authority).await else {
+                    return;
+                };
+                if method == "CONNECT" {
+                    let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
+                } else {
+                    let _ = upstream.write_all(&head).await;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_egress_proxy_carries_every_upstream_request() {
+    let (proxy, seen) = start_forward_proxy().await;
+    let h = Harness::start_with("", &format!("egress_proxy = \"{proxy}\"")).await;
+    let img = h.fake.add_image("ubi9/ubi", "latest", &[50_000]);
+    assert_eq!(
+        h.get("/v2/registry.redhat.io/ubi9/ubi/manifests/latest").await.status(),
+        200
+    );
+    let r = h
+        .get(&format!(
+            "/v2/registry.redhat.io/ubi9/ubi/blobs/{}",
+            img.layer_digests[0]
+        ))
+        .await;
+    assert_eq!(common::body_bytes(r).await.unwrap(), img.layers[0]);
+    let lines = seen.lock().unwrap().clone();
+    let registry = h.fake.registry_addr.to_string();
+    let cdn = h.fake.cdn_addr.to_string();
+    // The proxy logs the first request of each connection (the realm and the registry
+    // share one, kept alive).
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("GET http://") && l.contains(&registry)),
+        "the registry: {lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains(&cdn)), "the CDN: {lines:?}");
+    assert!(!h.fake.cdn_saw_authorization());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_behind_a_corporate_ca_is_trusted_with_ca_file() {
+    // The upstream is another pullgate serving TLS with a test CA.
+    let fake = FakeRedHat::start().await;
+    let img = fake.add_image("ubi9/ubi", "latest", &[30_000]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("corporate root");
+    let (chain, key) = ca.server_cert(&["127.0.0.1"]);
+    let cert = write(dir.path(), "tls.crt", &chain);
+    let key = write(dir.path(), "tls.key", &key);
+    let inner_dir = dir.path().join("inner");
+    std::fs::create_dir_all(&inner_dir).unwrap();
+    let extra = format!(
+        "default_upstream = \"registry.redhat.io\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let inner_cfg =
+        pullgate::config::Config::from_toml_str(&common::config_toml(&inner_dir, &fake.registry_url, &extra, ""))
+            .unwrap();
+    let inner = pullgate::server::spawn(&inner_cfg).await.unwrap();
+    let ca_file = write(dir.path(), "ca.pem", &ca.ca_pem);
+
+    let outer = |ca: Option<&Path>| {
+        let extra = ca.map(|p| format!("ca_file = \"{}\"", p.display())).unwrap_or_default();
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"registry.redhat.io\"\nurl = \"{}\"\n{extra}\n",
+            dir.path()
+                .join(if ca.is_some() { "outer" } else { "outer-no-ca" })
+                .display(),
+            inner.url()
+        )
+    };
+    let trusting = pullgate::server::spawn(&pullgate::config::Config::from_toml_str(&outer(Some(&ca_file))).unwrap())
+        .await
+        .unwrap();
+    let client = common::client();
+    let r = client
+        .get(format!(
+            "{}/v2/registry.redhat.io/ubi9/ubi/manifests/latest",
+            trusting.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["docker-content-digest"], img.manifest_digest.as_str());
+    let untrusting = pullgate::server::spawn(&pullgate::config::Config::from_toml_str(&outer(None)).unwrap())
+        .await
+        .unwrap();
+    let r = client
+        .get(format!(
+            "{}/v2/registry.redhat.io/ubi9/ubi/manifests/latest",
+            untrusting.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502, "without ca_file the corporate certificate is refused");
+    for s in [trusting, untrusting, inner] {
+        s.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn upstream_credentials_can_come_from_a_containers_auth_json() {
+    let fake = FakeRedHat::start().await;
+    let img = fake.add_image("ubi9/ubi", "latest", &[10]);
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", common::USERNAME, common::PASSWORD),
+    );
+    let host = fake.registry_addr.to_string();
+    let auth_file = write(
+        dir.path(),
+        "auth.json",
+        &format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{auth}\"}}}}}}"),
+    );
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"registry.redhat.io\"\nurl = \"{}\"\nauth_file = \"{}\"\n",
+        dir.path().join("data").display(),
+        fake.registry_url,
+        auth_file.display()
+    );
+    let server = pullgate::server::spawn(&pullgate::config::Config::from_toml_str(&toml).unwrap())
+        .await
+        .unwrap();
+    let r = common::client()
+        .get(format!(
+            "{}/v2/registry.redhat.io/ubi9/ubi/manifests/latest",
+            server.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["docker-content-digest"], img.manifest_digest.as_str());
+    assert!(
+        fake.token_requests().iter().all(|(_, basic)| *basic),
+        "the token request carried the auth.json credentials"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// A tiny tmpfs, unmounted on drop.
+struct SmallDisk(PathBuf, tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test needs to mount a tmpfs (root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(mnt, dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_when_the_database_disk_is_full() {
+    let disk = SmallDisk::mount("64m");
+    let fake = FakeRedHat::start().await;
+    let data = disk.0.join("data");
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"r\"\nurl = \"{}\"\n",
+        data.display(),
+        fake.registry_url
+    );
+    let server = pullgate::server::spawn(&pullgate::config::Config::from_toml_str(&toml).unwrap())
+        .await
+        .unwrap();
+    let client = common::client();
+    let ready = || async {
+        client
+            .get(format!("{}/readyz", server.url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ready().await, 200);
+    // Fill the disk.
+    let filler = disk.0.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    assert_eq!(ready().await, 503, "a full disk makes pullgate not ready");
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ready().await != 200 {
+        assert!(std::time::Instant::now() < deadline, "ready again once space returns");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server.shutdown().await.unwrap();
+}

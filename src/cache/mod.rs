@@ -547,6 +547,7 @@ impl Cache {
     pub async fn probe(&self) -> CacheResult<()> {
         self.blocking(|i| {
             i.responses.insert("readiness-probe", now_ms().to_be_bytes().to_vec())?;
+            i.db.flush()?;
             i.store.probe()?;
             Ok(())
         })

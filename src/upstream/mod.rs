@@ -177,10 +177,24 @@ impl Upstream {
     ) -> Result<Upstream, String> {
         install_crypto_provider();
         let base = url::Url::parse(&config.url).map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout.0)
-            .user_agent(USER_AGENT)
+            .user_agent(USER_AGENT);
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("ca_file {}: no certificate in the file", path.display()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let Some(proxy) = &config.egress_proxy {
+            let proxy = reqwest::Proxy::all(proxy).map_err(|e| format!("egress_proxy {proxy:?}: {e}"))?;
+            builder = builder.proxy(proxy);
+        }
+        let client = builder
             .build()
             .map_err(|e| format!("cannot build HTTP client for {}: {e}", config.name))?;
         let credentials = credentials.map(|(username, password)| Credentials { username, password });
