@@ -850,7 +850,8 @@ async fn upstream_credentials_can_come_from_a_containers_auth_json() {
 }
 
 /// A tiny tmpfs, unmounted on drop.
-struct SmallDisk(PathBuf, tempfile::TempDir);
+/// (mount point, the temp dir holding it: removed after the unmount).
+struct SmallDisk(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl SmallDisk {
     fn mount(size: &str) -> SmallDisk {
