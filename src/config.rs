@@ -186,6 +186,17 @@ pub struct CacheConfig {
     pub tag_ttl: HumanDuration,
     #[serde(default)]
     pub blob_store: BlobStoreKind,
+    /// Bytes on disk (blobs and database) to keep at most; least recently used blobs
+    /// and manifests are evicted beyond it. None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<ByteSize>,
+    /// Upstream blob downloads running at once; more wait for a slot.
+    #[serde(default = "default_max_concurrent_fills")]
+    pub max_concurrent_fills: usize,
+}
+
+fn default_max_concurrent_fills() -> usize {
+    64
 }
 
 impl Default for CacheConfig {
@@ -193,6 +204,8 @@ impl Default for CacheConfig {
         CacheConfig {
             tag_ttl: default_tag_ttl(),
             blob_store: BlobStoreKind::Files,
+            max_size: None,
+            max_concurrent_fills: default_max_concurrent_fills(),
         }
     }
 }
@@ -218,12 +231,35 @@ pub struct ServerConfig {
     /// On SIGTERM, how long in-flight responses may take to finish before pullgate exits.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: HumanDuration,
+    /// Client connections served at once; more wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take to send its request headers (slow clients cannot
+    /// hold connections open by dribbling bytes).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// Largest request head (request line and headers) accepted; larger answers 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_header_read_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize(64 * 1024)
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             drain_timeout: default_drain_timeout(),
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            max_header_bytes: default_max_header_bytes(),
         }
     }
 }
@@ -392,6 +428,21 @@ impl Config {
         self.listen_addr()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.cache.max_concurrent_fills == 0 {
+            return Err(invalid("cache.max_concurrent_fills", "must be at least 1"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if self.server.max_header_bytes.0 < 8192 {
+            return Err(invalid("server.max_header_bytes", "must be at least 8KiB"));
+        }
+        if self.server.header_read_timeout.0.is_zero() {
+            return Err(invalid("server.header_read_timeout", "must be greater than zero"));
+        }
+        if self.cache.max_size.is_some_and(|m| m.0 < 1024 * 1024) {
+            return Err(invalid("cache.max_size", "must be at least 1MiB"));
         }
         if self.cache.tag_ttl.0 > Duration::from_secs(365 * 86_400) {
             return Err(invalid("cache.tag_ttl", "must be at most 365d"));

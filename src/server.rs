@@ -2,7 +2,7 @@
 //! (plain HTTP, or TLS with rustls and HTTP/2 by ALPN, reloaded on SIGHUP), and runs
 //! until a shutdown signal, then drains up to `drain_timeout` and flushes the database.
 
-use crate::config::{Config, TlsConfig};
+use crate::config::{Config, ServerConfig, TlsConfig};
 use crate::http::auth::ClientAuth;
 use crate::http::{AppState, router};
 use crate::proxy::Proxy;
@@ -147,8 +147,8 @@ pub async fn spawn(config: &Config) -> Result<RunningServer, String> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let drain = config.server.drain_timeout.0;
-    let task = tokio::spawn(serve(listener, state, tls.clone(), drain, async move {
+    let limits = config.server.clone();
+    let task = tokio::spawn(serve(listener, state, tls.clone(), limits, async move {
         let _ = rx.await;
     }));
     Ok(RunningServer {
@@ -164,9 +164,10 @@ async fn serve(
     listener: TcpListener,
     state: AppState,
     tls: Option<Arc<TlsState>>,
-    drain: Duration,
+    limits: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let drain = limits.drain_timeout.0;
     let addr = listener.local_addr()?;
     let proxy = state.proxy.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -176,16 +177,40 @@ async fn serve(
     let stats_saver = {
         let proxy = proxy.clone();
         tokio::spawn(async move {
+            let mut tick = 0u64;
             loop {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                let _ = proxy.save_stats(started_ms).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                tick += 1;
+                // Blobs spared while clients read them are evicted once they are done.
+                proxy.fills.enforce_limit(&proxy.cache).await;
+                if tick % 15 == 0 {
+                    let _ = proxy.save_stats(started_ms).await;
+                    let _ = proxy.cache.write_back_access().await;
+                }
             }
         })
     };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.0)
+        .max_buf_size(limits.max_header_bytes.0.max(8192) as usize);
+    builder
+        .http2()
+        .max_header_list_size(limits.max_header_bytes.0.min(u32::MAX as u64) as u32);
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
+        // At max_connections, stop accepting: new connections wait in the backlog.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (tcp, _peer) = match accepted {
@@ -203,6 +228,7 @@ async fn serve(
                 let watcher = graceful.watcher();
                 let tls = tls.as_ref().map(|t| t.current());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tls {
                         Some(acceptor) => {
                             let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
@@ -229,8 +255,12 @@ async fn serve(
             "drain_timeout passed with responses still in flight; closing them"
         );
     }
+    // Fills still running are stopped; their staged bytes are discarded, nothing half
+    // published (a later request fetches the blob again).
+    proxy.fills.stop_all(Duration::from_secs(5)).await;
     stats_saver.abort();
     let _ = proxy.save_stats(started_ms).await;
+    let _ = proxy.cache.write_back_access().await;
     info!("flushing the database");
     proxy.cache.flush().await.map_err(std::io::Error::other)?;
     Ok(())

@@ -4,6 +4,7 @@
 //! them on the blocking pool.
 
 pub mod blob_store;
+pub mod eviction;
 pub mod files;
 pub mod sled_store;
 
@@ -45,6 +46,9 @@ pub struct BlobRecord {
     pub size: u64,
     pub location: BlobLocation,
     pub created_ms: u64,
+    /// When a client last read it (kept in memory, written back at eviction and flush).
+    #[serde(default)]
+    pub last_access_ms: u64,
 }
 
 /// A manifest stored byte-exact with the media type it was served with.
@@ -88,6 +92,14 @@ pub struct StoredResponse {
 
 struct Inner {
     db: sled::Db,
+    /// Manifest digest → (size, stored at), for LRU eviction of manifests.
+    manifest_meta: sled::Tree,
+    /// Last reads not yet written back: "b:<hex>" / "m:<hex>" → ms.
+    access: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Clients reading each blob now: never evicted under them.
+    readers: std::sync::Mutex<std::collections::HashMap<Digest, usize>>,
+    /// Sum of published blob sizes.
+    blob_bytes: std::sync::atomic::AtomicU64,
     signatures: sled::Tree,
     responses: sled::Tree,
     blobs: sled::Tree,
@@ -154,10 +166,23 @@ impl Cache {
             fills: db.open_tree("fills")?,
             signatures: db.open_tree("signatures")?,
             responses: db.open_tree("responses")?,
+            manifest_meta: db.open_tree("manifest_meta")?,
+            access: Default::default(),
+            readers: Default::default(),
+            blob_bytes: Default::default(),
             db,
             store,
         };
         let report = inner.repair()?;
+        let total: u64 = inner
+            .blobs
+            .iter()
+            .values()
+            .filter_map(|v| v.ok())
+            .filter_map(|v| serde_json::from_slice::<BlobRecord>(&v).ok())
+            .map(|r| r.size)
+            .sum();
+        inner.blob_bytes.store(total, std::sync::atomic::Ordering::Relaxed);
         Ok((Cache { inner: Arc::new(inner) }, report))
     }
 
@@ -223,6 +248,7 @@ impl Cache {
                 size,
                 location,
                 created_ms: now_ms(),
+                last_access_ms: now_ms(),
             };
             let value = serde_json::to_vec(&record).map_err(|e| CacheError::Corrupt(e.to_string()))?;
             let swapped = i
@@ -231,7 +257,10 @@ impl Cache {
             i.fills.remove(fill_id.to_be_bytes())?;
             i.db.flush()?;
             match swapped {
-                Ok(()) => Ok(record),
+                Ok(()) => {
+                    i.blob_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+                    Ok(record)
+                }
                 Err(current) => {
                     // Someone published first; keep theirs. Only remove ours when it
                     // lives elsewhere (a content-addressed file is the same file).
@@ -261,12 +290,7 @@ impl Cache {
     pub async fn remove_blob(&self, digest: &Digest) -> CacheResult<()> {
         let d = digest.clone();
         self.blocking(move |i| {
-            if let Some(old) = i.blobs.remove(d.hex().as_bytes())? {
-                let record: Option<BlobRecord> = decode(Some(&old))?;
-                if let Some(r) = record {
-                    i.store.remove(&d, &r.location)?;
-                }
-            }
+            i.remove_blob(&d)?;
             Ok(())
         })
         .await
@@ -295,6 +319,7 @@ impl Cache {
         let d = digest.clone();
         self.blocking(move |i| {
             i.manifests.remove(d.hex().as_bytes())?;
+            i.manifest_meta.remove(d.hex().as_bytes())?;
             Ok(())
         })
         .await
@@ -330,7 +355,9 @@ impl Cache {
         value.push(b'\n');
         value.extend_from_slice(&bytes);
         self.blocking(move |i| {
+            let meta = [(value.len() as u64).to_be_bytes(), now_ms().to_be_bytes()].concat();
             i.manifests.insert(d.hex().as_bytes(), value)?;
+            i.manifest_meta.insert(d.hex().as_bytes(), meta)?;
             Ok(())
         })
         .await
@@ -571,6 +598,22 @@ fn decode<T: serde::de::DeserializeOwned>(value: Option<&[u8]>) -> CacheResult<O
 }
 
 impl Inner {
+    /// Removes a blob's record and then its bytes; returns the record it had.
+    fn remove_blob(&self, d: &Digest) -> CacheResult<Option<BlobRecord>> {
+        let Some(old) = self.blobs.remove(d.hex().as_bytes())? else {
+            return Ok(None);
+        };
+        let record: Option<BlobRecord> = decode(Some(&old))?;
+        if let Some(r) = &record {
+            self.store.remove(d, &r.location)?;
+            self.blob_bytes.fetch_sub(
+                r.size.min(self.blob_bytes.load(std::sync::atomic::Ordering::Relaxed)),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        Ok(record)
+    }
+
     fn blob(&self, digest: &Digest) -> CacheResult<Option<BlobRecord>> {
         decode(self.blobs.get(digest.hex().as_bytes())?.as_deref())
     }

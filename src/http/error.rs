@@ -105,6 +105,11 @@ impl From<UpstreamError> for ApiError {
                 a
             }
             UpstreamError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::Unavailable, msg),
+            UpstreamError::CircuitOpen { retry_after } => {
+                let mut a = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, msg);
+                a.retry_after = Some(retry_after);
+                a
+            }
             UpstreamError::Unreachable(_)
             | UpstreamError::Status(_)
             | UpstreamError::Protocol(_)

@@ -82,6 +82,12 @@ pub struct FillRegistry {
     running: Mutex<HashMap<Digest, Arc<Fill>>>,
     pub stats: Arc<FillStats>,
     metrics: Arc<Metrics>,
+    /// `max_concurrent_fills` slots: fills beyond them wait before asking upstream.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Cancelled at shutdown: running fills stop and discard their staged bytes.
+    shutdown: tokio_util::sync::CancellationToken,
+    /// `[cache] max_size`, enforced after every publish.
+    max_size: Option<u64>,
 }
 
 pub enum Lookup {
@@ -91,11 +97,47 @@ pub enum Lookup {
 }
 
 impl FillRegistry {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, max_concurrent_fills: usize, max_size: Option<u64>) -> Self {
         FillRegistry {
             running: Mutex::default(),
             stats: Arc::default(),
             metrics,
+            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_fills.max(1))),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            max_size,
+        }
+    }
+
+    /// Digests being filled now (never evicted).
+    pub fn running_digests(&self) -> std::collections::HashSet<Digest> {
+        self.running().keys().cloned().collect()
+    }
+
+    /// Evicts least recently used content beyond `max_size`, if one is set.
+    pub async fn enforce_limit(&self, cache: &Cache) {
+        let Some(max) = self.max_size else { return };
+        match cache.enforce_limit(max, self.running_digests()).await {
+            Ok(e) if e.blobs + e.manifests > 0 => {
+                self.metrics.inc("pullgate_evictions_total", &[], e.blobs + e.manifests);
+                info!(
+                    blobs = e.blobs,
+                    manifests = e.manifests,
+                    bytes = e.bytes,
+                    "evicted least recently used content"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "eviction failed"),
+        }
+    }
+
+    /// Stops every running fill (their staged bytes are discarded) and waits up to
+    /// `deadline` for them to finish.
+    pub async fn stop_all(&self, deadline: std::time::Duration) {
+        self.shutdown.cancel();
+        let until = tokio::time::Instant::now() + deadline;
+        while self.in_flight() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
@@ -253,6 +295,7 @@ impl FillTask {
             p.outcome = Some(outcome);
         });
         self.registry.running().remove(&self.digest);
+        self.registry.enforce_limit(&self.cache).await;
     }
 
     async fn finish(&self, sink: Sink, size: u64) -> Result<BlobRecord, FillError> {
@@ -269,7 +312,15 @@ impl FillTask {
 
     /// Streams the blob into the sink, resuming after broken bodies. Returns the size.
     async fn download(&self, sink: &mut Option<Sink>) -> Result<u64, FillError> {
-        let mut body = self.upstream.get_blob(&self.repo, &self.digest, 0).await?;
+        let cancelled = || FillError::Storage("pullgate is shutting down".into());
+        let _slot = tokio::select! {
+            slot = self.registry.slots.clone().acquire_owned() => slot.map_err(|_| cancelled())?,
+            _ = self.registry.shutdown.cancelled() => return Err(cancelled()),
+        };
+        let mut body = tokio::select! {
+            body = self.upstream.get_blob(&self.repo, &self.digest, 0) => body?,
+            _ = self.registry.shutdown.cancelled() => return Err(cancelled()),
+        };
         self.note_host(&body);
         let size = body.content_length;
         self.tx.send_modify(|p| {
@@ -280,7 +331,11 @@ impl FillTask {
         let mut skip: u64 = 0;
         let mut resumes = 0u32;
         loop {
-            match body.next_chunk().await {
+            let next = tokio::select! {
+                next = body.next_chunk() => next,
+                _ = self.registry.shutdown.cancelled() => return Err(cancelled()),
+            };
+            match next {
                 Some(Ok(chunk)) => {
                     self.fetched
                         .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);

@@ -124,7 +124,11 @@ impl Proxy {
             default_upstream,
             cache,
             tag_ttl: config.cache.tag_ttl.0,
-            fills: Arc::new(FillRegistry::new(metrics.clone())),
+            fills: Arc::new(FillRegistry::new(
+                metrics.clone(),
+                config.cache.max_concurrent_fills,
+                config.cache.max_size.map(|m| m.0),
+            )),
             signatures_extension: config.signatures.extension_api,
             metrics,
         })
@@ -254,7 +258,10 @@ impl Proxy {
     /// A stored manifest, re-checked against its digest (cheap: manifests are small).
     async fn stored_manifest(&self, digest: &Digest) -> ProxyResult<Option<StoredManifest>> {
         match self.cache.manifest(digest).await? {
-            Some(m) if &Digest::of(&m.bytes) == digest => Ok(Some(m)),
+            Some(m) if &Digest::of(&m.bytes) == digest => {
+                self.cache.touch_manifest(digest);
+                Ok(Some(m))
+            }
             Some(_) => {
                 warn!(%digest, "stored manifest does not match its digest; dropping it and refetching");
                 self.cache.remove_manifest(digest).await?;
@@ -404,6 +411,7 @@ impl Proxy {
 
     pub async fn blob(&self, target: &Target, digest: &Digest) -> ProxyResult<BlobAnswer> {
         if let Some(record) = self.cache.blob(digest).await? {
+            self.cache.touch_blob(digest);
             return Ok(BlobAnswer::Cached {
                 digest: digest.clone(),
                 record,

@@ -43,6 +43,7 @@ pub fn published(
     end: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     async_stream(move |tx| async move {
+        let _reading = cache.reading(&digest);
         let mut reader = cache
             .open_blob(&digest, &record, first)
             .await
@@ -82,6 +83,7 @@ pub fn filling(
     end: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     async_stream(move |tx| async move {
+        let _reading = cache.reading(&fill.digest);
         let mut progress = fill.progress();
         let mut reader: Option<BlobReader> = None;
         let mut pos = first;

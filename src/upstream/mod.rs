@@ -39,6 +39,8 @@ pub enum UpstreamError {
     RealmRefused { host: String },
     #[error("upstream protocol error: {0}")]
     Protocol(String),
+    #[error("upstream keeps failing; not asking it again for {retry_after}s")]
+    CircuitOpen { retry_after: u64 },
 }
 
 impl UpstreamError {
@@ -50,6 +52,7 @@ impl UpstreamError {
                 | UpstreamError::Timeout(_)
                 | UpstreamError::TooManyRequests { .. }
                 | UpstreamError::Status(500..=599)
+                | UpstreamError::CircuitOpen { .. }
         )
     }
 }
@@ -111,6 +114,21 @@ impl BlobBody {
     }
 }
 
+/// Consecutive transient failures after which an upstream is left alone for a while.
+const BREAKER_THRESHOLD: u32 = 3;
+/// The longest pause, and how long a refused credential is remembered.
+const BREAKER_MAX_PAUSE: Duration = Duration::from_secs(30);
+const DENIED_MEMORY: Duration = Duration::from_secs(30);
+
+/// A per-upstream circuit breaker: after `BREAKER_THRESHOLD` consecutive transient
+/// failures, requests fail fast (and cached content is served) for a pause that doubles
+/// up to `BREAKER_MAX_PAUSE`; one success closes it.
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<std::time::Instant>,
+}
+
 pub struct Upstream {
     pub name: String,
     /// Other prefixes and `ns` values that mean this upstream.
@@ -129,6 +147,10 @@ pub struct Upstream {
     idle_timeout: Duration,
     auth: std::sync::Mutex<AuthState>,
     metrics: Arc<Metrics>,
+    breaker: std::sync::Mutex<Breaker>,
+    /// Scopes the token endpoint refused, until when: wrong credentials are not retried
+    /// for every client request.
+    denied: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Serialises token fetches so concurrent misses do not stampede the realm.
     token_fetch: tokio::sync::Mutex<()>,
 }
@@ -217,6 +239,8 @@ impl Upstream {
             idle_timeout: config.body_idle_timeout.0,
             auth: std::sync::Mutex::new(AuthState::default()),
             metrics,
+            breaker: std::sync::Mutex::default(),
+            denied: std::sync::Mutex::default(),
             token_fetch: tokio::sync::Mutex::new(()),
         })
     }
@@ -244,7 +268,23 @@ impl Upstream {
                 if !force_refresh && let Some(t) = self.auth_state().token(scope) {
                     return Ok(Some(format!("Bearer {}", t.value)));
                 }
-                let (token, expires_in) = self.fetch_token(&realm, service.as_deref(), scope).await?;
+                if let Some(until) = self.denied.lock().unwrap_or_else(|p| p.into_inner()).get(scope)
+                    && *until > std::time::Instant::now()
+                {
+                    return Err(UpstreamError::Denied(
+                        "the token endpoint refused the credentials recently".into(),
+                    ));
+                }
+                let (token, expires_in) = match self.fetch_token(&realm, service.as_deref(), scope).await {
+                    Err(UpstreamError::Denied(why)) => {
+                        self.denied
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(scope.to_string(), std::time::Instant::now() + DENIED_MEMORY);
+                        return Err(UpstreamError::Denied(why));
+                    }
+                    other => other?,
+                };
                 self.auth_state().store_token(scope, token.clone(), expires_in);
                 Ok(Some(format!("Bearer {token}")))
             }
@@ -347,9 +387,55 @@ impl Upstream {
         Ok(None)
     }
 
+    fn breaker_check(&self) -> Result<(), UpstreamError> {
+        let b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        match b.open_until {
+            Some(until) if until > std::time::Instant::now() => Err(UpstreamError::CircuitOpen {
+                retry_after: (until - std::time::Instant::now()).as_secs().max(1),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn breaker_record(&self, result: &Result<(), UpstreamError>) {
+        let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) | Err(UpstreamError::NotFound) | Err(UpstreamError::Denied(_)) => {
+                b.failures = 0;
+                b.open_until = None;
+            }
+            Err(e) if e.is_transient() && !matches!(e, UpstreamError::CircuitOpen { .. }) => {
+                b.failures += 1;
+                if b.failures >= BREAKER_THRESHOLD {
+                    let pause =
+                        Duration::from_secs(1 << (b.failures - BREAKER_THRESHOLD).min(5)).min(BREAKER_MAX_PAUSE);
+                    b.open_until = Some(std::time::Instant::now() + pause);
+                    warn!(upstream = %self.name, failures = b.failures, ?pause, "upstream keeps failing; pausing requests to it");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Sends a request for `repo` with auth, one refresh-and-retry on 401 (same
-    /// headers), and redirects followed to allowed hosts without credentials.
+    /// headers), and redirects followed to allowed hosts without credentials. A paused
+    /// upstream (circuit open) is not asked at all.
     async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        repo: &RepoName,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        self.breaker_check()?;
+        let result = self.send_once(method, path_and_query, repo, headers).await;
+        if let Err(e) = &result {
+            self.breaker_record(&Err(e.clone()));
+        }
+        result
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         path_and_query: &str,
@@ -484,6 +570,7 @@ impl Upstream {
             UpstreamError::RedirectRefused { .. } | UpstreamError::RealmRefused { .. } | UpstreamError::Protocol(_) => {
                 "protocol"
             }
+            UpstreamError::CircuitOpen { .. } => "paused",
         };
         self.metrics.inc(
             "pullgate_upstream_errors_total",
@@ -497,6 +584,7 @@ impl Upstream {
         if let Err(e) = &result {
             self.record_error(e);
         }
+        self.breaker_record(&result);
         result
     }
 
