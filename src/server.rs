@@ -183,7 +183,7 @@ async fn serve(
                 tick += 1;
                 // Blobs spared while clients read them are evicted once they are done.
                 proxy.fills.enforce_limit(&proxy.cache).await;
-                if tick % 15 == 0 {
+                if tick.is_multiple_of(15) {
                     let _ = proxy.save_stats(started_ms).await;
                     let _ = proxy.cache.write_back_access().await;
                 }
