@@ -88,13 +88,19 @@ fn acceptor(files: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, String> {
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-pub async fn build(config: &Config) -> Result<AppState, String> {
+pub async fn build(config: &Config, cache: Option<crate::cache::Cache>) -> Result<AppState, String> {
     let htpasswd = config.read_htpasswd().map_err(|e| e.to_string())?;
-    let (cache, report) =
-        crate::cache::Cache::open(&config.data_dir, config.cache.blob_store).map_err(|e| open_error(config, e))?;
-    if report != Default::default() {
-        info!(?report, "repaired the cache after an unclean stop");
-    }
+    let cache = match cache {
+        Some(c) => c,
+        None => {
+            let (cache, report) = crate::cache::Cache::open(&config.data_dir, config.cache.blob_store)
+                .map_err(|e| open_error(config, e))?;
+            if report != Default::default() {
+                info!(?report, "repaired the cache after an unclean stop");
+            }
+            cache
+        }
+    };
     let proxy = Arc::new(Proxy::new(config, cache)?);
     let clients = htpasswd.map(|entries| Arc::new(ClientAuth::new(entries)));
     Ok(AppState { proxy, clients })
@@ -138,8 +144,13 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()> + Send + 's
 
 /// Starts a server in the background on `config.listen` (use port 0 in tests).
 pub async fn spawn(config: &Config) -> Result<RunningServer, String> {
+    spawn_with_cache(config, None).await
+}
+
+/// [`spawn`] with a cache opened by the caller (e.g. with a wrapped blob store).
+pub async fn spawn_with_cache(config: &Config, cache: Option<crate::cache::Cache>) -> Result<RunningServer, String> {
     let tls = config.tls.as_ref().map(TlsState::load).transpose()?.map(Arc::new);
-    let state = build(config).await?;
+    let state = build(config, cache).await?;
     let proxy = state.proxy.clone();
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(addr)
@@ -191,6 +202,8 @@ async fn serve(
         })
     };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connection tasks, so the ones still running at the drain deadline can be closed.
+    let mut connections_running = tokio::task::JoinSet::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -227,7 +240,8 @@ async fn serve(
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 let tls = tls.as_ref().map(|t| t.current());
-                tokio::spawn(async move {
+                while connections_running.try_join_next().is_some() {}
+                connections_running.spawn(async move {
                     let _permit = permit;
                     match tls {
                         Some(acceptor) => {
@@ -254,6 +268,7 @@ async fn serve(
             ?drain,
             "drain_timeout passed with responses still in flight; closing them"
         );
+        connections_running.abort_all();
     }
     // Fills still running are stopped; their staged bytes are discarded, nothing half
     // published (a later request fetches the blob again).

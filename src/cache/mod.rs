@@ -148,6 +148,16 @@ impl Cache {
     /// Opens (or creates) the database under `data_dir/db` and the chosen blob store,
     /// then repairs what a crash may have left behind.
     pub fn open(data_dir: &Path, kind: BlobStoreKind) -> CacheResult<(Cache, RepairReport)> {
+        Self::open_wrapped(data_dir, kind, |store| store)
+    }
+
+    /// Like [`Cache::open`], with the blob store wrapped by `wrap` (fault injection in
+    /// tests; instrumentation).
+    pub fn open_wrapped(
+        data_dir: &Path,
+        kind: BlobStoreKind,
+        wrap: impl FnOnce(Box<dyn BlobStore>) -> Box<dyn BlobStore>,
+    ) -> CacheResult<(Cache, RepairReport)> {
         std::fs::create_dir_all(data_dir)?;
         let db = sled::Config::new()
             .path(data_dir.join("db"))
@@ -158,6 +168,7 @@ impl Cache {
             BlobStoreKind::Files => Box::new(files::FileBlobStore::open(data_dir)?),
             BlobStoreKind::Sled => Box::new(sled_store::SledBlobStore::open(&db)?),
         };
+        let store = wrap(store);
         let inner = Inner {
             blobs: db.open_tree("blobs")?,
             manifests: db.open_tree("manifests")?,

@@ -198,6 +198,8 @@ pub struct FakeState {
     /// every response while `cut_after != 0`. When the budget runs out the
     /// fake resets `cut_after` to 0 itself.
     pub cut_times: AtomicU32,
+    /// The CDN ignores `Range` and always answers 200 with the whole body.
+    pub ignore_range: AtomicBool,
     /// Sleep this long before each CDN body frame (the first one included;
     /// headers go out immediately). Read before every frame.
     pub frame_delay_ms: AtomicU64,
@@ -267,6 +269,7 @@ impl FakeState {
             wrong_bytes: AtomicBool::new(false),
             cut_after: AtomicU64::new(0),
             cut_times: AtomicU32::new(0),
+            ignore_range: AtomicBool::new(false),
             frame_delay_ms: AtomicU64::new(0),
             revoke_tokens: AtomicBool::new(false),
             fail_5xx: AtomicU32::new(0),
@@ -1299,6 +1302,7 @@ async fn cdn_handler(State(st): State<Arc<FakeState>>, method: Method, uri: Uri,
     }
     let total = blob.len() as u64;
     let range = match ranges.first() {
+        _ if st.ignore_range.load(SeqCst) => Ok(None),
         // Several Range lines: ignore them all, like most servers.
         Some(r) if ranges.len() == 1 => parse_range(r, total),
         _ => Ok(None),
