@@ -365,7 +365,7 @@ async fn max_size_keeps_disk_use_bounded_with_lru_eviction() {
     let evictions = h.proxy().metrics.counter("pullgate_evictions_total", &[]);
     eprintln!(
         "FIGURE max_size: pulled {} MiB through an {} MiB cache; peak disk use {:.2} MiB (limit + one fill = {} MiB); {evictions} evictions",
-        12 * blob_size >> 20,
+        (12 * blob_size) >> 20,
         max >> 20,
         peak as f64 / (1 << 20) as f64,
         (max + blob_size as u64) >> 20
