@@ -6,7 +6,7 @@ use super::fill::{Fill, FillError};
 use crate::cache::{BlobReader, BlobRecord, Cache};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -16,18 +16,11 @@ pub const READ_CHUNK: usize = 256 * 1024;
 
 async fn read_some(reader: BlobReader, max: usize) -> io::Result<(BlobReader, Bytes)> {
     tokio::task::spawn_blocking(move || {
-        let mut reader = reader;
-        let mut buf = BytesMut::zeroed(max);
-        let mut filled = 0;
-        while filled < max {
-            let n = reader.read(&mut buf[filled..])?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        buf.truncate(filled);
-        Ok((reader, buf.freeze()))
+        // `read_to_end` into spare capacity: files read straight into it (no memset).
+        let mut buf = Vec::with_capacity(max);
+        let mut limited = reader.take(max as u64);
+        limited.read_to_end(&mut buf)?;
+        Ok((limited.into_inner(), Bytes::from(buf)))
     })
     .await
     .map_err(io::Error::other)?
