@@ -8,8 +8,8 @@ use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use sha2::{Digest as _, Sha256};
 use std::io::{BufRead, BufReader};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 const BLOB_SIZE: usize = 1 << 20;
@@ -28,12 +28,20 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 
 #[tokio::main]
 async fn main() {
-    let connections: usize = std::env::var("PULLGATE_LOAD_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let seconds: u64 = std::env::var("PULLGATE_LOAD_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let connections: usize = std::env::var("PULLGATE_LOAD_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let seconds: u64 = std::env::var("PULLGATE_LOAD_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     // The upstream: one image with four 1 MiB layers, no auth.
-    let blobs: Vec<Vec<u8>> = (0..4u8).map(|i| (0..BLOB_SIZE).map(|j| (j as u8).wrapping_mul(31) ^ i).collect()).collect();
+    let blobs: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| (0..BLOB_SIZE).map(|j| (j as u8).wrapping_mul(31) ^ i).collect())
+        .collect();
     let layers: Vec<String> = blobs.iter().map(|b| digest(b)).collect();
     let manifest = serde_json::json!({
         "schemaVersion": 2,
@@ -71,7 +79,10 @@ async fn main() {
     let config = dir.path().join("pullgate.toml");
     std::fs::write(
         &config,
-        format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"up\"\nurl = \"{upstream}\"\n", dir.path().join("data").display()),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"up\"\nurl = \"{upstream}\"\n",
+            dir.path().join("data").display()
+        ),
     )
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pullgate"))
@@ -87,7 +98,13 @@ async fn main() {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(i) = line.find("listening on http://") {
-                let _ = tx.send(line[i + "listening on http://".len()..].split_whitespace().next().unwrap_or("").to_string());
+                let _ = tx.send(
+                    line[i + "listening on http://".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                );
             }
         }
     });
@@ -95,12 +112,23 @@ async fn main() {
     let base = format!("http://{addr}");
     let warm = reqwest::Client::new();
     for d in &layers {
-        let b = warm.get(format!("{base}/v2/up/img/blobs/{d}")).send().await.unwrap().bytes().await.unwrap();
+        let b = warm
+            .get(format!("{base}/v2/up/img/blobs/{d}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(b.len(), BLOB_SIZE);
     }
     let rss_before = rss_kib(pid, "VmRSS:");
 
-    let (requests, errors, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (requests, errors, bytes) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
         let peak = peak.clone();
@@ -177,10 +205,14 @@ async fn main() {
     }
     sampler.abort();
     let hwm = rss_kib(pid, "VmHWM:");
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let status = child.wait().unwrap();
     let (r, e, b) = (requests.load(Relaxed), errors.load(Relaxed), bytes.load(Relaxed));
-    println!("| connections | seconds | requests | errors | served MiB | pullgate RSS before | peak RSS (sampled) | VmHWM |");
+    println!(
+        "| connections | seconds | requests | errors | served MiB | pullgate RSS before | peak RSS (sampled) | VmHWM |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     println!(
         "| {connections} | {seconds} | {r} | {e} | {} | {} MiB | {} MiB | {} MiB |",

@@ -230,37 +230,9 @@ async fn enospc_during_a_fill_fails_it_cleanly_sled_store() {
     write_errors_fail_the_fill_cleanly(BlobStoreKind::Sled, true).await;
 }
 
-/// A tiny tmpfs, unmounted on drop.
-struct SmallDisk(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&mnt)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs (needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallDisk(mnt, dir)
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_real_filesystem_fails_the_fill_and_recovers_when_space_returns() {
-    let disk = SmallDisk::mount("24m");
+    let disk = common::SmallDisk::mount("24m");
     let fake = FakeRedHat::start().await;
     let cached = fake.add_image("ubi9/ubi", "cached", &[100_000]);
     let big = fake.add_image("ubi9/ubi", "big", &[4_000_000]);

@@ -849,38 +849,9 @@ async fn upstream_credentials_can_come_from_a_containers_auth_json() {
     server.shutdown().await.unwrap();
 }
 
-/// A tiny tmpfs, unmounted on drop.
-/// (mount point, the temp dir holding it: removed after the unmount).
-struct SmallDisk(PathBuf, #[allow(dead_code)] tempfile::TempDir);
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&mnt)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "this test needs to mount a tmpfs (root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallDisk(mnt, dir)
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_when_the_database_disk_is_full() {
-    let disk = SmallDisk::mount("64m");
+    let disk = common::SmallDisk::mount("64m");
     let fake = FakeRedHat::start().await;
     let data = disk.0.join("data");
     let toml = format!(

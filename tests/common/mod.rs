@@ -301,3 +301,32 @@ pub async fn assert_not_delivered(resp: reqwest::Response) {
         assert_eq!(status, 502, "a failed fill before the headers is a 502");
     }
 }
+
+/// A tiny tmpfs for full-disk tests (mounting needs root, as CI runs), unmounted on drop.
+/// Fields: the mount point, and the temp dir holding it (removed after the unmount).
+pub struct SmallDisk(pub PathBuf, pub TempDir);
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mnt)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(mnt, dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
