@@ -336,11 +336,13 @@ impl Proxy {
                     CacheStatus::Miss,
                 ))
             }
-            Err(e) if e.is_transient() && known.is_some() => {
-                let (digest, stored, _) = known.expect("checked is_some");
-                warn!(upstream = %upstream_name, repo, tag = %tag, error = %e, "upstream unavailable; serving the last known tag mapping");
-                Ok((digest, stored, CacheStatus::Stale))
-            }
+            Err(e) if e.is_transient() => match known {
+                Some((digest, stored, _)) => {
+                    warn!(upstream = %upstream_name, repo, tag = %tag, error = %e, "upstream unavailable; serving the last known tag mapping");
+                    Ok((digest, stored, CacheStatus::Stale))
+                }
+                None => Err(e.into()),
+            },
             Err(UpstreamError::NotFound) => Err(ProxyError::ManifestUnknown(format!("{repo}:{tag}"))),
             Err(e) => Err(e.into()),
         }
