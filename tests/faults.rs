@@ -689,3 +689,56 @@ async fn shutdown_during_a_fill_stops_it_cleanly() {
     let (_, report) = Cache::open(&config.data_dir, BlobStoreKind::Files).unwrap();
     assert_eq!(report, Default::default(), "nothing left to repair after a clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_bounds_the_connections_served_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with("[server]\nmax_connections = 1", "").await;
+    let addr = h.server.as_ref().unwrap().addr;
+    let request = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The first connection stays open (keep-alive): a second one waits in the backlog.
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "the second connection was served while the first held the only slot"
+    );
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .expect("served once the slot frees")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_fills_queues_upstream_downloads() {
+    let h = Harness::start_with("[cache]\nmax_concurrent_fills = 1", "").await;
+    let a = h.fake.add_image("q/a", "latest", &[640 * 1024]);
+    let b = h.fake.add_image("q/b", "latest", &[64 * 1024]);
+    h.fake.frame_delay_ms.store(100, SeqCst); // a takes about 1 s
+    let started = std::time::Instant::now();
+    let url_a = h.url(&format!("/v2/registry.redhat.io/q/a/blobs/{}", a.layer_digests[0]));
+    let client = h.client.clone();
+    let first = tokio::spawn(async move { body_bytes(client.get(&url_a).send().await.unwrap()).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = body_bytes(
+        h.get(&format!("/v2/registry.redhat.io/q/b/blobs/{}", b.layer_digests[0]))
+            .await,
+    )
+    .await
+    .unwrap();
+    let b_done = started.elapsed();
+    assert_eq!(second, b.layers[0]);
+    assert_eq!(first.await.unwrap(), a.layers[0]);
+    assert!(
+        b_done >= Duration::from_millis(900),
+        "b's fill waited for a's slot (done after {b_done:?})"
+    );
+}
