@@ -304,6 +304,14 @@ impl FillTask {
             let _ = self.cache.abort_fill(self.fill_id, sink.staged).await;
             return Err(FillError::Verification(format!("upstream bytes hash to {actual}")));
         }
+        // Verified: release the held-back tail now rather than after the fsync and the
+        // publish (the staged bytes stay readable through open handles and the rename).
+        let visible = sink.staged.readable_len().min(size);
+        self.tx.send_if_modified(|p| {
+            let changed = p.readable < visible;
+            p.readable = p.readable.max(visible);
+            changed
+        });
         self.cache
             .publish(&self.digest, self.fill_id, sink.staged, size)
             .await

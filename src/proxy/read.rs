@@ -16,11 +16,20 @@ pub const READ_CHUNK: usize = 256 * 1024;
 
 async fn read_some(reader: BlobReader, max: usize) -> io::Result<(BlobReader, Bytes)> {
     tokio::task::spawn_blocking(move || {
-        // `read_to_end` into spare capacity: files read straight into it (no memset).
-        let mut buf = Vec::with_capacity(max);
-        let mut limited = reader.take(max as u64);
-        limited.read_to_end(&mut buf)?;
-        Ok((limited.into_inner(), Bytes::from(buf)))
+        // Full-size reads: one or two syscalls per chunk (read_to_end's growing reads
+        // would take six).
+        let mut reader = reader;
+        let mut buf = vec![0u8; max];
+        let mut filled = 0;
+        while filled < max {
+            let n = reader.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        buf.truncate(filled);
+        Ok((reader, Bytes::from(buf)))
     })
     .await
     .map_err(io::Error::other)?

@@ -1,0 +1,1375 @@
+//! End-to-end benchmark against distribution's proxy mode, outside the test suite:
+//! `cargo bench --bench e2e`. Everything runs on loopback, in one temp dir:
+//!
+//! * **upstream**: Debian's `docker-registry` (distribution 2.8) with filesystem storage
+//!   and its `redirect` storage middleware, so blob GETs answer 307 to a "CDN":
+//! * **CDN**: `nginx` on 127.0.0.2 (`sendfile on`) whose root is the registry's storage
+//!   root, so the redirect paths (`/docker/registry/v2/blobs/sha256/xx/<hex>/data`)
+//!   resolve; its access log counts the CDN fetches of each blob;
+//! * **pullgate** (this package's release binary), once with the `files` blob store and
+//!   once with `sled`, with the CDN in `allow_redirect_hosts`;
+//! * **distribution in proxy mode**: a second `docker-registry` with `proxy: remoteurl`;
+//! * **nginx direct**: the same nginx serving the blob file (the sendfile limit).
+//!
+//! The upstream is seeded with one blob (512 MiB; `PULLGATE_E2E_BLOB_MIB`), a config blob
+//! and an OCI manifest tagged `latest`. Measured: cold GET by 1 and by 8 clients (each on a
+//! freshly started proxy with an empty cache) with the CDN and registry fetches they
+//! caused; warm GET by 1 client, interleaved over the proxies and nginx
+//! (`PULLGATE_E2E_ROUNDS`, default 5, medians), and by 8 clients; manifest GET by tag and
+//! by digest with 64 connections (`PULLGATE_E2E_CONNECTIONS`) for 5 s
+//! (`PULLGATE_E2E_LOAD_SECS`); peak RSS of each proxy. Prints a Markdown table and
+//! PASS/FAIL per target, and writes the same as JSON to `target/bench-e2e.json`.
+//!
+//! Missing `docker-registry` or `nginx` are installed with `apt-get` (root). Every process
+//! started here is killed and the temp dir removed on exit, on panic and on Ctrl-C.
+
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const REPO: &str = "bench";
+const MIB: u64 = 1 << 20;
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json";
+const CDN_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+// ---------------------------------------------------------------------------
+// Cleanup: Drop guards for the normal and the panic path; a registry of what is alive
+// for Ctrl-C, where no destructor runs.
+// ---------------------------------------------------------------------------
+
+static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn emergency_cleanup() {
+    for pid in lock(&PIDS).drain(..) {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+    for dir in lock(&DIRS).drain(..) {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+/// The benchmark's temp dir; removed on drop (after every process in it was stopped:
+/// it is created first, so it is dropped last).
+struct Scratch {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("pullgate-e2e-")
+            .tempdir()
+            .expect("create temp dir");
+        lock(&DIRS).push(dir.path().to_path_buf());
+        Scratch { dir: Some(dir) }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.as_ref().expect("temp dir").path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            lock(&DIRS).retain(|d| d != dir.path());
+            let _ = dir.close();
+        }
+    }
+}
+
+/// A child process, stopped on drop (SIGTERM and a grace period when `graceful`, then
+/// SIGKILL).
+struct Proc {
+    name: String,
+    child: Child,
+    graceful: bool,
+    log: PathBuf,
+    stopped: bool,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command, graceful: bool, log: PathBuf) -> Proc {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        lock(&PIDS).push(child.id());
+        Proc {
+            name: name.to_string(),
+            child,
+            graceful,
+            log,
+            stopped: false,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let pid = self.child.id();
+        if let Ok(Some(status)) = self.child.try_wait() {
+            eprintln!("e2e: {} had already exited ({status}):\n{}", self.name, self.log_text());
+        }
+        if self.graceful && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        lock(&PIDS).retain(|p| *p != pid);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tools, ports, small helpers
+// ---------------------------------------------------------------------------
+
+/// Installs a Debian package with apt-get when `path` is missing (the bench runs as root,
+/// like the test suite). Services the package would start are held back by a temporary
+/// policy-rc.d when the machine has none, so nothing binds a fixed port.
+fn ensure_installed(path: &str, package: &str) {
+    if Path::new(path).exists() {
+        return;
+    }
+    eprintln!(
+        "e2e: {path} is missing: installing Debian's `{package}` with apt-get (needs root and the Debian mirror) …"
+    );
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        use std::os::unix::fs::PermissionsExt;
+        fs::write(
+            policy,
+            "#!/bin/sh\n# written by pullgate's e2e bench for one apt-get run\nexit 101\n",
+        )
+        .expect("write a temporary /usr/sbin/policy-rc.d");
+        let _ = fs::set_permissions(policy, fs::Permissions::from_mode(0o755));
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let ok = apt(&["update"]) && apt(&["install", "-y", "--no-install-recommends", package]);
+    if own_policy {
+        let _ = fs::remove_file(policy);
+    }
+    assert!(
+        ok && Path::new(path).exists(),
+        "e2e: `apt-get install -y {package}` failed; install it by hand and run the bench again"
+    );
+    eprintln!("e2e: installed {package}");
+}
+
+/// A port on `ip` that was free a moment ago (bind :0, read, release).
+fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind :0")
+        .port()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn count_lines(path: &Path, needle: &str) -> usize {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn gbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e9
+}
+
+/// Peak VmRSS of some processes, sampled every 10 ms on its own thread.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<u64>>>,
+}
+
+impl RssSampler {
+    fn start(pids: Vec<u32>) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peaks = vec![0u64; pids.len()];
+            loop {
+                for (i, pid) in pids.iter().enumerate() {
+                    peaks[i] = peaks[i].max(status_kib(*pid, "VmRSS:"));
+                }
+                if s.load(Relaxed) {
+                    return peaks;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        RssSampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Peak RSS in KiB, per pid in the order given.
+    fn finish(mut self) -> Vec<u64> {
+        self.stop.store(true, Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP clients and measurements
+// ---------------------------------------------------------------------------
+
+/// One client = one kept-alive connection; never follows redirects (a proxy that answered
+/// with one would fail the status check instead of being measured as the CDN).
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("build reqwest client")
+}
+
+/// GETs `url`, reads the body with `.chunk()` and checks its length; the elapsed time
+/// from sending the request to the last byte.
+async fn fetch(client: &reqwest::Client, url: &str, expect: u64) -> Duration {
+    let t = Instant::now();
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(resp.status().as_u16(), 200, "GET {url}");
+    let mut n = 0u64;
+    while let Some(chunk) = resp.chunk().await.unwrap_or_else(|e| panic!("GET {url}: body: {e}")) {
+        n += chunk.len() as u64;
+    }
+    assert_eq!(n, expect, "GET {url}: body length");
+    t.elapsed()
+}
+
+/// `n` clients GET `url` at once (each on its own connection, released by a barrier);
+/// the wall time until the last one has its last byte.
+async fn fetch_concurrent(url: &str, n: usize, expect: u64) -> Duration {
+    let barrier = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (url, barrier) = (url.to_string(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            barrier.wait().await;
+            fetch(&c, &url, expect).await
+        }));
+    }
+    barrier.wait().await;
+    let t = Instant::now();
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    t.elapsed()
+}
+
+#[derive(Clone, Copy, Default)]
+struct LoadResult {
+    requests: u64,
+    errors: u64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `conns` connections GET `url` (a manifest) in a closed loop for `secs`.
+async fn load(url: &str, conns: usize, secs: f64) -> LoadResult {
+    let barrier = Arc::new(tokio::sync::Barrier::new(conns + 1));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (url, barrier) = (url.to_string(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            // Opens the connection before the clock starts.
+            let _ = c
+                .get(&url)
+                .header(ACCEPT, MANIFEST_ACCEPT)
+                .send()
+                .await
+                .map(|r| r.bytes());
+            barrier.wait().await;
+            let until = Instant::now() + Duration::from_secs_f64(secs);
+            let (mut lat, mut errors) = (Vec::with_capacity(1 << 14), 0u64);
+            while Instant::now() < until {
+                let t = Instant::now();
+                let ok = match c.get(&url).header(ACCEPT, MANIFEST_ACCEPT).send().await {
+                    Ok(r) if r.status().as_u16() == 200 => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                lat.push(t.elapsed().as_micros() as u32);
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    barrier.wait().await;
+    let t = Instant::now();
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (l, e) = task.await.expect("load task");
+        lat.extend(l);
+        errors += e;
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(f64::NAN, |v| *v as f64 / 1000.0)
+    };
+    LoadResult {
+        requests: lat.len() as u64,
+        errors,
+        rps: lat.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The processes
+// ---------------------------------------------------------------------------
+
+fn registry_config(storage: &Path, port: u16, extra: &str, accesslog: bool) -> String {
+    format!(
+        "version: 0.1\n\
+         log:\n  level: warn\n  formatter: text\n  accesslog:\n    disabled: {disabled}\n\
+         storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
+         \x20 cache:\n    blobdescriptor: inmemory\n\
+         \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
+         http:\n  addr: 127.0.0.1:{port}\n  secret: pullgate-e2e-bench\n\
+         {extra}",
+        disabled = !accesslog,
+        root = storage.display(),
+    )
+}
+
+/// `docker-registry serve` on a free 127.0.0.1 port; its stdout (access log) and stderr go
+/// to `<dir>/registry.log`. Waits for `GET /v2/` → 200.
+async fn start_registry(dir: &Path, name: &str, extra: &str, accesslog: bool) -> (Proc, String) {
+    let storage = dir.join("storage");
+    fs::create_dir_all(&storage).expect("registry storage dir");
+    let probe = client();
+    for attempt in 1..=3 {
+        let port = free_port(Ipv4Addr::LOCALHOST);
+        let config = dir.join(format!("config-{attempt}.yml"));
+        fs::write(&config, registry_config(&storage, port, extra, accesslog)).expect("write registry config");
+        let log_path = dir.join("registry.log");
+        let log = fs::File::create(&log_path).expect("registry log");
+        let mut cmd = Command::new("/usr/bin/docker-registry");
+        cmd.arg("serve")
+            .arg(&config)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("REGISTRY_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut proc = Proc::spawn(name, &mut cmd, false, log_path);
+        let url = format!("http://127.0.0.1:{port}");
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if !matches!(proc.child.try_wait(), Ok(None)) {
+                break;
+            }
+            if let Ok(r) = probe.get(format!("{url}/v2/")).send().await
+                && r.status().as_u16() == 200
+            {
+                return (proc, url);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "e2e: {name} attempt {attempt} on port {port} did not come up:\n{}",
+            proc.log_text()
+        );
+        proc.stop();
+    }
+    panic!("e2e: {name} did not start");
+}
+
+/// nginx as the CDN: one process (`master_process off`), `sendfile on`, root = the
+/// upstream registry's storage root, access log in `dir`.
+async fn start_nginx(dir: &Path, root: &Path) -> (Proc, u16, PathBuf) {
+    fs::create_dir_all(dir.join("tmp")).expect("nginx dirs");
+    let access_log = dir.join("access.log");
+    for attempt in 1..=3 {
+        let port = free_port(CDN_IP);
+        let conf = dir.join("nginx.conf");
+        let d = dir.display();
+        fs::write(
+            &conf,
+            format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                 error_log {d}/error.log warn;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{\n\
+                 \x20 access_log {log};\n\
+                 \x20 sendfile on;\n  tcp_nopush on;\n  keepalive_requests 100000;\n\
+                 \x20 default_type application/octet-stream;\n\
+                 \x20 client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
+                 \x20 fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
+                 \x20 server {{\n    listen {ip}:{port};\n    root {root};\n    location / {{ }}\n  }}\n}}\n",
+                log = access_log.display(),
+                ip = CDN_IP,
+                root = root.display(),
+            ),
+        )
+        .expect("write nginx.conf");
+        let log_path = dir.join("stderr.log");
+        let log = fs::File::create(&log_path).expect("nginx log");
+        let mut cmd = Command::new("/usr/sbin/nginx");
+        cmd.arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        let mut proc = Proc::spawn("nginx", &mut cmd, false, log_path);
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until && matches!(proc.child.try_wait(), Ok(None)) {
+            if std::net::TcpStream::connect((CDN_IP, port)).is_ok() {
+                return (proc, port, access_log);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!(
+            "e2e: nginx attempt {attempt} on {CDN_IP}:{port} did not come up:\n{}{}",
+            proc.log_text(),
+            fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+        proc.stop();
+    }
+    panic!("e2e: nginx did not start");
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    PullgateFiles,
+    PullgateSled,
+    Distribution,
+}
+
+impl Kind {
+    fn key(self) -> &'static str {
+        match self {
+            Kind::PullgateFiles => "pullgate_files",
+            Kind::PullgateSled => "pullgate_sled",
+            Kind::Distribution => "distribution",
+        }
+    }
+}
+
+/// A proxy under test, freshly started with an empty cache.
+struct ProxyUnderTest {
+    kind: Kind,
+    base: String,
+    /// The repository as clients name it through this proxy.
+    repo_path: String,
+    dir: PathBuf,
+    proc: Proc,
+}
+
+impl ProxyUnderTest {
+    fn blob_url(&self, digest: &str) -> String {
+        format!("{}/v2/{}/blobs/{digest}", self.base, self.repo_path)
+    }
+
+    fn manifest_url(&self, reference: &str) -> String {
+        format!("{}/v2/{}/manifests/{reference}", self.base, self.repo_path)
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// Waits until the proxy holds the whole blob locally (distribution stores it from a
+    /// background fetch that may outlive the client's response).
+    async fn wait_stored(&self, hex: &str, size: u64) {
+        if self.kind != Kind::Distribution {
+            return;
+        }
+        let data = self.dir.join(format!(
+            "storage/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ));
+        let until = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < until {
+            if fs::metadata(&data).map(|m| m.len() == size).unwrap_or(false) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("distribution never stored the blob in {}", data.display());
+    }
+}
+
+async fn start_proxy(kind: Kind, root: &Path, n: usize, upstream: &str) -> ProxyUnderTest {
+    let dir = root.join(format!("{}-{n}", kind.key()));
+    fs::create_dir_all(&dir).expect("proxy dir");
+    match kind {
+        Kind::Distribution => {
+            let (proc, base) = start_registry(
+                &dir,
+                "distribution (proxy)",
+                &format!("proxy:\n  remoteurl: {upstream}\n"),
+                false,
+            )
+            .await;
+            ProxyUnderTest {
+                kind,
+                base,
+                repo_path: REPO.to_string(),
+                dir,
+                proc,
+            }
+        }
+        Kind::PullgateFiles | Kind::PullgateSled => {
+            let store = if kind == Kind::PullgateFiles { "files" } else { "sled" };
+            let config = dir.join("pullgate.toml");
+            fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n\n[cache]\nblob_store = \"{store}\"\n\n\
+                     [[upstream]]\nname = \"up\"\nurl = \"{upstream}\"\nallow_redirect_hosts = [\"{CDN_IP}\"]\n",
+                    data = dir.join("data").display(),
+                ),
+            )
+            .expect("write pullgate.toml");
+            let log_path = dir.join("pullgate.log");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullgate"));
+            cmd.args(["serve", "--config"])
+                .arg(&config)
+                .env("PULLGATE_LOG", "warn,pullgate::server=info,pullgate::audit=info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let mut proc = Proc::spawn(&format!("pullgate ({store})"), &mut cmd, true, log_path.clone());
+            let stderr = proc.child.stderr.take().expect("pullgate stderr");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut log = fs::File::create(&log_path).ok();
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(i) = line.find("listening on http://") {
+                        let addr = line[i + "listening on http://".len()..]
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("");
+                        let _ = tx.send(addr.to_string());
+                    }
+                    if let Some(f) = log.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                }
+            });
+            let addr = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("pullgate did not say where it listens:\n{}", proc.log_text()));
+            ProxyUnderTest {
+                kind,
+                base: format!("http://{addr}"),
+                repo_path: format!("up/{REPO}"),
+                dir,
+                proc,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Seeding the upstream
+// ---------------------------------------------------------------------------
+
+/// A repeating 1 MiB pseudo-random pattern (xorshift64*) with the block index and a
+/// per-run nonce stamped at the start of every MiB, so every run's digest is unique.
+struct Pattern {
+    block: Vec<u8>,
+    nonce: u64,
+}
+
+impl Pattern {
+    fn new(nonce: u64) -> Pattern {
+        let mut x = nonce | 1;
+        let mut block = Vec::with_capacity(MIB as usize);
+        while block.len() < MIB as usize {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            block.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        Pattern { block, nonce }
+    }
+
+    fn mib(&self, i: u64) -> Vec<u8> {
+        let mut b = self.block.clone();
+        b[..8].copy_from_slice(&i.to_le_bytes());
+        b[8..16].copy_from_slice(&self.nonce.to_le_bytes());
+        b
+    }
+}
+
+/// Monolithic upload: POST /blobs/uploads/, then PUT <location>&digest= with the body.
+async fn push_blob(c: &reqwest::Client, registry: &str, digest: &str, len: u64, body: reqwest::Body) {
+    let resp = c
+        .post(format!("{registry}/v2/{REPO}/blobs/uploads/"))
+        .header(CONTENT_LENGTH, "0")
+        .send()
+        .await
+        .expect("start upload");
+    assert_eq!(resp.status().as_u16(), 202, "POST blobs/uploads/");
+    let location = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .expect("upload Location")
+        .to_string();
+    let location = if location.starts_with('/') {
+        format!("{registry}{location}")
+    } else {
+        location
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let resp = c
+        .put(format!("{location}{sep}digest={digest}"))
+        .header(CONTENT_LENGTH, len.to_string())
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .expect("PUT upload");
+    let status = resp.status().as_u16();
+    assert_eq!(
+        status,
+        201,
+        "PUT upload of {digest}: {}",
+        resp.text().await.unwrap_or_default()
+    );
+}
+
+struct Seeded {
+    digest: String,
+    hex: String,
+    size: u64,
+    manifest_digest: String,
+    /// The blob's first MiB, to check what the CDN serves.
+    first_mib: Vec<u8>,
+}
+
+async fn seed(registry: &str, dir: &Path, size_mib: u64) -> Seeded {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let pattern = Pattern::new(nonce);
+    let t = Instant::now();
+    let file = dir.join("blob.bin");
+    let mut hasher = Sha256::new();
+    {
+        let mut w = std::io::BufWriter::with_capacity(MIB as usize, fs::File::create(&file).expect("create seed file"));
+        for i in 0..size_mib {
+            let b = pattern.mib(i);
+            hasher.update(&b);
+            w.write_all(&b).expect("write seed file");
+        }
+        w.flush().expect("flush seed file");
+    }
+    let hex = hex::encode(hasher.finalize());
+    let digest = format!("sha256:{hex}");
+    let size = size_mib * MIB;
+    eprintln!(
+        "e2e: generated a {size_mib} MiB blob in {:.1} s: {digest}",
+        t.elapsed().as_secs_f64()
+    );
+
+    let c = reqwest::Client::builder().no_proxy().build().expect("client");
+    let t = Instant::now();
+    let f = tokio::fs::File::open(&file).await.expect("open seed file");
+    let stream = tokio_util::io::ReaderStream::with_capacity(f, MIB as usize);
+    push_blob(&c, registry, &digest, size, reqwest::Body::wrap_stream(stream)).await;
+    let _ = fs::remove_file(&file);
+    eprintln!("e2e: pushed it to the upstream in {:.1} s", t.elapsed().as_secs_f64());
+
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [digest]},
+    }))
+    .expect("config json");
+    let config_digest = format!("sha256:{}", sha256_hex(&config));
+    push_blob(&c, registry, &config_digest, config.len() as u64, config.clone().into()).await;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": OCI_LAYER, "digest": digest, "size": size}],
+    }))
+    .expect("manifest json");
+    let manifest_digest = format!("sha256:{}", sha256_hex(&manifest));
+    let resp = c
+        .put(format!("{registry}/v2/{REPO}/manifests/latest"))
+        .header(CONTENT_TYPE, OCI_MANIFEST)
+        .body(manifest)
+        .send()
+        .await
+        .expect("PUT manifest");
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "PUT manifest: {}",
+        resp.text().await.unwrap_or_default()
+    );
+    Seeded {
+        digest,
+        hex,
+        size,
+        manifest_digest,
+        first_mib: pattern.mib(0),
+    }
+}
+
+/// The redirect chain: the registry answers a blob GET with a redirect to nginx on
+/// 127.0.0.2 at the storage path, and nginx serves the stored bytes.
+async fn verify_redirect_chain(registry: &str, cdn_port: u16, s: &Seeded) -> (u16, String) {
+    let c = client();
+    let resp = c
+        .get(format!("{registry}/v2/{REPO}/blobs/{}", s.digest))
+        .send()
+        .await
+        .expect("GET blob from the upstream");
+    let status = resp.status().as_u16();
+    assert!(
+        resp.status().is_redirection(),
+        "upstream blob GET answered {status}, not a redirect"
+    );
+    let location = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_string();
+    let expected = format!(
+        "http://{CDN_IP}:{cdn_port}/docker/registry/v2/blobs/sha256/{}/{}/data",
+        &s.hex[..2],
+        s.hex
+    );
+    assert_eq!(location, expected, "redirect target");
+    let resp = c
+        .get(&location)
+        .header(RANGE, format!("bytes=0-{}", MIB - 1))
+        .send()
+        .await
+        .expect("GET from nginx");
+    assert_eq!(resp.status().as_u16(), 206, "nginx range GET");
+    let range = resp
+        .headers()
+        .get("content-range")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(range, format!("bytes 0-{}/{}", MIB - 1, s.size), "nginx Content-Range");
+    let body = resp.bytes().await.expect("nginx body");
+    assert!(
+        body.as_ref() == s.first_mib.as_slice(),
+        "nginx served other bytes than were pushed"
+    );
+    (status, location)
+}
+
+// ---------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------
+
+fn fmt(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "–".to_string(),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        tokio::spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("e2e: interrupted; stopping everything it started");
+                emergency_cleanup();
+                std::process::exit(130);
+            }
+        });
+        run().await;
+    });
+}
+
+async fn run() {
+    let size_mib = env_num("PULLGATE_E2E_BLOB_MIB", 512).max(1);
+    let rounds = env_num("PULLGATE_E2E_ROUNDS", 5).max(1) as usize;
+    let conns = env_num("PULLGATE_E2E_CONNECTIONS", 64).max(1) as usize;
+    let load_secs = env_num("PULLGATE_E2E_LOAD_SECS", 5).max(1) as f64;
+    const CLIENTS: usize = 8;
+
+    ensure_installed("/usr/bin/docker-registry", "docker-registry");
+    ensure_installed("/usr/sbin/nginx", "nginx");
+
+    // Created first, dropped last: every process below is stopped before it goes.
+    let scratch = Scratch::new();
+    let root = scratch.path().to_path_buf();
+    eprintln!("e2e: working in {}", root.display());
+
+    // Upstream: registry + CDN.
+    let upstream_dir = root.join("upstream");
+    let upstream_storage = upstream_dir.join("storage");
+    fs::create_dir_all(&upstream_storage).expect("upstream storage");
+    let (nginx, cdn_port, cdn_log) = start_nginx(&root.join("nginx"), &upstream_storage).await;
+    let (upstream, upstream_url) = start_registry(
+        &upstream_dir,
+        "docker-registry (upstream)",
+        &format!("middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: http://{CDN_IP}:{cdn_port}/\n"),
+        true,
+    )
+    .await;
+    let registry_log = upstream.log.clone();
+    eprintln!("e2e: upstream {upstream_url}, CDN http://{CDN_IP}:{cdn_port}");
+
+    let seeded = seed(&upstream_url, &root, size_mib).await;
+    let (redirect_status, redirect_location) = verify_redirect_chain(&upstream_url, cdn_port, &seeded).await;
+    eprintln!(
+        "e2e: redirect chain ok: registry blob GET → {redirect_status} {redirect_location} → nginx 206 with the pushed bytes"
+    );
+
+    let size = seeded.size;
+    let cdn_path = format!(
+        "/docker/registry/v2/blobs/sha256/{}/{}/data",
+        &seeded.hex[..2],
+        seeded.hex
+    );
+    let cdn_needle = format!("\"GET {cdn_path} ");
+    let reg_get = format!("\"GET /v2/{REPO}/blobs/{} ", seeded.digest);
+    let reg_head = format!("\"HEAD /v2/{REPO}/blobs/{} ", seeded.digest);
+    let counts = || {
+        (
+            count_lines(&cdn_log, &cdn_needle),
+            count_lines(&registry_log, &reg_get),
+            count_lines(&registry_log, &reg_head),
+        )
+    };
+
+    let mut results = serde_json::Map::new();
+    let kinds = [Kind::PullgateFiles, Kind::PullgateSled, Kind::Distribution];
+    let mut warm: Vec<ProxyUnderTest> = Vec::new();
+    let mut n = 0;
+
+    // Cold GETs: every measurement on a freshly started proxy with an empty cache.
+    for kind in kinds {
+        n += 1;
+        let mut p = start_proxy(kind, &root, n, &upstream_url).await;
+        let before = counts();
+        let sampler = RssSampler::start(vec![p.pid()]);
+        let d = fetch(&client(), &p.blob_url(&seeded.digest), size).await;
+        let rss1 = sampler.finish()[0];
+        p.wait_stored(&seeded.hex, size).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = counts();
+        let cold1 = json!({
+            "seconds": d.as_secs_f64(), "gbps": gbps(size, d),
+            "cdn_fetches": after.0 - before.0, "registry_gets": after.1 - before.1, "registry_heads": after.2 - before.2,
+            "peak_rss_kib": rss1,
+        });
+        eprintln!(
+            "e2e: {:<15} cold GET, 1 client: {:.2} GB/s ({:.2} s), CDN fetches {}",
+            kind.key(),
+            gbps(size, d),
+            d.as_secs_f64(),
+            after.0 - before.0
+        );
+        p.proc.stop();
+        drop(p);
+
+        n += 1;
+        let p = start_proxy(kind, &root, n, &upstream_url).await;
+        let before = counts();
+        let sampler = RssSampler::start(vec![p.pid()]);
+        let d = fetch_concurrent(&p.blob_url(&seeded.digest), CLIENTS, size).await;
+        let rss8 = sampler.finish()[0];
+        p.wait_stored(&seeded.hex, size).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = counts();
+        let fills = if kind == Kind::Distribution {
+            Value::Null
+        } else {
+            json!(count_lines(&p.proc.log, "egress"))
+        };
+        let cold8 = json!({
+            "seconds": d.as_secs_f64(), "gbps": gbps(CLIENTS as u64 * size, d),
+            "cdn_fetches": after.0 - before.0, "registry_gets": after.1 - before.1, "registry_heads": after.2 - before.2,
+            "pullgate_egress_lines": fills,
+            "peak_rss_kib": rss8,
+        });
+        eprintln!(
+            "e2e: {:<15} cold GET, {CLIENTS} clients: {:.2} GB/s aggregate ({:.2} s), CDN fetches {}, registry GETs {}",
+            kind.key(),
+            gbps(CLIENTS as u64 * size, d),
+            d.as_secs_f64(),
+            after.0 - before.0,
+            after.1 - before.1
+        );
+        results.insert(kind.key().into(), json!({"cold_1": cold1, "cold_8": cold8}));
+        warm.push(p);
+    }
+
+    // Warm GET, one client, interleaved A B C D … (one untimed round first).
+    let cdn_url = format!("http://{CDN_IP}:{cdn_port}{cdn_path}");
+    let mut targets: Vec<(String, String, Option<u32>)> = warm
+        .iter()
+        .map(|p| (p.kind.key().to_string(), p.blob_url(&seeded.digest), Some(p.pid())))
+        .collect();
+    targets.insert(2, ("nginx".to_string(), cdn_url.clone(), Some(nginx.pid())));
+    let clients: Vec<reqwest::Client> = targets.iter().map(|_| client()).collect();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    let sampler = RssSampler::start(targets.iter().filter_map(|t| t.2).collect());
+    for round in 0..=rounds {
+        for (i, (_, url, _)) in targets.iter().enumerate() {
+            let d = fetch(&clients[i], url, size).await;
+            if round > 0 {
+                samples[i].push(gbps(size, d));
+            }
+        }
+    }
+    let warm1_rss = sampler.finish();
+    drop(clients);
+    for (i, (name, _, _)) in targets.iter().enumerate() {
+        eprintln!(
+            "e2e: {name:<15} warm GET, 1 client: median {:.2} GB/s of {:?}",
+            median(samples[i].clone()),
+            samples[i].iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>()
+        );
+    }
+
+    // Warm GET, 8 clients, interleaved, 3 rounds, median.
+    let mut samples8: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    let mut rss8_warm = vec![0u64; targets.len()];
+    for _ in 0..3 {
+        for (i, (_, url, pid)) in targets.iter().enumerate() {
+            let sampler = RssSampler::start(vec![pid.unwrap_or(0)]);
+            let d = fetch_concurrent(url, CLIENTS, size).await;
+            rss8_warm[i] = rss8_warm[i].max(sampler.finish()[0]);
+            samples8[i].push(gbps(CLIENTS as u64 * size, d));
+        }
+    }
+    for (i, (name, _, _)) in targets.iter().enumerate() {
+        eprintln!(
+            "e2e: {name:<15} warm GET, {CLIENTS} clients: median {:.2} GB/s aggregate",
+            median(samples8[i].clone())
+        );
+    }
+    for (i, (name, _, _)) in targets.iter().enumerate() {
+        let entry = json!({
+            "warm_1_gbps_median": median(samples[i].clone()), "warm_1_gbps": samples[i],
+            "warm_1_peak_rss_kib": warm1_rss[i],
+            "warm_8_gbps_median": median(samples8[i].clone()), "warm_8_gbps": samples8[i],
+            "warm_8_peak_rss_kib": rss8_warm[i],
+        });
+        match results.get_mut(name.as_str()).and_then(|v| v.as_object_mut()) {
+            Some(o) => o.extend(entry.as_object().cloned().unwrap_or_default()),
+            None => {
+                results.insert(name.clone(), entry);
+            }
+        }
+    }
+
+    // Manifest GETs under load: pullgate (files) and distribution, by tag then by digest.
+    let manifest_needle = format!(" /v2/{REPO}/manifests/");
+    for p in warm.iter().filter(|p| p.kind != Kind::PullgateSled) {
+        let mut entry = serde_json::Map::new();
+        for (what, reference) in [("tag", "latest"), ("digest", seeded.manifest_digest.as_str())] {
+            let url = p.manifest_url(reference);
+            let c = client();
+            let r = c
+                .get(&url)
+                .header(ACCEPT, MANIFEST_ACCEPT)
+                .send()
+                .await
+                .expect("manifest GET");
+            assert_eq!(r.status().as_u16(), 200, "GET {url}");
+            let body = r.bytes().await.expect("manifest body");
+            assert_eq!(
+                format!("sha256:{}", sha256_hex(&body)),
+                seeded.manifest_digest,
+                "manifest bytes through {}",
+                p.kind.key()
+            );
+            let upstream_before = count_lines(&registry_log, &manifest_needle);
+            let sampler = RssSampler::start(vec![p.pid()]);
+            let l = load(&url, conns, load_secs).await;
+            let rss = sampler.finish()[0];
+            let upstream_requests = count_lines(&registry_log, &manifest_needle) - upstream_before;
+            eprintln!(
+                "e2e: {:<15} manifest by {what}, {conns} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, {upstream_requests} upstream manifest requests",
+                p.kind.key(),
+                l.rps,
+                l.p50_ms,
+                l.p99_ms,
+                l.errors
+            );
+            entry.insert(
+                format!("manifest_{what}"),
+                json!({"requests": l.requests, "errors": l.errors, "rps": l.rps, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
+                    "upstream_manifest_requests": upstream_requests, "peak_rss_kib": rss}),
+            );
+        }
+        if let Some(o) = results.get_mut(p.kind.key()).and_then(|v| v.as_object_mut()) {
+            o.extend(entry);
+        }
+    }
+
+    // VmHWM of each long-lived proxy (the instance that served cold 8, warm and manifests).
+    for p in &warm {
+        let hwm = status_kib(p.pid(), "VmHWM:");
+        if let Some(o) = results.get_mut(p.kind.key()).and_then(|v| v.as_object_mut()) {
+            o.insert("vmhwm_kib".into(), json!(hwm));
+        }
+    }
+    for mut p in warm.drain(..) {
+        p.proc.stop();
+    }
+    drop(upstream);
+    drop(nginx);
+
+    report(&results, size, rounds, conns, load_secs, redirect_status, CLIENTS);
+    drop(scratch);
+}
+
+fn report(
+    results: &serde_json::Map<String, Value>,
+    size: u64,
+    rounds: usize,
+    conns: usize,
+    load_secs: f64,
+    redirect_status: u16,
+    clients: usize,
+) {
+    let get = |who: &str, path: &str| -> Option<f64> {
+        let mut v = results.get(who)?;
+        for k in path.split('.') {
+            v = v.get(k)?;
+        }
+        v.as_f64()
+    };
+    let mib = |v: Option<f64>| v.map(|k| k / 1024.0);
+    let peak8 = |who: &str| -> Option<f64> {
+        match (get(who, "cold_8.peak_rss_kib"), get(who, "warm_8_peak_rss_kib")) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    };
+    struct Row {
+        what: String,
+        decimals: usize,
+        pg: Option<f64>,
+        sled: Option<f64>,
+        dist: Option<f64>,
+        nginx: Option<f64>,
+    }
+    let row = |what: &str, path: &str, decimals: usize, f: &dyn Fn(Option<f64>) -> Option<f64>| Row {
+        what: what.to_string(),
+        decimals,
+        pg: f(get("pullgate_files", path)),
+        sled: f(get("pullgate_sled", path)),
+        dist: f(get("distribution", path)),
+        nginx: f(get("nginx", path)),
+    };
+    let id = |v: Option<f64>| v;
+    let rows = vec![
+        row("cold GET, 1 client (GB/s)", "cold_1.gbps", 2, &id),
+        row("cold GET, 1 client: CDN fetches", "cold_1.cdn_fetches", 0, &id),
+        row(
+            &format!("cold GET, {clients} clients, aggregate (GB/s)"),
+            "cold_8.gbps",
+            2,
+            &id,
+        ),
+        row(
+            &format!("cold GET, {clients} clients: CDN fetches (nginx log)"),
+            "cold_8.cdn_fetches",
+            0,
+            &id,
+        ),
+        row(
+            &format!("cold GET, {clients} clients: registry blob GETs"),
+            "cold_8.registry_gets",
+            0,
+            &id,
+        ),
+        row(
+            &format!("warm GET, 1 client, median of {rounds} (GB/s)"),
+            "warm_1_gbps_median",
+            2,
+            &id,
+        ),
+        row(
+            &format!("warm GET, {clients} clients, aggregate, median of 3 (GB/s)"),
+            "warm_8_gbps_median",
+            2,
+            &id,
+        ),
+        row(
+            &format!("manifest by tag, {conns} conns (req/s)"),
+            "manifest_tag.rps",
+            0,
+            &id,
+        ),
+        row("manifest by tag, p99 (ms)", "manifest_tag.p99_ms", 2, &id),
+        row(
+            "manifest by tag: upstream manifest requests",
+            "manifest_tag.upstream_manifest_requests",
+            0,
+            &id,
+        ),
+        row(
+            &format!("manifest by digest, {conns} conns (req/s)"),
+            "manifest_digest.rps",
+            0,
+            &id,
+        ),
+        row("manifest by digest, p99 (ms)", "manifest_digest.p99_ms", 2, &id),
+        row("peak RSS, cold 1 client (MiB)", "cold_1.peak_rss_kib", 0, &mib),
+        row(
+            &format!("peak RSS, cold {clients} clients (MiB)"),
+            "cold_8.peak_rss_kib",
+            0,
+            &mib,
+        ),
+        row(
+            &format!("peak RSS, warm {clients} clients (MiB)"),
+            "warm_8_peak_rss_kib",
+            0,
+            &mib,
+        ),
+        row("VmHWM at the end (MiB)", "vmhwm_kib", 0, &mib),
+    ];
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\nblob {} MiB; warm 1-client medians of {rounds} interleaved rounds; manifest load {conns} connections × {load_secs} s\n\n",
+        size / MIB
+    ));
+    out.push_str("| measurement | pullgate (files) | pullgate (sled) | distribution proxy | nginx direct | pullgate/distribution | pullgate/nginx |\n");
+    out.push_str("|---|---|---|---|---|---|---|\n");
+    let mut table = Vec::new();
+    for r in &rows {
+        let rd = ratio(r.pg, r.dist);
+        let rn = ratio(r.pg, r.nginx);
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.what,
+            fmt(r.pg, r.decimals),
+            fmt(r.sled, r.decimals),
+            fmt(r.dist, r.decimals),
+            fmt(r.nginx, r.decimals),
+            rd.map_or("–".into(), |v| format!("{v:.2}×")),
+            rn.map_or("–".into(), |v| format!("{v:.2}×")),
+        ));
+        table.push(
+            json!({"measurement": r.what, "pullgate_files": r.pg, "pullgate_sled": r.sled, "distribution": r.dist,
+            "nginx": r.nginx, "pullgate_over_distribution": rd, "pullgate_over_nginx": rn}),
+        );
+    }
+
+    let pg = |p: &str| get("pullgate_files", p);
+    let dist = |p: &str| get("distribution", p);
+    let ngx = |p: &str| get("nginx", p);
+    let check = |name: String, value: String, pass: bool| (name, value, pass);
+    let r = |a: Option<f64>, b: Option<f64>| ratio(a, b).unwrap_or(f64::NAN);
+    let targets = vec![
+        check(
+            "cold GET, 1 client ≥ 1.5× distribution".into(),
+            format!("{:.2}×", r(pg("cold_1.gbps"), dist("cold_1.gbps"))),
+            r(pg("cold_1.gbps"), dist("cold_1.gbps")) >= 1.5,
+        ),
+        check(
+            format!("cold GET, {clients} clients: exactly 1 upstream fetch"),
+            format!(
+                "{} CDN, {} registry GETs",
+                fmt(pg("cold_8.cdn_fetches"), 0),
+                fmt(pg("cold_8.registry_gets"), 0)
+            ),
+            pg("cold_8.cdn_fetches") == Some(1.0) && pg("cold_8.registry_gets") == Some(1.0),
+        ),
+        check(
+            format!("cold GET, {clients} clients, aggregate ≥ 2.5× distribution"),
+            format!("{:.2}×", r(pg("cold_8.gbps"), dist("cold_8.gbps"))),
+            r(pg("cold_8.gbps"), dist("cold_8.gbps")) >= 2.5,
+        ),
+        check(
+            "warm GET, 1 client ≥ 1.0× distribution".into(),
+            format!("{:.2}×", r(pg("warm_1_gbps_median"), dist("warm_1_gbps_median"))),
+            r(pg("warm_1_gbps_median"), dist("warm_1_gbps_median")) >= 1.0,
+        ),
+        check(
+            "warm GET, 1 client ≥ 0.9× nginx".into(),
+            format!("{:.2}×", r(pg("warm_1_gbps_median"), ngx("warm_1_gbps_median"))),
+            r(pg("warm_1_gbps_median"), ngx("warm_1_gbps_median")) >= 0.9,
+        ),
+        check(
+            format!("warm GET, {clients} clients ≥ 1.0× distribution"),
+            format!("{:.2}×", r(pg("warm_8_gbps_median"), dist("warm_8_gbps_median"))),
+            r(pg("warm_8_gbps_median"), dist("warm_8_gbps_median")) >= 1.0,
+        ),
+        check(
+            "manifest by tag ≥ 3× distribution's req/s".into(),
+            format!("{:.2}×", r(pg("manifest_tag.rps"), dist("manifest_tag.rps"))),
+            r(pg("manifest_tag.rps"), dist("manifest_tag.rps")) >= 3.0,
+        ),
+        check(
+            format!("manifest by digest p99 ≤ 2 ms at {conns} connections"),
+            format!("{} ms", fmt(pg("manifest_digest.p99_ms"), 2)),
+            pg("manifest_digest.p99_ms").is_some_and(|v| v <= 2.0),
+        ),
+        check(
+            format!(
+                "pullgate peak RSS ≤ 128 MiB serving {clients} clients the {} MiB blob",
+                size / MIB
+            ),
+            format!("{} MiB", fmt(mib(peak8("pullgate_files")), 0)),
+            mib(peak8("pullgate_files")).is_some_and(|v| v <= 128.0),
+        ),
+    ];
+    out.push_str("\n| target | pullgate (files) | result |\n|---|---|---|\n");
+    for (name, value, pass) in &targets {
+        out.push_str(&format!(
+            "| {name} | {value} | {} |\n",
+            if *pass { "PASS" } else { "FAIL" }
+        ));
+    }
+    println!("{out}");
+    for (name, value, pass) in &targets {
+        println!("{} {name}: {value}", if *pass { "PASS" } else { "FAIL" });
+    }
+
+    let date = Command::new("date")
+        .args(["-u", "+%FT%TZ"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let doc = json!({
+        "date": date,
+        "machine": {"cores": cores, "network": "loopback"},
+        "blob_bytes": size,
+        "clients": clients,
+        "warm_rounds": rounds,
+        "manifest_connections": conns,
+        "manifest_seconds": load_secs,
+        "upstream_redirect_status": redirect_status,
+        "results": results,
+        "table": table,
+        "targets": targets.iter().map(|(n, v, p)| json!({"target": n, "value": v, "pass": p})).collect::<Vec<_>>(),
+    });
+    // target/ of this build: the bench binary is target/<profile>/deps/e2e-<hash>.
+    let target_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.ancestors().nth(3).map(Path::to_path_buf))
+        .filter(|p| p.file_name().is_some())
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let path = target_dir.join("bench-e2e.json");
+    match fs::write(&path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
+        Ok(()) => println!("\nwrote {}", path.display()),
+        Err(e) => eprintln!("e2e: cannot write {}: {e}", path.display()),
+    }
+}
