@@ -295,6 +295,12 @@ async fn metrics_parse_and_move_as_requests_are_served() {
         200
     );
     common::body_bytes(h.get(&layer).await).await.unwrap();
+    // The client has every verified byte before the fill finishes publishing: wait for
+    // the publish so the next GET is a hit rather than joining the fill.
+    let digest: pullgate::oci::Digest = img.layer_digests[0].parse().unwrap();
+    while h.proxy().cache.blob(&digest).await.unwrap().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     common::body_bytes(h.get(&layer).await).await.unwrap();
     h.fake.wrong_bytes.store(true, SeqCst);
     common::assert_not_delivered(
