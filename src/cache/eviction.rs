@@ -169,6 +169,7 @@ impl Inner {
                     r.size
                 }
                 Candidate::Manifest(d, size) => {
+                    self.hot.lock().unwrap_or_else(|p| p.into_inner()).manifests.remove(&d);
                     self.manifests.remove(d.hex().as_bytes())?;
                     self.manifest_meta.remove(d.hex().as_bytes())?;
                     evicted.manifests += 1;

@@ -51,6 +51,32 @@ pub struct BlobRecord {
     pub last_access_ms: u64,
 }
 
+/// Entries kept in memory per kind before the hot set is cleared and refilled.
+const HOT_ENTRIES: usize = 4096;
+
+/// The in-memory hot set (see `Inner::hot`).
+#[derive(Default)]
+struct Hot {
+    manifests: std::collections::HashMap<Digest, StoredManifest>,
+    tags: std::collections::HashMap<Vec<u8>, TagRecord>,
+}
+
+impl Hot {
+    fn put_manifest(&mut self, digest: &Digest, m: &StoredManifest) {
+        if self.manifests.len() >= HOT_ENTRIES {
+            self.manifests.clear();
+        }
+        self.manifests.insert(digest.clone(), m.clone());
+    }
+
+    fn put_tag(&mut self, key: Vec<u8>, record: &TagRecord) {
+        if self.tags.len() >= HOT_ENTRIES {
+            self.tags.clear();
+        }
+        self.tags.insert(key, record.clone());
+    }
+}
+
 /// A manifest stored byte-exact with the media type it was served with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredManifest {
@@ -100,6 +126,9 @@ struct Inner {
     readers: std::sync::Mutex<std::collections::HashMap<Digest, usize>>,
     /// Sum of published blob sizes.
     blob_bytes: std::sync::atomic::AtomicU64,
+    /// Recently used manifests and tag mappings, answered without a trip to the
+    /// blocking pool (manifests are immutable by digest; tags are written through).
+    hot: std::sync::Mutex<Hot>,
     signatures: sled::Tree,
     responses: sled::Tree,
     blobs: sled::Tree,
@@ -181,6 +210,7 @@ impl Cache {
             access: Default::default(),
             readers: Default::default(),
             blob_bytes: Default::default(),
+            hot: Default::default(),
             db,
             store,
         };
@@ -307,26 +337,39 @@ impl Cache {
         .await
     }
 
+    fn hot(&self) -> std::sync::MutexGuard<'_, Hot> {
+        self.inner.hot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub async fn manifest(&self, digest: &Digest) -> CacheResult<Option<StoredManifest>> {
+        if let Some(m) = self.hot().manifests.get(digest) {
+            return Ok(Some(m.clone()));
+        }
         let d = digest.clone();
-        self.blocking(move |i| {
-            let Some(v) = i.manifests.get(d.hex().as_bytes())? else {
-                return Ok(None);
-            };
-            let split = v
-                .iter()
-                .position(|b| *b == b'\n')
-                .ok_or_else(|| CacheError::Corrupt("manifest".into()))?;
-            let media_type = String::from_utf8_lossy(&v[..split]).into_owned();
-            Ok(Some(StoredManifest {
-                media_type,
-                bytes: Bytes::copy_from_slice(&v[split + 1..]),
-            }))
-        })
-        .await
+        let found = self
+            .blocking(move |i| {
+                let Some(v) = i.manifests.get(d.hex().as_bytes())? else {
+                    return Ok(None);
+                };
+                let split = v
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .ok_or_else(|| CacheError::Corrupt("manifest".into()))?;
+                let media_type = String::from_utf8_lossy(&v[..split]).into_owned();
+                Ok(Some(StoredManifest {
+                    media_type,
+                    bytes: Bytes::copy_from_slice(&v[split + 1..]),
+                }))
+            })
+            .await?;
+        if let Some(m) = &found {
+            self.hot().put_manifest(digest, m);
+        }
+        Ok(found)
     }
 
     pub async fn remove_manifest(&self, digest: &Digest) -> CacheResult<()> {
+        self.hot().manifests.remove(digest);
         let d = digest.clone();
         self.blocking(move |i| {
             i.manifests.remove(d.hex().as_bytes())?;
@@ -360,6 +403,13 @@ impl Cache {
     }
 
     pub async fn put_manifest(&self, digest: &Digest, media_type: &str, bytes: Bytes) -> CacheResult<()> {
+        self.hot().put_manifest(
+            digest,
+            &StoredManifest {
+                media_type: media_type.replace('\n', ""),
+                bytes: bytes.clone(),
+            },
+        );
         let d = digest.clone();
         let mut value = Vec::with_capacity(media_type.len() + 1 + bytes.len());
         value.extend_from_slice(media_type.replace('\n', "").as_bytes());
@@ -376,11 +426,20 @@ impl Cache {
 
     pub async fn tag(&self, upstream: &str, repo: &str, tag: &str) -> CacheResult<Option<TagRecord>> {
         let key = tag_key(upstream, repo, tag);
-        self.blocking(move |i| decode(i.tags.get(key)?.as_deref())).await
+        if let Some(r) = self.hot().tags.get(&key) {
+            return Ok(Some(r.clone()));
+        }
+        let k = key.clone();
+        let found: Option<TagRecord> = self.blocking(move |i| decode(i.tags.get(k)?.as_deref())).await?;
+        if let Some(r) = &found {
+            self.hot().put_tag(key, r);
+        }
+        Ok(found)
     }
 
     pub async fn put_tag(&self, upstream: &str, repo: &str, tag: &str, record: TagRecord) -> CacheResult<()> {
         let key = tag_key(upstream, repo, tag);
+        self.hot().put_tag(key.clone(), &record);
         self.blocking(move |i| {
             i.tags.insert(
                 key,
@@ -492,6 +551,7 @@ impl Cache {
 
     pub async fn remove_tag(&self, upstream: &str, repo: &str, tag: &str) -> CacheResult<()> {
         let key = tag_key(upstream, repo, tag);
+        self.hot().tags.remove(&key);
         self.blocking(move |i| {
             i.tags.remove(key)?;
             Ok(())
@@ -530,6 +590,7 @@ impl Cache {
 
     /// Removes everything: records, manifests, tags, lists, signatures and blob data.
     pub async fn purge(&self) -> CacheResult<u64> {
+        *self.hot() = Hot::default();
         self.blocking(|i| {
             let mut removed = 0;
             for item in i.blobs.iter() {
