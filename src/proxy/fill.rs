@@ -196,7 +196,7 @@ impl FillRegistry {
             repo,
             digest: digest.clone(),
             fill_id,
-            tx,
+            tx: Arc::new(tx),
             served_by: std::sync::Mutex::default(),
             fetched: std::sync::atomic::AtomicU64::new(0),
         };
@@ -212,7 +212,7 @@ struct FillTask {
     repo: RepoName,
     digest: Digest,
     fill_id: u64,
-    tx: watch::Sender<FillProgress>,
+    tx: Arc<watch::Sender<FillProgress>>,
     /// Hosts that served the body, for the egress audit line.
     served_by: std::sync::Mutex<Vec<String>>,
     /// Bytes received from upstream, resumes included.
@@ -223,6 +223,60 @@ struct FillTask {
 struct Sink {
     staged: Box<dyn StagedBlob>,
     hasher: DigestHasher,
+}
+
+/// Writing and hashing on a dedicated blocking thread, fed through a bounded channel,
+/// so the upstream body keeps being received while earlier chunks are written; readers
+/// see each chunk as soon as it is written (hashing follows the write).
+struct Pipeline {
+    chunks: tokio::sync::mpsc::Sender<Bytes>,
+    worker: tokio::task::JoinHandle<(Sink, std::io::Result<()>)>,
+}
+
+/// Chunks queued between the receiving task and the writer (a few MiB).
+const PIPELINE_DEPTH: usize = 16;
+
+impl Pipeline {
+    fn start(sink: Sink, progress: Arc<watch::Sender<FillProgress>>, size: Option<u64>) -> Pipeline {
+        let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut sink = sink;
+            let mut written: u64 = 0;
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Err(e) = sink.staged.write(&chunk) {
+                    return (sink, Err(e));
+                }
+                written += chunk.len() as u64;
+                // Hold back the tail: readers never see the last byte before verification.
+                let readable = sink.staged.readable_len();
+                let visible = match size {
+                    Some(s) => readable.min(s.saturating_sub(1)),
+                    None => readable.min(written.saturating_sub(1)),
+                };
+                progress.send_if_modified(|p| {
+                    let changed = p.readable != visible;
+                    p.readable = visible;
+                    changed
+                });
+                sink.hasher.update(&chunk);
+            }
+            (sink, Ok(()))
+        });
+        Pipeline { chunks, worker }
+    }
+
+    async fn send(&self, chunk: Bytes) -> Result<(), ()> {
+        self.chunks.send(chunk).await.map_err(|_| ())
+    }
+
+    /// Waits for every queued chunk to be written; returns the sink and the write
+    /// result (an error, and no sink, if the writer thread itself died).
+    async fn close(self) -> Result<(Sink, std::io::Result<()>), FillError> {
+        drop(self.chunks);
+        self.worker
+            .await
+            .map_err(|e| FillError::Storage(format!("fill writer failed: {e}")))
+    }
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -335,6 +389,25 @@ impl FillTask {
             p.started = true;
             p.size = size;
         });
+        let staged = sink.take().ok_or_else(|| FillError::Storage("no staged data".into()))?;
+        let pipe = Pipeline::start(staged, self.tx.clone(), size);
+        let received = self.receive(&mut body, size, &pipe).await;
+        let (done, wrote) = pipe.close().await?;
+        *sink = Some(done);
+        let written = received?;
+        wrote.map_err(|e| FillError::Storage(e.to_string()))?;
+        if let Some(s) = size
+            && written != s
+        {
+            return Err(FillError::Verification(format!("upstream sent {written} of {s} bytes")));
+        }
+        Ok(written)
+    }
+
+    /// Receives the body (resuming after breaks) and hands every chunk to the pipeline;
+    /// returns how many bytes of the blob were received.
+    async fn receive(&self, body: &mut BlobBody, size: Option<u64>, pipe: &Pipeline) -> Result<u64, FillError> {
+        let cancelled = || FillError::Storage("pullgate is shutting down".into());
         let mut written: u64 = 0;
         let mut skip: u64 = 0;
         let mut resumes = 0u32;
@@ -369,17 +442,10 @@ impl FillTask {
                             size.unwrap_or(0)
                         )));
                     }
-                    let readable = self.write(sink, chunk).await?;
-                    // Hold back the tail: readers never see the last byte before verification.
-                    let visible = match size {
-                        Some(s) => readable.min(s.saturating_sub(1)),
-                        None => readable.min(written.saturating_sub(1)),
-                    };
-                    self.tx.send_if_modified(|p| {
-                        let changed = p.readable != visible;
-                        p.readable = visible;
-                        changed
-                    });
+                    if pipe.send(chunk).await.is_err() {
+                        // The writer stopped on an error; close() reports it.
+                        return Ok(written);
+                    }
                 }
                 None => break,
                 Some(Err(e)) => {
@@ -393,16 +459,11 @@ impl FillTask {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     warn!(upstream = %self.upstream.name, digest = %self.digest, offset = written, attempt = resumes, error = %e, "blob body broke; resuming");
                     tokio::time::sleep(backoff(resumes)).await;
-                    body = self.reopen(written, size).await?;
-                    self.note_host(&body);
+                    *body = self.reopen(written, size).await?;
+                    self.note_host(body);
                     skip = if body.status.as_u16() == 206 { 0 } else { written };
                 }
             }
-        }
-        if let Some(s) = size
-            && written != s
-        {
-            return Err(FillError::Verification(format!("upstream sent {written} of {s} bytes")));
         }
         Ok(written)
     }
@@ -443,19 +504,5 @@ impl FillTask {
             }
         }
         Err(last.unwrap_or(UpstreamError::Protocol("resume failed".into())).into())
-    }
-
-    async fn write(&self, sink: &mut Option<Sink>, chunk: Bytes) -> Result<u64, FillError> {
-        let mut s = sink.take().ok_or_else(|| FillError::Storage("no staged data".into()))?;
-        let (s, result) = tokio::task::spawn_blocking(move || {
-            s.hasher.update(&chunk);
-            let r = s.staged.write(&chunk);
-            let readable = s.staged.readable_len();
-            (s, r.map(|_| readable))
-        })
-        .await
-        .map_err(|e| FillError::Storage(e.to_string()))?;
-        *sink = Some(s);
-        result.map_err(|e| FillError::Storage(e.to_string()))
     }
 }
