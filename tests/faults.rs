@@ -326,6 +326,11 @@ async fn max_size_keeps_disk_use_bounded_with_lru_eviction() {
             ))
             .await;
         assert_eq!(body_bytes(r).await.unwrap(), img.layers[0]);
+        // The client has the verified bytes before the fill has published and run its
+        // eviction pass: measure once the fill is done.
+        while h.proxy().fills.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let used = disk_usage(&h.dir.path().join("data"));
         peak = peak.max(used);
         assert!(
