@@ -96,6 +96,10 @@ async fn skopeo_copies_multi_arch_images_through_a_prefixed_mirror() {
             "{d} cached by pullgate"
         );
     }
+    // Clients get verified bytes before the fill has published: let the fills finish.
+    while server.proxy.fills.in_flight() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert!(
         server
             .proxy
