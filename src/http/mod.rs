@@ -7,7 +7,7 @@ pub mod error;
 use crate::oci::ErrorCode;
 use crate::oci::media::AcceptSet;
 use crate::oci::range::RangeSpec;
-use crate::oci::route::Route;
+use crate::oci::route::{Route, RouteError};
 use crate::proxy::{BlobAnswer, CacheStatus, Proxy, Target, read};
 use axum::Router;
 use axum::body::Body;
@@ -56,8 +56,8 @@ fn parse_query(uri: &Uri) -> Query {
 }
 
 /// The route label for metrics and logs.
-fn route_label(path: &str) -> &'static str {
-    match Route::parse(path) {
+fn route_label(route: &Result<Route, RouteError>) -> &'static str {
+    match route {
         Ok(Route::Base) => "base",
         Ok(Route::Manifest { .. }) => "manifest",
         Ok(Route::Blob { .. }) | Ok(Route::BlobUpload { .. }) => "blob",
@@ -78,7 +78,8 @@ async fn dispatch(State(app): State<AppState>, method: Method, uri: Uri, headers
         "/metrics" => return metrics(&app).await,
         _ => {}
     }
-    let route = route_label(uri.path());
+    let parsed = Route::parse(uri.path());
+    let route = route_label(&parsed);
     // The lookaside is read without credentials by every client (containers/image).
     let needs_auth = app.clients.is_some() && !uri.path().starts_with("/sigstore/");
     let authenticated = match (&app.clients, needs_auth) {
@@ -86,7 +87,7 @@ async fn dispatch(State(app): State<AppState>, method: Method, uri: Uri, headers
         _ => true,
     };
     let result = if authenticated {
-        handle(&app, &method, &uri, &headers).await
+        handle(&app, parsed, &method, &uri, &headers).await
     } else {
         Err(ApiError::unauthorized())
     };
@@ -187,8 +188,14 @@ async fn metrics(app: &AppState) -> Response {
 
 type Handled = (Response, Option<CacheStatus>, Option<String>);
 
-async fn handle(app: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Handled, ApiError> {
-    let route = Route::parse(uri.path())?;
+async fn handle(
+    app: &AppState,
+    parsed: Result<Route, RouteError>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Handled, ApiError> {
+    let route = parsed?;
     let query = parse_query(uri);
     let read_only = matches!(*method, Method::GET | Method::HEAD);
     match route {
