@@ -9,7 +9,7 @@ mod common;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
-use common::registry::{DockerRegistry, OCI_MANIFEST, SeededIndex, Skopeo, assert_success, inspect_dir_copy};
+use common::registry::{DockerRegistry, Skopeo, assert_success, inspect_dir_copy};
 use common::signing::GpgKey;
 use pullgate::client_config::{ClientKind, render, split_files};
 use pullgate::config::Config;
@@ -121,18 +121,10 @@ impl Setup {
     }
 }
 
-/// The linux/amd64 manifest of a seeded index, tagged on its own as `tag`.
-async fn single_image(registry: &DockerRegistry, repo: &str, tag: &str) -> (String, Vec<u8>) {
-    let index: SeededIndex = registry.push_oci_index(repo, &format!("{tag}-index")).await;
-    let (digest, bytes) = index.children[0].clone();
-    registry.push_manifest(repo, tag, OCI_MANIFEST, &bytes).await;
-    (digest, bytes)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_pulls_by_tag_and_digest_through_the_generated_podman_mirror() {
     let s = setup("", None).await;
-    let (digest, _) = single_image(&s.registry, "ubi9/img", "9.4").await;
+    let (digest, _) = s.registry.push_single_image("ubi9/img", "9.4").await;
     let conf = s.podman_conf();
     s.copy_ok(&conf, "registry.redhat.io/ubi9/img:9.4", &digest).await;
     s.copy_ok(&conf, &format!("registry.redhat.io/ubi9/img@{digest}"), &digest)
@@ -153,7 +145,7 @@ async fn skopeo_pulls_by_tag_and_digest_through_the_generated_podman_mirror() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_only_tag_only_and_blocked_sources_behave_as_containers_image_says() {
     let s = setup("", None).await;
-    let (digest, _) = single_image(&s.registry, "ubi9/img", "9.4").await;
+    let (digest, _) = s.registry.push_single_image("ubi9/img", "9.4").await;
     let mirror = format!("{}/registry.redhat.io", s.server.addr);
     let conf = |policy: &str, blocked: bool| {
         s.skopeo.write_registries_conf(&format!(
@@ -238,7 +230,7 @@ fn render_like_mco(yaml: &str, source_location: impl Fn(&str) -> String) -> Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openshift_mirror_sets_from_client_config_pull_by_digest_and_tag() {
     let s = setup("", None).await;
-    let (digest, _) = single_image(&s.registry, "ubi9/img", "9.4").await;
+    let (digest, _) = s.registry.push_single_image("ubi9/img", "9.4").await;
     let yaml = render(&s.config, ClientKind::Openshift, &s.url(), None).unwrap();
     let conf = s
         .skopeo
@@ -256,7 +248,7 @@ async fn openshift_mirror_sets_from_client_config_pull_by_digest_and_tag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openshift_namespace_mapping_through_an_alias_pulls_by_digest() {
     let s = setup("", None).await;
-    let (digest, _) = single_image(&s.registry, "ubi8/img", "8.10").await;
+    let (digest, _) = s.registry.push_single_image("ubi8/img", "8.10").await;
     // IDMS source registry.redhat.io/ubi8 mirrored to <pullgate>/rh/ubi8, as OpenShift
     // renders a namespace mapping; pullgate's alias "rh" maps it back.
     let yaml = format!(
@@ -293,9 +285,9 @@ async fn signature_policy_is_enforced_through_the_mirror(extension_api: bool) {
     let s = setup(&top, Some(&lookaside)).await;
     let trusted = GpgKey::generate("trusted");
     let other = GpgKey::generate("other");
-    let (signed, signed_bytes) = single_image(&s.registry, "ubi9/img", "signed").await;
-    let (unsigned, _) = single_image(&s.registry, "ubi9/img", "unsigned").await;
-    let (wrong, wrong_bytes) = single_image(&s.registry, "ubi9/img", "wrong").await;
+    let (signed, signed_bytes) = s.registry.push_single_image("ubi9/img", "signed").await;
+    let (unsigned, _) = s.registry.push_single_image("ubi9/img", "unsigned").await;
+    let (wrong, wrong_bytes) = s.registry.push_single_image("ubi9/img", "wrong").await;
     let publish = |digest: &str, sig: Vec<u8>| {
         let path = format!("/containers/sigstore/ubi9/img@{}/signature-1", digest.replace(':', "="));
         files.lock().unwrap().insert(path, sig);
@@ -336,7 +328,7 @@ async fn signed_by_policy_passes_and_fails_correctly_via_the_lookaside() {
 async fn podman_pulls_through_the_generated_mirror() {
     let podman = common::registry::require_tool("podman");
     let s = setup("", None).await;
-    let (digest, _) = single_image(&s.registry, "ubi9/img", "9.4").await;
+    let (digest, _) = s.registry.push_single_image("ubi9/img", "9.4").await;
     let conf = s.podman_conf();
     let root = tempfile::Builder::new().prefix("pullgate-podman-").tempdir().unwrap();
     let home = root.path().join("home");

@@ -5,7 +5,7 @@
 mod common;
 
 use common::fake_upstream::FakeRedHat;
-use common::registry::{DockerRegistry, OCI_MANIFEST, Skopeo, assert_success, inspect_dir_copy};
+use common::registry::{DockerRegistry, Skopeo, assert_success, inspect_dir_copy};
 use common::tls::TestCa;
 use common::{Harness, ServeProcess, error_code};
 use std::path::{Path, PathBuf};
@@ -38,9 +38,7 @@ fn peer_cert(resp: &reqwest::Response) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_http2_to_clients_and_skopeo_trusts_the_test_ca() {
     let registry = DockerRegistry::start().await;
-    let index = registry.push_oci_index("ubi9/img", "9.4-index").await;
-    let (digest, bytes) = index.children[0].clone();
-    registry.push_manifest("ubi9/img", "9.4", OCI_MANIFEST, &bytes).await;
+    let (digest, _) = registry.push_single_image("ubi9/img", "9.4").await;
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("pullgate test CA");
     let (chain, key) = ca.server_cert(&["127.0.0.1", "localhost"]);
@@ -152,9 +150,7 @@ fn htpasswd_line(user: &str, password: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn htpasswd_clients_pull_with_credentials_and_anonymous_pulls_are_refused() {
     let registry = DockerRegistry::start().await;
-    let index = registry.push_oci_index("ubi9/img", "9.4-index").await;
-    let (digest, bytes) = index.children[0].clone();
-    registry.push_manifest("ubi9/img", "9.4", OCI_MANIFEST, &bytes).await;
+    let (digest, _) = registry.push_single_image("ubi9/img", "9.4").await;
     let dir = tempfile::tempdir().unwrap();
     let htpasswd = write(dir.path(), "htpasswd", &htpasswd_line("alice", "wonderland"));
     let toml = format!(

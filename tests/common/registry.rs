@@ -451,6 +451,15 @@ impl DockerRegistry {
         self.push_multiarch(repo, tag, IndexFlavor::Oci, &unique_token()).await
     }
 
+    /// A single-platform image: the linux/amd64 manifest of a seeded OCI index, tagged
+    /// on its own as `repo:tag`. Returns its digest and bytes.
+    pub async fn push_single_image(&self, repo: &str, tag: &str) -> (String, Vec<u8>) {
+        let index = self.push_oci_index(repo, &format!("{tag}-index")).await;
+        let (digest, bytes) = index.children[0].clone();
+        self.push_manifest(repo, tag, OCI_MANIFEST, &bytes).await;
+        (digest, bytes)
+    }
+
     /// Same as [`Self::push_oci_index`] with Docker manifest-list media types.
     pub async fn push_docker_list(&self, repo: &str, tag: &str) -> SeededIndex {
         self.push_multiarch(repo, tag, IndexFlavor::Docker, &unique_token())
