@@ -302,43 +302,131 @@ fn client() -> reqwest::Client {
         .expect("build reqwest client")
 }
 
-/// GETs `url`, reads the body with `.chunk()` and checks its length; the elapsed time
-/// from sending the request to the last byte.
-async fn fetch(client: &reqwest::Client, url: &str, expect: u64) -> Duration {
-    let t = Instant::now();
-    let mut resp = client
-        .get(url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    assert_eq!(resp.status().as_u16(), 200, "GET {url}");
-    let mut n = 0u64;
-    while let Some(chunk) = resp.chunk().await.unwrap_or_else(|e| panic!("GET {url}: body: {e}")) {
-        n += chunk.len() as u64;
-    }
-    assert_eq!(n, expect, "GET {url}: body length");
-    t.elapsed()
+/// A blob client as cheap as a client can be, so the servers rather than the client are
+/// what is measured: one kept-alive HTTP/1.1 connection, blocking reads into a 1 MiB
+/// buffer, bytes counted and the length checked against `Content-Length` (every server
+/// here sends one; a response without it fails loudly). The same client for every target.
+struct BlobClient {
+    host: String,
+    stream: Option<std::net::TcpStream>,
+    buf: Vec<u8>,
 }
 
-/// `n` clients GET `url` at once (each on its own connection, released by a barrier);
-/// the wall time until the last one has its last byte.
+impl BlobClient {
+    fn new(url: &str) -> BlobClient {
+        let host = url
+            .strip_prefix("http://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("bench URLs are http://host:port/...: {url}"))
+            .to_string();
+        BlobClient {
+            host,
+            stream: None,
+            buf: vec![0; MIB as usize],
+        }
+    }
+
+    fn connect(&mut self) -> &mut std::net::TcpStream {
+        if self.stream.is_none() {
+            let s = std::net::TcpStream::connect(&self.host).unwrap_or_else(|e| panic!("connect {}: {e}", self.host));
+            s.set_nodelay(true).expect("TCP_NODELAY");
+            self.stream = Some(s);
+        }
+        self.stream.as_mut().expect("connected")
+    }
+
+    /// GETs `url` and reads the whole body; the elapsed time from sending the request to
+    /// the last byte.
+    fn fetch(&mut self, url: &str, expect: u64) -> Duration {
+        use std::io::Read;
+        let path = url
+            .strip_prefix("http://")
+            .and_then(|r| r.find('/').map(|i| &r[i..]))
+            .unwrap_or("/")
+            .to_string();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: pullgate-e2e\r\n\r\n",
+            self.host
+        );
+        let t = Instant::now();
+        self.connect().write_all(request.as_bytes()).expect("send request");
+        // The head: read until the blank line; whatever follows it is body.
+        let mut head = Vec::with_capacity(1024);
+        let body_start = loop {
+            let n = self
+                .stream
+                .as_mut()
+                .expect("connected")
+                .read(&mut self.buf)
+                .expect("read head");
+            assert!(n > 0, "GET {url}: connection closed before the response head");
+            head.extend_from_slice(&self.buf[..n]);
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(head.len() < 64 * 1024, "GET {url}: response head too long");
+        };
+        let text = String::from_utf8_lossy(&head[..body_start]).to_string();
+        let status = text.split_whitespace().nth(1).unwrap_or("");
+        assert_eq!(status, "200", "GET {url}: {}", text.lines().next().unwrap_or(""));
+        let length: u64 = text
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("GET {url}: no Content-Length in\n{text}"));
+        assert_eq!(length, expect, "GET {url}: Content-Length");
+        let mut got = (head.len() - body_start) as u64;
+        let stream = self.stream.as_mut().expect("connected");
+        while got < length {
+            let n = stream
+                .read(&mut self.buf)
+                .unwrap_or_else(|e| panic!("GET {url}: body: {e}"));
+            assert!(n > 0, "GET {url}: body ended after {got} of {length} bytes");
+            got += n as u64;
+        }
+        assert_eq!(got, expect, "GET {url}: body length");
+        t.elapsed()
+    }
+}
+
+/// One GET on a fresh connection (its own thread).
+async fn fetch(url: &str, expect: u64) -> Duration {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || BlobClient::new(&url).fetch(&url, expect))
+        .await
+        .expect("client thread")
+}
+
+/// `n` clients GET `url` at once (each on its own connection and thread, released by a
+/// barrier); the wall time until the last one has its last byte.
 async fn fetch_concurrent(url: &str, n: usize, expect: u64) -> Duration {
-    let barrier = Arc::new(tokio::sync::Barrier::new(n + 1));
-    let mut tasks = Vec::new();
-    for _ in 0..n {
-        let (url, barrier) = (url.to_string(), barrier.clone());
-        tasks.push(tokio::spawn(async move {
-            let c = client();
-            barrier.wait().await;
-            fetch(&c, &url, expect).await
-        }));
-    }
-    barrier.wait().await;
-    let t = Instant::now();
-    for task in tasks {
-        task.await.expect("client task");
-    }
-    t.elapsed()
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let barrier = Arc::new(std::sync::Barrier::new(n + 1));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let (url, barrier) = (url.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut c = BlobClient::new(&url);
+                    c.connect();
+                    barrier.wait();
+                    c.fetch(&url, expect)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let t = Instant::now();
+        for thread in threads {
+            thread.join().expect("client thread");
+        }
+        t.elapsed()
+    })
+    .await
+    .expect("clients")
 }
 
 #[derive(Clone, Copy, Default)]
@@ -350,59 +438,63 @@ struct LoadResult {
     p99_ms: f64,
 }
 
-/// `conns` connections GET `url` (a manifest) in a closed loop for `secs`.
+/// `conns` connections GET `url` (a manifest) in a closed loop for `secs`, driven by
+/// `wrk` (2 threads, `--latency`): requests/s and the latency percentiles wrk reports.
+/// Errors are non-2xx answers plus socket errors.
 async fn load(url: &str, conns: usize, secs: f64) -> LoadResult {
-    let barrier = Arc::new(tokio::sync::Barrier::new(conns + 1));
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (url, barrier) = (url.to_string(), barrier.clone());
-        tasks.push(tokio::spawn(async move {
-            let c = client();
-            // Opens the connection before the clock starts.
-            let _ = c
-                .get(&url)
-                .header(ACCEPT, MANIFEST_ACCEPT)
-                .send()
-                .await
-                .map(|r| r.bytes());
-            barrier.wait().await;
-            let until = Instant::now() + Duration::from_secs_f64(secs);
-            let (mut lat, mut errors) = (Vec::with_capacity(1 << 14), 0u64);
-            while Instant::now() < until {
-                let t = Instant::now();
-                let ok = match c.get(&url).header(ACCEPT, MANIFEST_ACCEPT).send().await {
-                    Ok(r) if r.status().as_u16() == 200 => r.bytes().await.is_ok(),
-                    _ => false,
-                };
-                lat.push(t.elapsed().as_micros() as u32);
-                if !ok {
-                    errors += 1;
-                }
-            }
-            (lat, errors)
-        }));
-    }
-    barrier.wait().await;
-    let t = Instant::now();
-    let (mut lat, mut errors) = (Vec::new(), 0);
-    for task in tasks {
-        let (l, e) = task.await.expect("load task");
-        lat.extend(l);
-        errors += e;
-    }
-    let elapsed = t.elapsed().as_secs_f64();
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .map_or(f64::NAN, |v| *v as f64 / 1000.0)
+    let out = Command::new("wrk")
+        .args(["-t2", "--latency", "-c"])
+        .arg(conns.to_string())
+        .arg("-d")
+        .arg(format!("{}s", secs.ceil() as u64))
+        .arg("-H")
+        .arg(format!("Accept: {MANIFEST_ACCEPT}"))
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_wrk(&text).unwrap_or_else(|| panic!("could not read wrk's output:\n{text}"))
+}
+
+/// Reads wrk's `--latency` report: the percentile lines, `N requests in`, `Requests/sec`,
+/// `Non-2xx or 3xx responses` and `Socket errors`.
+fn parse_wrk(text: &str) -> Option<LoadResult> {
+    let ms = |v: &str| -> Option<f64> {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => return None,
+        })
     };
-    LoadResult {
-        requests: lat.len() as u64,
-        errors,
-        rps: lat.len() as f64 / elapsed,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+    let mut r = LoadResult::default();
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["50%", v] => r.p50_ms = ms(v)?,
+            ["99%", v] => r.p99_ms = ms(v)?,
+            [n, "requests", "in", ..] => r.requests = n.parse().ok()?,
+            ["Requests/sec:", v] => r.rps = v.parse().ok()?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => r.errors += n.parse::<u64>().ok()?,
+            ["Socket", "errors:", rest @ ..] => {
+                r.errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>()
+            }
+            _ => {}
+        }
     }
+    (r.requests > 0 && r.rps > 0.0 && r.p99_ms > 0.0).then_some(r)
 }
 
 // ---------------------------------------------------------------------------
@@ -906,6 +998,7 @@ async fn run() {
 
     ensure_installed("/usr/bin/docker-registry", "docker-registry");
     ensure_installed("/usr/sbin/nginx", "nginx");
+    ensure_installed("/usr/bin/wrk", "wrk");
 
     // Created first, dropped last: every process below is stopped before it goes.
     let scratch = Scratch::new();
@@ -961,7 +1054,7 @@ async fn run() {
         let mut p = start_proxy(kind, &root, n, &upstream_url).await;
         let before = counts();
         let sampler = RssSampler::start(vec![p.pid()]);
-        let d = fetch(&client(), &p.blob_url(&seeded.digest), size).await;
+        let d = fetch(&p.blob_url(&seeded.digest), size).await;
         let rss1 = sampler.finish()[0];
         p.wait_stored(&seeded.hex, size).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1020,19 +1113,27 @@ async fn run() {
         .map(|p| (p.kind.key().to_string(), p.blob_url(&seeded.digest), Some(p.pid())))
         .collect();
     targets.insert(2, ("nginx".to_string(), cdn_url.clone(), Some(nginx.pid())));
-    let clients: Vec<reqwest::Client> = targets.iter().map(|_| client()).collect();
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     let sampler = RssSampler::start(targets.iter().filter_map(|t| t.2).collect());
-    for round in 0..=rounds {
-        for (i, (_, url, _)) in targets.iter().enumerate() {
-            let d = fetch(&clients[i], url, size).await;
-            if round > 0 {
-                samples[i].push(gbps(size, d));
+    let warm_targets: Vec<String> = targets.iter().map(|t| t.1.clone()).collect();
+    let measured = tokio::task::spawn_blocking(move || {
+        // One kept-alive client per target, as a browser-less puller would have.
+        let mut clients: Vec<BlobClient> = warm_targets.iter().map(|u| BlobClient::new(u)).collect();
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); warm_targets.len()];
+        for round in 0..=rounds {
+            for (i, url) in warm_targets.iter().enumerate() {
+                let d = clients[i].fetch(url, size);
+                if round > 0 {
+                    samples[i].push(gbps(size, d));
+                }
             }
         }
-    }
+        samples
+    })
+    .await
+    .expect("warm rounds");
+    samples = measured;
     let warm1_rss = sampler.finish();
-    drop(clients);
     for (i, (name, _, _)) in targets.iter().enumerate() {
         eprintln!(
             "e2e: {name:<15} warm GET, 1 client: median {:.2} GB/s of {:?}",

@@ -4,6 +4,7 @@
 //! never decide what is a hit: only the record in sled does.
 
 use crate::oci::Digest;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read};
 
@@ -18,7 +19,18 @@ pub enum BlobLocation {
 }
 
 /// A reader positioned at some offset of a blob.
-pub type BlobReader = Box<dyn Read + Send>;
+pub trait BlobRead: Read + Send {
+    /// Reads up to `max` bytes only if that needs no wait for the disk (the bytes are in
+    /// memory already), so an async task can read without a hop to the blocking pool;
+    /// `Ok(None)` means the read would wait, and the caller reads with [`Read`] on the
+    /// blocking pool instead. An empty `Bytes` is the end of the blob.
+    fn read_now(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        let _ = max;
+        Ok(None)
+    }
+}
+
+pub type BlobReader = Box<dyn BlobRead>;
 
 /// Bytes being written by one fill, readable by joiners while it runs.
 pub trait StagedBlob: Send {

@@ -3,11 +3,15 @@
 //! fsynced and renamed into place on commit. Paths are built only from validated
 //! digests and numeric fill ids, never from client input.
 
-use super::blob_store::{BlobLocation, BlobReader, BlobStore, StagedBlob};
+use super::blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
+use super::buffers;
 use crate::oci::Digest;
+use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub struct FileBlobStore {
     root: PathBuf,
@@ -66,10 +70,59 @@ impl StagedBlob for StagedFile {
     }
 }
 
+/// A blob file read with positioned reads from an offset it keeps itself.
+struct FileReader {
+    file: File,
+    offset: u64,
+}
+
+impl io::Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Set once a filesystem answered `EOPNOTSUPP` to `RWF_NOWAIT`: stop asking.
+static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+impl BlobRead for FileReader {
+    /// `preadv2(RWF_NOWAIT)`: served from the page cache, or `EAGAIN` without touching
+    /// the disk. Hot blobs (the common case for a cache) then cost no thread hand-off;
+    /// only reads that would wait for the disk go to the blocking pool.
+    #[cfg(target_os = "linux")]
+    fn read_now(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        use rustix::io::{Errno, ReadWriteFlags, preadv2};
+        if NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut buf = buffers::take(max);
+        match preadv2(
+            &self.file,
+            &mut [io::IoSliceMut::new(&mut buf[..max])],
+            self.offset,
+            ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(n) => {
+                self.offset += n as u64;
+                Ok(Some(buffers::freeze(buf, n)))
+            }
+            Err(Errno::AGAIN) => Ok(None),
+            Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) | Err(Errno::INVAL) => {
+                NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 fn open_at(path: &Path, offset: u64) -> io::Result<BlobReader> {
-    let mut f = File::open(path)?;
-    f.seek(SeekFrom::Start(offset))?;
-    Ok(Box::new(f))
+    Ok(Box::new(FileReader {
+        file: File::open(path)?,
+        offset,
+    }))
 }
 
 impl BlobStore for FileBlobStore {

@@ -4,11 +4,12 @@
 //! them on the blocking pool.
 
 pub mod blob_store;
+pub mod buffers;
 pub mod eviction;
 pub mod files;
 pub mod sled_store;
 
-pub use blob_store::{BlobLocation, BlobReader, BlobStore, StagedBlob};
+pub use blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
 
 use crate::config::BlobStoreKind;
 use crate::oci::Digest;

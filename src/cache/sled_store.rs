@@ -124,6 +124,9 @@ impl Read for ChunkReader {
     }
 }
 
+/// sled may read from disk on any `get`: every read goes to the blocking pool.
+impl super::blob_store::BlobRead for ChunkReader {}
+
 impl SledBlobStore {
     fn reader(&self, fill_id: u64, offset: u64) -> BlobReader {
         let index = offset / CHUNK_SIZE as u64;

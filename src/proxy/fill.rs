@@ -47,9 +47,71 @@ pub struct Fill {
     pub digest: Digest,
     pub fill_id: u64,
     progress: watch::Receiver<FillProgress>,
+    recent: Arc<RecentChunks>,
+}
+
+/// The newest chunks a fill has written, kept as the same `Bytes` the upstream body
+/// arrived in: readers that follow the fill closely (the usual case when many clients
+/// pull one layer at once) take them from here instead of reading the staged bytes back
+/// from storage. Bounded to [`RECENT_BYTES`] per fill; emptied when the fill ends.
+#[derive(Default)]
+pub struct RecentChunks {
+    chunks: Mutex<RecentState>,
+}
+
+#[derive(Default)]
+struct RecentState {
+    /// `(offset in the blob, bytes)`, in order.
+    chunks: std::collections::VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+/// How much of a fill's newest data stays in memory for its readers.
+pub const RECENT_BYTES: usize = 4 << 20;
+
+impl RecentChunks {
+    fn state(&self) -> std::sync::MutexGuard<'_, RecentState> {
+        self.chunks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, offset: u64, chunk: Bytes) {
+        let mut s = self.state();
+        s.bytes += chunk.len();
+        s.chunks.push_back((offset, chunk));
+        while s.bytes > RECENT_BYTES
+            && let Some((_, old)) = s.chunks.pop_front()
+        {
+            s.bytes -= old.len();
+        }
+    }
+
+    fn clear(&self) {
+        let mut s = self.state();
+        s.chunks.clear();
+        s.bytes = 0;
+    }
+
+    /// Bytes from `pos` up to (not including) `limit`, if a kept chunk holds `pos`.
+    fn get(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        let s = self.state();
+        let i = s.chunks.partition_point(|(off, c)| off + c.len() as u64 <= pos);
+        let (off, chunk) = s.chunks.get(i)?;
+        if *off > pos || limit <= pos {
+            return None;
+        }
+        let start = (pos - off) as usize;
+        let end = ((limit - off) as usize).min(chunk.len());
+        Some(chunk.slice(start..end))
+    }
 }
 
 impl Fill {
+    /// The next bytes at `pos` (below `limit`, which the caller took from the progress)
+    /// if they are still in memory.
+    pub fn recent(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        self.recent.get(pos, limit)
+    }
+
     pub fn progress(&self) -> watch::Receiver<FillProgress> {
         self.progress.clone()
     }
@@ -165,10 +227,12 @@ impl FillRegistry {
             .await
             .map_err(|e| FillError::Storage(e.to_string()))?;
         let (tx, rx) = watch::channel(FillProgress::default());
+        let recent = Arc::new(RecentChunks::default());
         let fill = Arc::new(Fill {
             digest: digest.clone(),
             fill_id,
             progress: rx,
+            recent: recent.clone(),
         });
         {
             let mut running = self.running();
@@ -197,6 +261,7 @@ impl FillRegistry {
             digest: digest.clone(),
             fill_id,
             tx: Arc::new(tx),
+            recent,
             served_by: std::sync::Mutex::default(),
             fetched: std::sync::atomic::AtomicU64::new(0),
         };
@@ -213,6 +278,7 @@ struct FillTask {
     digest: Digest,
     fill_id: u64,
     tx: Arc<watch::Sender<FillProgress>>,
+    recent: Arc<RecentChunks>,
     /// Hosts that served the body, for the egress audit line.
     served_by: std::sync::Mutex<Vec<String>>,
     /// Bytes received from upstream, resumes included.
@@ -227,7 +293,8 @@ struct Sink {
 
 /// Writing and hashing on a dedicated blocking thread, fed through a bounded channel,
 /// so the upstream body keeps being received while earlier chunks are written; readers
-/// see each chunk as soon as it is written (hashing follows the write).
+/// see each chunk as soon as it is written (hashing follows the write), from memory
+/// while it is among the fill's recent chunks.
 struct Pipeline {
     chunks: tokio::sync::mpsc::Sender<Bytes>,
     worker: tokio::task::JoinHandle<(Sink, std::io::Result<()>)>,
@@ -237,7 +304,12 @@ struct Pipeline {
 const PIPELINE_DEPTH: usize = 16;
 
 impl Pipeline {
-    fn start(sink: Sink, progress: Arc<watch::Sender<FillProgress>>, size: Option<u64>) -> Pipeline {
+    fn start(
+        sink: Sink,
+        progress: Arc<watch::Sender<FillProgress>>,
+        recent: Arc<RecentChunks>,
+        size: Option<u64>,
+    ) -> Pipeline {
         let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
         let worker = tokio::task::spawn_blocking(move || {
             let mut sink = sink;
@@ -246,6 +318,7 @@ impl Pipeline {
                 if let Err(e) = sink.staged.write(&chunk) {
                     return (sink, Err(e));
                 }
+                recent.push(written, chunk.clone());
                 written += chunk.len() as u64;
                 // Hold back the tail: readers never see the last byte before verification.
                 let readable = sink.staged.readable_len();
@@ -348,6 +421,7 @@ impl FillTask {
             p.started = true;
             p.outcome = Some(outcome);
         });
+        self.recent.clear();
         self.registry.running().remove(&self.digest);
         self.registry.enforce_limit(&self.cache).await;
     }
@@ -390,7 +464,7 @@ impl FillTask {
             p.size = size;
         });
         let staged = sink.take().ok_or_else(|| FillError::Storage("no staged data".into()))?;
-        let pipe = Pipeline::start(staged, self.tx.clone(), size);
+        let pipe = Pipeline::start(staged, self.tx.clone(), self.recent.clone(), size);
         let received = self.receive(&mut body, size, &pipe).await;
         let (done, wrote) = pipe.close().await?;
         *sink = Some(done);
@@ -504,5 +578,28 @@ impl FillTask {
             }
         }
         Err(last.unwrap_or(UpstreamError::Protocol("resume failed".into())).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_chunks_slice_from_any_offset_up_to_the_limit_and_stay_bounded() {
+        let recent = RecentChunks::default();
+        recent.push(0, Bytes::from_static(b"abcd"));
+        recent.push(4, Bytes::from_static(b"efgh"));
+        assert_eq!(recent.get(0, 8).as_deref(), Some(&b"abcd"[..]));
+        assert_eq!(recent.get(2, 8).as_deref(), Some(&b"cd"[..]));
+        assert_eq!(recent.get(5, 7).as_deref(), Some(&b"fg"[..]));
+        assert_eq!(recent.get(3, 3), None, "nothing below the limit");
+        assert_eq!(recent.get(8, 9), None, "not written yet");
+        let big = Bytes::from(vec![7u8; RECENT_BYTES]);
+        recent.push(8, big);
+        assert_eq!(recent.get(0, 100), None, "old chunks are dropped beyond the bound");
+        assert_eq!(recent.get(8, 10).as_deref(), Some(&[7u8, 7][..]));
+        recent.clear();
+        assert_eq!(recent.get(8, 10), None);
     }
 }

@@ -3,7 +3,7 @@
 //! in bounded chunks, so memory per client stays small whatever the blob size.
 
 use super::fill::{Fill, FillError};
-use crate::cache::{BlobReader, BlobRecord, Cache};
+use crate::cache::{BlobReader, BlobRecord, Cache, buffers};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
 use bytes::Bytes;
@@ -12,24 +12,26 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 /// Largest read handed to the client in one frame.
-pub const READ_CHUNK: usize = 256 * 1024;
+pub const READ_CHUNK: usize = buffers::BUFFER_SIZE;
 
-async fn read_some(reader: BlobReader, max: usize) -> io::Result<(BlobReader, Bytes)> {
+async fn read_some(mut reader: BlobReader, max: usize) -> io::Result<(BlobReader, Bytes)> {
+    if let Some(bytes) = reader.read_now(max)? {
+        return Ok((reader, bytes));
+    }
     tokio::task::spawn_blocking(move || {
         // Full-size reads: one or two syscalls per chunk (read_to_end's growing reads
         // would take six).
         let mut reader = reader;
-        let mut buf = vec![0u8; max];
+        let mut buf = buffers::take(max);
         let mut filled = 0;
         while filled < max {
-            let n = reader.read(&mut buf[filled..])?;
+            let n = reader.read(&mut buf[filled..max])?;
             if n == 0 {
                 break;
             }
             filled += n;
         }
-        buf.truncate(filled);
-        Ok((reader, Bytes::from(buf)))
+        Ok((reader, buffers::freeze(buf, filled)))
     })
     .await
     .map_err(io::Error::other)?
@@ -112,6 +114,23 @@ pub fn filling(
                 && pos >= record.size
             {
                 break;
+            }
+            if snapshot.outcome.is_none()
+                && let Some(bytes) = fill.recent(pos, snapshot.readable.min(end))
+            {
+                // Still in memory: the same bytes the fill wrote, no read back. A reader
+                // opened earlier is behind now; it is reopened at `pos` if needed.
+                reader = None;
+                pos += bytes.len() as u64;
+                metrics.inc(
+                    "pullgate_served_bytes_total",
+                    &[("source", "upstream")],
+                    bytes.len() as u64,
+                );
+                if tx.send(Ok(bytes)).await.is_err() {
+                    return Ok(());
+                }
+                continue;
             }
             if reader.is_none() {
                 match cache.open_staged(fill.fill_id, pos).await {
