@@ -13,14 +13,17 @@
 //!
 //! The upstream is seeded with one blob (512 MiB; `PULLGATE_E2E_BLOB_MIB`), a config blob
 //! and an OCI manifest tagged `latest`. Measured: cold GET by 1 and by 8 clients (each on a
-//! freshly started proxy with an empty cache) with the CDN and registry fetches they
-//! caused; warm GET by 1 client, interleaved over the proxies and nginx
+//! freshly started proxy with an empty cache, interleaved over the proxies for
+//! `PULLGATE_E2E_COLD_ROUNDS` rounds, default 3, medians) with the CDN and registry
+//! fetches they caused; warm GET by 1 client, interleaved over the proxies and nginx
 //! (`PULLGATE_E2E_ROUNDS`, default 5, medians), and by 8 clients; manifest GET by tag and
 //! by digest with 64 connections (`PULLGATE_E2E_CONNECTIONS`) for 5 s
-//! (`PULLGATE_E2E_LOAD_SECS`); peak RSS of each proxy. Prints a Markdown table and
-//! PASS/FAIL per target, and writes the same as JSON to `target/bench-e2e.json`.
+//! (`PULLGATE_E2E_LOAD_SECS`), driven by `wrk`; peak RSS of each proxy. Blob clients are
+//! minimal blocking HTTP/1.1 readers (1 MiB reads, length checked), the same for every
+//! target. Prints a Markdown table and PASS/FAIL per target, and writes the same as JSON
+//! to `target/bench-e2e.json`.
 //!
-//! Missing `docker-registry` or `nginx` are installed with `apt-get` (root). Every process
+//! Missing `docker-registry`, `nginx` or `wrk` are installed with `apt-get` (root). Every process
 //! started here is killed and the temp dir removed on exit, on panic and on Ctrl-C.
 
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
@@ -439,11 +442,13 @@ struct LoadResult {
 }
 
 /// `conns` connections GET `url` (a manifest) in a closed loop for `secs`, driven by
-/// `wrk` (2 threads, `--latency`): requests/s and the latency percentiles wrk reports.
-/// Errors are non-2xx answers plus socket errors.
+/// `wrk` (`--latency`) with one thread: one core drives the load, the other is left to
+/// the server under test (with two wrk threads the load generator preempts the server on
+/// this 2-core machine and its own scheduling shows up as server latency). Requests/s
+/// and the latency percentiles wrk reports. Errors are non-2xx answers plus socket errors.
 async fn load(url: &str, conns: usize, secs: f64) -> LoadResult {
     let out = Command::new("wrk")
-        .args(["-t2", "--latency", "-c"])
+        .args(["-t1", "--latency", "-c"])
         .arg(conns.to_string())
         .arg("-d")
         .arg(format!("{}s", secs.ceil() as u64))
@@ -992,6 +997,7 @@ fn main() {
 async fn run() {
     let size_mib = env_num("PULLGATE_E2E_BLOB_MIB", 512).max(1);
     let rounds = env_num("PULLGATE_E2E_ROUNDS", 5).max(1) as usize;
+    let cold_rounds = env_num("PULLGATE_E2E_COLD_ROUNDS", 3).max(1) as usize;
     let conns = env_num("PULLGATE_E2E_CONNECTIONS", 64).max(1) as usize;
     let load_secs = env_num("PULLGATE_E2E_LOAD_SECS", 5).max(1) as f64;
     const CLIENTS: usize = 8;
@@ -1048,62 +1054,67 @@ async fn run() {
     let mut warm: Vec<ProxyUnderTest> = Vec::new();
     let mut n = 0;
 
-    // Cold GETs: every measurement on a freshly started proxy with an empty cache.
-    for kind in kinds {
-        n += 1;
-        let mut p = start_proxy(kind, &root, n, &upstream_url).await;
-        let before = counts();
-        let sampler = RssSampler::start(vec![p.pid()]);
-        let d = fetch(&p.blob_url(&seeded.digest), size).await;
-        let rss1 = sampler.finish()[0];
-        p.wait_stored(&seeded.hex, size).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let after = counts();
-        let cold1 = json!({
-            "seconds": d.as_secs_f64(), "gbps": gbps(size, d),
-            "cdn_fetches": after.0 - before.0, "registry_gets": after.1 - before.1, "registry_heads": after.2 - before.2,
-            "peak_rss_kib": rss1,
-        });
-        eprintln!(
-            "e2e: {:<15} cold GET, 1 client: {:.2} GB/s ({:.2} s), CDN fetches {}",
-            kind.key(),
-            gbps(size, d),
-            d.as_secs_f64(),
-            after.0 - before.0
+    // Cold GETs: every measurement on a freshly started proxy with an empty cache,
+    // interleaved over the proxies for `cold_rounds` rounds (medians). The proxies of the
+    // last round's 8-client measurement stay up for the warm measurements.
+    let mut cold: Vec<(Vec<Value>, Vec<Value>)> = vec![(Vec::new(), Vec::new()); kinds.len()];
+    for round in 0..cold_rounds {
+        for (k, kind) in kinds.into_iter().enumerate() {
+            for clients in [1, CLIENTS] {
+                n += 1;
+                let mut p = start_proxy(kind, &root, n, &upstream_url).await;
+                let before = counts();
+                let sampler = RssSampler::start(vec![p.pid()]);
+                let d = if clients == 1 {
+                    fetch(&p.blob_url(&seeded.digest), size).await
+                } else {
+                    fetch_concurrent(&p.blob_url(&seeded.digest), clients, size).await
+                };
+                let rss = sampler.finish()[0];
+                p.wait_stored(&seeded.hex, size).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let after = counts();
+                let fills = if kind == Kind::Distribution {
+                    Value::Null
+                } else {
+                    json!(count_lines(&p.proc.log, "egress"))
+                };
+                let bytes = clients as u64 * size;
+                eprintln!(
+                    "e2e: {:<15} cold GET, {clients} client(s), round {}: {:.2} GB/s ({:.2} s), CDN fetches {}, registry GETs {}",
+                    kind.key(),
+                    round + 1,
+                    gbps(bytes, d),
+                    d.as_secs_f64(),
+                    after.0 - before.0,
+                    after.1 - before.1
+                );
+                let sample = json!({
+                    "seconds": d.as_secs_f64(), "gbps": gbps(bytes, d),
+                    "cdn_fetches": after.0 - before.0, "registry_gets": after.1 - before.1, "registry_heads": after.2 - before.2,
+                    "pullgate_egress_lines": fills,
+                    "peak_rss_kib": rss,
+                });
+                if clients == 1 {
+                    cold[k].0.push(sample);
+                } else {
+                    cold[k].1.push(sample);
+                }
+                if clients == CLIENTS && round + 1 == cold_rounds {
+                    warm.push(p);
+                } else {
+                    p.proc.stop();
+                    let _ = fs::remove_dir_all(&p.dir);
+                }
+            }
+        }
+    }
+    for (k, kind) in kinds.into_iter().enumerate() {
+        let (one, eight) = &cold[k];
+        results.insert(
+            kind.key().into(),
+            json!({"cold_1": summarize_cold(one), "cold_8": summarize_cold(eight)}),
         );
-        p.proc.stop();
-        drop(p);
-
-        n += 1;
-        let p = start_proxy(kind, &root, n, &upstream_url).await;
-        let before = counts();
-        let sampler = RssSampler::start(vec![p.pid()]);
-        let d = fetch_concurrent(&p.blob_url(&seeded.digest), CLIENTS, size).await;
-        let rss8 = sampler.finish()[0];
-        p.wait_stored(&seeded.hex, size).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let after = counts();
-        let fills = if kind == Kind::Distribution {
-            Value::Null
-        } else {
-            json!(count_lines(&p.proc.log, "egress"))
-        };
-        let cold8 = json!({
-            "seconds": d.as_secs_f64(), "gbps": gbps(CLIENTS as u64 * size, d),
-            "cdn_fetches": after.0 - before.0, "registry_gets": after.1 - before.1, "registry_heads": after.2 - before.2,
-            "pullgate_egress_lines": fills,
-            "peak_rss_kib": rss8,
-        });
-        eprintln!(
-            "e2e: {:<15} cold GET, {CLIENTS} clients: {:.2} GB/s aggregate ({:.2} s), CDN fetches {}, registry GETs {}",
-            kind.key(),
-            gbps(CLIENTS as u64 * size, d),
-            d.as_secs_f64(),
-            after.0 - before.0,
-            after.1 - before.1
-        );
-        results.insert(kind.key().into(), json!({"cold_1": cold1, "cold_8": cold8}));
-        warm.push(p);
     }
 
     // Warm GET, one client, interleaved A B C D … (one untimed round first).
@@ -1232,14 +1243,38 @@ async fn run() {
     drop(upstream);
     drop(nginx);
 
-    report(&results, size, rounds, conns, load_secs, redirect_status, CLIENTS);
+    report(
+        &results,
+        size,
+        (cold_rounds, rounds),
+        conns,
+        load_secs,
+        redirect_status,
+        CLIENTS,
+    );
     drop(scratch);
+}
+
+/// The median of the cold samples' throughput, with every sample kept, and the largest
+/// fetch counts and RSS seen in any round (one extra upstream fetch in any round shows).
+fn summarize_cold(samples: &[Value]) -> Value {
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let max = |k: &str| samples.iter().map(|v| num(v, k)).fold(0.0, f64::max);
+    let gbps: Vec<f64> = samples.iter().map(|v| num(v, "gbps")).collect();
+    let seconds: Vec<f64> = samples.iter().map(|v| num(v, "seconds")).collect();
+    json!({
+        "gbps": median(gbps.clone()), "gbps_samples": gbps,
+        "seconds": median(seconds),
+        "cdn_fetches": max("cdn_fetches"), "registry_gets": max("registry_gets"), "registry_heads": max("registry_heads"),
+        "peak_rss_kib": max("peak_rss_kib"),
+        "samples": samples,
+    })
 }
 
 fn report(
     results: &serde_json::Map<String, Value>,
     size: u64,
-    rounds: usize,
+    (cold_rounds, rounds): (usize, usize),
     conns: usize,
     load_secs: f64,
     redirect_status: u16,
@@ -1277,10 +1312,15 @@ fn report(
     };
     let id = |v: Option<f64>| v;
     let rows = vec![
-        row("cold GET, 1 client (GB/s)", "cold_1.gbps", 2, &id),
+        row(
+            &format!("cold GET, 1 client, median of {cold_rounds} (GB/s)"),
+            "cold_1.gbps",
+            2,
+            &id,
+        ),
         row("cold GET, 1 client: CDN fetches", "cold_1.cdn_fetches", 0, &id),
         row(
-            &format!("cold GET, {clients} clients, aggregate (GB/s)"),
+            &format!("cold GET, {clients} clients, aggregate, median of {cold_rounds} (GB/s)"),
             "cold_8.gbps",
             2,
             &id,

@@ -1,7 +1,7 @@
 //! Prometheus metrics: labelled counters and histograms kept per server instance, and
 //! their rendering in the Prometheus text exposition format (version 0.0.4).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
@@ -81,10 +81,41 @@ struct Histogram {
     sum: f64,
 }
 
+/// Series by metric name, each a short list of label sets. Recording looks a series up
+/// by comparing the caller's borrowed labels, so a hit allocates nothing (this runs
+/// several times per request, under one lock).
 #[derive(Default)]
 struct Registry {
-    counters: BTreeMap<(&'static str, Labels), u64>,
-    histograms: BTreeMap<(&'static str, Labels), Histogram>,
+    counters: HashMap<&'static str, Vec<(Labels, u64)>>,
+    histograms: HashMap<&'static str, Vec<(Labels, Histogram)>>,
+}
+
+fn same_labels(owned: &Labels, pairs: &[(&'static str, &str)]) -> bool {
+    owned.len() == pairs.len() && owned.iter().zip(pairs).all(|((k, v), (pk, pv))| k == pk && v == pv)
+}
+
+/// The series of `name` with exactly `pairs`, created on first use.
+fn series<'a, T: Default>(
+    map: &'a mut HashMap<&'static str, Vec<(Labels, T)>>,
+    name: &'static str,
+    pairs: &[(&'static str, &str)],
+) -> &'a mut T {
+    let list = map.entry(name).or_default();
+    let i = match list.iter().position(|(l, _)| same_labels(l, pairs)) {
+        Some(i) => i,
+        None => {
+            list.push((labels(pairs), T::default()));
+            list.len() - 1
+        }
+    };
+    &mut list[i].1
+}
+
+/// A metric's series in a stable order for rendering.
+fn sorted<T>(list: Option<&Vec<(Labels, T)>>) -> Vec<&(Labels, T)> {
+    let mut v: Vec<_> = list.map(|l| l.iter().collect()).unwrap_or_default();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
 
 #[derive(Default)]
@@ -118,12 +149,12 @@ impl Metrics {
     }
 
     pub fn inc(&self, name: &'static str, pairs: &[(&'static str, &str)], by: u64) {
-        *self.registry().counters.entry((name, labels(pairs))).or_default() += by;
+        *series(&mut self.registry().counters, name, pairs) += by;
     }
 
     pub fn observe(&self, name: &'static str, pairs: &[(&'static str, &str)], seconds: f64) {
         let mut r = self.registry();
-        let h = r.histograms.entry((name, labels(pairs))).or_default();
+        let h = series(&mut r.histograms, name, pairs);
         for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
             if seconds <= *bound {
                 h.buckets[i] += 1;
@@ -137,17 +168,19 @@ impl Metrics {
     pub fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> u64 {
         self.registry()
             .counters
-            .get(&(name, labels(pairs)))
-            .copied()
-            .unwrap_or(0)
+            .get(name)
+            .and_then(|list| list.iter().find(|(l, _)| same_labels(l, pairs)))
+            .map_or(0, |(_, v)| *v)
     }
 
     /// The sum of a counter over all label sets whose labels include `pairs`.
     pub fn counter_sum(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> u64 {
         self.registry()
             .counters
-            .iter()
-            .filter(|((n, l), _)| *n == name && pairs.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|(l, _)| pairs.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
             .map(|(_, v)| *v)
             .sum()
     }
@@ -160,12 +193,13 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             match *kind {
                 "counter" => {
-                    for ((n, l), v) in r.counters.iter().filter(|((n, _), _)| n == name) {
-                        let _ = writeln!(out, "{n}{} {v}", render_labels(l, None));
+                    for (l, v) in sorted(r.counters.get(name)) {
+                        let _ = writeln!(out, "{name}{} {v}", render_labels(l, None));
                     }
                 }
                 "histogram" => {
-                    for ((n, l), h) in r.histograms.iter().filter(|((n, _), _)| n == name) {
+                    for (l, h) in sorted(r.histograms.get(name)) {
+                        let n = name;
                         for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
                             let _ = writeln!(
                                 out,

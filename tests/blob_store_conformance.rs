@@ -162,6 +162,22 @@ async fn publish(cache: &Cache, bytes: &[u8]) -> Digest {
     digest
 }
 
+/// Opens the cache again after the previous handle was dropped. sled's background I/O
+/// threads can hold the database's file lock for a moment after the last handle goes
+/// (a restarted process never sees this), so a lock error is retried for a while.
+async fn reopen(dir: &std::path::Path, kind: BlobStoreKind) -> (Cache, pullgate::cache::RepairReport) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Cache::open(dir, kind) {
+            Ok(opened) => return opened,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("reopening the cache: {e}"),
+        }
+    }
+}
+
 async fn cache_repair(kind: BlobStoreKind) {
     let dir = tempfile::tempdir().unwrap();
     let (kept, lost) = (pattern(30_000, 1), pattern(40_000, 2));
@@ -188,7 +204,7 @@ async fn cache_repair(kind: BlobStoreKind) {
         }
         cache.flush().await.unwrap();
     }
-    let (cache, report) = Cache::open(dir.path(), kind).unwrap();
+    let (cache, report) = reopen(dir.path(), kind).await;
     assert_eq!(report.interrupted_fills, 1, "{kind:?}: {report:?}");
     let kept_d = Digest::of(&kept);
     let record = cache.blob(&kept_d).await.unwrap().expect("published blob survives");

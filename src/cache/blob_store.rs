@@ -35,6 +35,11 @@ pub type BlobReader = Box<dyn BlobRead>;
 /// Bytes being written by one fill, readable by joiners while it runs.
 pub trait StagedBlob: Send {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Says how many bytes will be written (upstream's `Content-Length`), so the store
+    /// can allocate space up front; a hint only, it may fail silently.
+    fn reserve(&mut self, size: u64) {
+        let _ = size;
+    }
     /// How many bytes a reader opened with [`BlobStore::open_staged`] can read now.
     fn readable_len(&self) -> u64;
     /// Makes the bytes durable and permanent (the caller has verified them) and says

@@ -162,7 +162,15 @@ impl Inner {
             }
             let freed = match candidate {
                 Candidate::Blob(d, r) => {
+                    // Checked again, and held while removing: a client registers as a
+                    // reader before it looks a blob up, so it either blocks here and then
+                    // finds no record (a miss), or is seen and its blob spared.
+                    let readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+                    if readers.contains_key(&d) {
+                        continue;
+                    }
                     self.remove_blob(&d)?;
+                    drop(readers);
                     evicted.blobs += 1;
                     // For the sled store this is an estimate: its chunks are database
                     // pages that sled reuses rather than returns to the file system.

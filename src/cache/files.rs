@@ -49,6 +49,13 @@ impl StagedBlob for StagedFile {
         Ok(())
     }
 
+    /// Allocates the blocks at once (`fallocate`, size unchanged): the filesystem then
+    /// maps extents once instead of per page as the writes arrive.
+    #[cfg(target_os = "linux")]
+    fn reserve(&mut self, size: u64) {
+        let _ = rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, size);
+    }
+
     fn readable_len(&self) -> u64 {
         self.written
     }

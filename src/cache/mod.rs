@@ -10,6 +10,7 @@ pub mod files;
 pub mod sled_store;
 
 pub use blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
+pub use eviction::ReaderGuard;
 
 use crate::config::BlobStoreKind;
 use crate::oci::Digest;
@@ -342,9 +343,16 @@ impl Cache {
         self.inner.hot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A manifest from the in-memory hot set. Only bytes that hash to `digest` are ever
+    /// kept there (checked when read from the database; put by callers after they
+    /// verified them), so a hit needs no re-hash.
+    pub fn verified_manifest_in_memory(&self, digest: &Digest) -> Option<StoredManifest> {
+        self.hot().manifests.get(digest).cloned()
+    }
+
     pub async fn manifest(&self, digest: &Digest) -> CacheResult<Option<StoredManifest>> {
-        if let Some(m) = self.hot().manifests.get(digest) {
-            return Ok(Some(m.clone()));
+        if let Some(m) = self.verified_manifest_in_memory(digest) {
+            return Ok(Some(m));
         }
         let d = digest.clone();
         let found = self
@@ -363,7 +371,9 @@ impl Cache {
                 }))
             })
             .await?;
-        if let Some(m) = &found {
+        if let Some(m) = &found
+            && Digest::of(&m.bytes) == *digest
+        {
             self.hot().put_manifest(digest, m);
         }
         Ok(found)
@@ -401,6 +411,7 @@ impl Cache {
         .await
     }
 
+    /// Stores a manifest the caller has verified against `digest`.
     pub async fn put_manifest(&self, digest: &Digest, media_type: &str, bytes: Bytes) -> CacheResult<()> {
         self.hot().put_manifest(
             digest,

@@ -436,7 +436,7 @@ async fn get_blob(
     let answer = app.proxy.blob(target, digest).await?;
     let (size, status) = match &answer {
         BlobAnswer::Cached { record, .. } => (Some(record.size), CacheStatus::Hit),
-        BlobAnswer::Filling { fill, cache } => {
+        BlobAnswer::Filling { fill, cache, .. } => {
             let mut p = fill.started().await;
             if p.size.is_none() && range.is_some() {
                 // Without a Content-Length the range can only be resolved at the end.
@@ -470,18 +470,21 @@ async fn get_blob(
         (None, None) => (0, u64::MAX),
     };
     let body = match answer {
-        BlobAnswer::Cached { digest, record } => Body::from_stream(read::published(
-            app.proxy.metrics.clone(),
-            app.proxy.cache.clone(),
+        BlobAnswer::Cached {
             digest,
             record,
+            reading,
+        } => Body::from_stream(read::published(
+            app.proxy.metrics.clone(),
+            app.proxy.cache.clone(),
+            (digest, record, reading),
             first,
             end,
         )),
-        BlobAnswer::Filling { fill, .. } => Body::from_stream(read::filling(
+        BlobAnswer::Filling { fill, reading, .. } => Body::from_stream(read::filling(
             app.proxy.metrics.clone(),
             app.proxy.cache.clone(),
-            fill,
+            (fill, reading),
             first,
             end,
         )),

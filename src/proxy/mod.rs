@@ -6,7 +6,7 @@ pub mod fill;
 pub mod read;
 pub mod signatures;
 
-use crate::cache::{BlobRecord, Cache, CacheError, StoredManifest, TagListPage, TagRecord, now_ms};
+use crate::cache::{BlobRecord, Cache, CacheError, ReaderGuard, StoredManifest, TagListPage, TagRecord, now_ms};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::oci::media::{self, AcceptSet};
@@ -89,9 +89,19 @@ pub struct ManifestAnswer {
     pub cache: CacheStatus,
 }
 
+/// A blob to stream, with the reader registration that keeps eviction away from it
+/// (taken before the lookup, so nothing found can be evicted before it is served).
 pub enum BlobAnswer {
-    Cached { digest: Digest, record: BlobRecord },
-    Filling { fill: Arc<Fill>, cache: CacheStatus },
+    Cached {
+        digest: Digest,
+        record: BlobRecord,
+        reading: ReaderGuard,
+    },
+    Filling {
+        fill: Arc<Fill>,
+        cache: CacheStatus,
+        reading: ReaderGuard,
+    },
 }
 
 pub struct Proxy {
@@ -257,6 +267,10 @@ impl Proxy {
 
     /// A stored manifest, re-checked against its digest (cheap: manifests are small).
     async fn stored_manifest(&self, digest: &Digest) -> ProxyResult<Option<StoredManifest>> {
+        if let Some(m) = self.cache.verified_manifest_in_memory(digest) {
+            self.cache.touch_manifest(digest);
+            return Ok(Some(m));
+        }
         match self.cache.manifest(digest).await? {
             Some(m) if &Digest::of(&m.bytes) == digest => {
                 self.cache.touch_manifest(digest);
@@ -412,11 +426,13 @@ impl Proxy {
     // ---- blobs --------------------------------------------------------------------
 
     pub async fn blob(&self, target: &Target, digest: &Digest) -> ProxyResult<BlobAnswer> {
+        let reading = self.cache.reading(digest);
         if let Some(record) = self.cache.blob(digest).await? {
             self.cache.touch_blob(digest);
             return Ok(BlobAnswer::Cached {
                 digest: digest.clone(),
                 record,
+                reading,
             });
         }
         match self
@@ -427,6 +443,7 @@ impl Proxy {
             Lookup::Cached(record) => Ok(BlobAnswer::Cached {
                 digest: digest.clone(),
                 record,
+                reading,
             }),
             Lookup::Filling(fill, joined) => {
                 let progress = fill.started().await;
@@ -438,7 +455,7 @@ impl Proxy {
                 } else {
                     CacheStatus::Miss
                 };
-                Ok(BlobAnswer::Filling { fill, cache })
+                Ok(BlobAnswer::Filling { fill, cache, reading })
             }
         }
     }

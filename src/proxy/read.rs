@@ -3,7 +3,7 @@
 //! in bounded chunks, so memory per client stays small whatever the blob size.
 
 use super::fill::{Fill, FillError};
-use crate::cache::{BlobReader, BlobRecord, Cache, buffers};
+use crate::cache::{BlobReader, BlobRecord, Cache, ReaderGuard, buffers};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
 use bytes::Bytes;
@@ -37,17 +37,17 @@ async fn read_some(mut reader: BlobReader, max: usize) -> io::Result<(BlobReader
     .map_err(io::Error::other)?
 }
 
-/// Bytes `first..end` of a published blob.
+/// Bytes `first..end` of a published blob; `reading` (the client's registration as a
+/// reader, which keeps eviction away) is held until the stream ends.
 pub fn published(
     metrics: Arc<Metrics>,
     cache: Cache,
-    digest: Digest,
-    record: BlobRecord,
+    (digest, record, reading): (Digest, BlobRecord, ReaderGuard),
     first: u64,
     end: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     async_stream(move |tx| async move {
-        let _reading = cache.reading(&digest);
+        let _reading = reading;
         let mut reader = cache
             .open_blob(&digest, &record, first)
             .await
@@ -82,12 +82,12 @@ pub fn published(
 pub fn filling(
     metrics: Arc<Metrics>,
     cache: Cache,
-    fill: Arc<Fill>,
+    (fill, reading): (Arc<Fill>, ReaderGuard),
     first: u64,
     end: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     async_stream(move |tx| async move {
-        let _reading = cache.reading(&fill.digest);
+        let _reading = reading;
         let mut progress = fill.progress();
         let mut reader: Option<BlobReader> = None;
         let mut pos = first;
