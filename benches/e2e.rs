@@ -994,6 +994,16 @@ fn main() {
     });
 }
 
+/// Whether a phase runs: all of them unless `PULLGATE_E2E_ONLY` lists some
+/// (`cold`, `warm`, `manifests`, comma-separated; cold always runs, the others use the
+/// proxies it leaves). For iterating on one part; the full run is what the targets use.
+fn phase(name: &str) -> bool {
+    match std::env::var("PULLGATE_E2E_ONLY") {
+        Ok(list) => list.split(',').any(|p| p.trim() == name),
+        Err(_) => true,
+    }
+}
+
 async fn run() {
     let size_mib = env_num("PULLGATE_E2E_BLOB_MIB", 512).max(1);
     let rounds = env_num("PULLGATE_E2E_ROUNDS", 5).max(1) as usize;
@@ -1117,119 +1127,142 @@ async fn run() {
         );
     }
 
-    // Warm GET, one client, interleaved A B C D … (one untimed round first).
-    let cdn_url = format!("http://{CDN_IP}:{cdn_port}{cdn_path}");
-    let mut targets: Vec<(String, String, Option<u32>)> = warm
-        .iter()
-        .map(|p| (p.kind.key().to_string(), p.blob_url(&seeded.digest), Some(p.pid())))
-        .collect();
-    targets.insert(2, ("nginx".to_string(), cdn_url.clone(), Some(nginx.pid())));
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-    let sampler = RssSampler::start(targets.iter().filter_map(|t| t.2).collect());
-    let warm_targets: Vec<String> = targets.iter().map(|t| t.1.clone()).collect();
-    let measured = tokio::task::spawn_blocking(move || {
-        // One kept-alive client per target, as a browser-less puller would have.
-        let mut clients: Vec<BlobClient> = warm_targets.iter().map(|u| BlobClient::new(u)).collect();
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); warm_targets.len()];
-        for round in 0..=rounds {
-            for (i, url) in warm_targets.iter().enumerate() {
-                let d = clients[i].fetch(url, size);
-                if round > 0 {
-                    samples[i].push(gbps(size, d));
+    if phase("warm") {
+        // Warm GET, one client, interleaved A B C D … (one untimed round first).
+        let cdn_url = format!("http://{CDN_IP}:{cdn_port}{cdn_path}");
+        let mut targets: Vec<(String, String, Option<u32>)> = warm
+            .iter()
+            .map(|p| (p.kind.key().to_string(), p.blob_url(&seeded.digest), Some(p.pid())))
+            .collect();
+        targets.insert(2, ("nginx".to_string(), cdn_url.clone(), Some(nginx.pid())));
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        let sampler = RssSampler::start(targets.iter().filter_map(|t| t.2).collect());
+        let warm_targets: Vec<String> = targets.iter().map(|t| t.1.clone()).collect();
+        let measured = tokio::task::spawn_blocking(move || {
+            // One kept-alive client per target, as a browser-less puller would have.
+            let mut clients: Vec<BlobClient> = warm_targets.iter().map(|u| BlobClient::new(u)).collect();
+            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); warm_targets.len()];
+            for round in 0..=rounds {
+                for (i, url) in warm_targets.iter().enumerate() {
+                    let d = clients[i].fetch(url, size);
+                    if round > 0 {
+                        samples[i].push(gbps(size, d));
+                    }
+                }
+            }
+            samples
+        })
+        .await
+        .expect("warm rounds");
+        samples = measured;
+        let warm1_rss = sampler.finish();
+        for (i, (name, _, _)) in targets.iter().enumerate() {
+            eprintln!(
+                "e2e: {name:<15} warm GET, 1 client: median {:.2} GB/s of {:?}",
+                median(samples[i].clone()),
+                samples[i].iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>()
+            );
+        }
+
+        // Warm GET, 8 clients, interleaved, 3 rounds, median.
+        let mut samples8: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        let mut rss8_warm = vec![0u64; targets.len()];
+        for _ in 0..3 {
+            for (i, (_, url, pid)) in targets.iter().enumerate() {
+                let sampler = RssSampler::start(vec![pid.unwrap_or(0)]);
+                let d = fetch_concurrent(url, CLIENTS, size).await;
+                rss8_warm[i] = rss8_warm[i].max(sampler.finish()[0]);
+                samples8[i].push(gbps(CLIENTS as u64 * size, d));
+            }
+        }
+        for (i, (name, _, _)) in targets.iter().enumerate() {
+            eprintln!(
+                "e2e: {name:<15} warm GET, {CLIENTS} clients: median {:.2} GB/s aggregate",
+                median(samples8[i].clone())
+            );
+        }
+        for (i, (name, _, _)) in targets.iter().enumerate() {
+            let entry = json!({
+                "warm_1_gbps_median": median(samples[i].clone()), "warm_1_gbps": samples[i],
+                "warm_1_peak_rss_kib": warm1_rss[i],
+                "warm_8_gbps_median": median(samples8[i].clone()), "warm_8_gbps": samples8[i],
+                "warm_8_peak_rss_kib": rss8_warm[i],
+            });
+            match results.get_mut(name.as_str()).and_then(|v| v.as_object_mut()) {
+                Some(o) => o.extend(entry.as_object().cloned().unwrap_or_default()),
+                None => {
+                    results.insert(name.clone(), entry);
                 }
             }
         }
-        samples
-    })
-    .await
-    .expect("warm rounds");
-    samples = measured;
-    let warm1_rss = sampler.finish();
-    for (i, (name, _, _)) in targets.iter().enumerate() {
-        eprintln!(
-            "e2e: {name:<15} warm GET, 1 client: median {:.2} GB/s of {:?}",
-            median(samples[i].clone()),
-            samples[i].iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>()
-        );
     }
-
-    // Warm GET, 8 clients, interleaved, 3 rounds, median.
-    let mut samples8: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-    let mut rss8_warm = vec![0u64; targets.len()];
-    for _ in 0..3 {
-        for (i, (_, url, pid)) in targets.iter().enumerate() {
-            let sampler = RssSampler::start(vec![pid.unwrap_or(0)]);
-            let d = fetch_concurrent(url, CLIENTS, size).await;
-            rss8_warm[i] = rss8_warm[i].max(sampler.finish()[0]);
-            samples8[i].push(gbps(CLIENTS as u64 * size, d));
-        }
-    }
-    for (i, (name, _, _)) in targets.iter().enumerate() {
-        eprintln!(
-            "e2e: {name:<15} warm GET, {CLIENTS} clients: median {:.2} GB/s aggregate",
-            median(samples8[i].clone())
-        );
-    }
-    for (i, (name, _, _)) in targets.iter().enumerate() {
-        let entry = json!({
-            "warm_1_gbps_median": median(samples[i].clone()), "warm_1_gbps": samples[i],
-            "warm_1_peak_rss_kib": warm1_rss[i],
-            "warm_8_gbps_median": median(samples8[i].clone()), "warm_8_gbps": samples8[i],
-            "warm_8_peak_rss_kib": rss8_warm[i],
-        });
-        match results.get_mut(name.as_str()).and_then(|v| v.as_object_mut()) {
-            Some(o) => o.extend(entry.as_object().cloned().unwrap_or_default()),
-            None => {
-                results.insert(name.clone(), entry);
-            }
-        }
-    }
-
-    // Manifest GETs under load: pullgate (files) and distribution, by tag then by digest.
-    let manifest_needle = format!(" /v2/{REPO}/manifests/");
-    for p in warm.iter().filter(|p| p.kind != Kind::PullgateSled) {
-        let mut entry = serde_json::Map::new();
-        for (what, reference) in [("tag", "latest"), ("digest", seeded.manifest_digest.as_str())] {
-            let url = p.manifest_url(reference);
-            let c = client();
-            let r = c
-                .get(&url)
-                .header(ACCEPT, MANIFEST_ACCEPT)
-                .send()
-                .await
-                .expect("manifest GET");
-            assert_eq!(r.status().as_u16(), 200, "GET {url}");
-            let body = r.bytes().await.expect("manifest body");
-            assert_eq!(
-                format!("sha256:{}", sha256_hex(&body)),
-                seeded.manifest_digest,
-                "manifest bytes through {}",
-                p.kind.key()
-            );
-            let upstream_before = count_lines(&registry_log, &manifest_needle);
-            let sampler = RssSampler::start(vec![p.pid()]);
-            let l = load(&url, conns, load_secs).await;
-            let rss = sampler.finish()[0];
-            let upstream_requests = count_lines(&registry_log, &manifest_needle) - upstream_before;
-            eprintln!(
-                "e2e: {:<15} manifest by {what}, {conns} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, {upstream_requests} upstream manifest requests",
-                p.kind.key(),
-                l.rps,
-                l.p50_ms,
-                l.p99_ms,
-                l.errors
-            );
-            entry.insert(
+    if phase("manifests") {
+        // Manifest GETs under load: pullgate (files) and distribution, by tag then by digest.
+        let manifest_needle = format!(" /v2/{REPO}/manifests/");
+        for p in warm.iter().filter(|p| p.kind != Kind::PullgateSled) {
+            let mut entry = serde_json::Map::new();
+            for (what, reference) in [("tag", "latest"), ("digest", seeded.manifest_digest.as_str())] {
+                let url = p.manifest_url(reference);
+                let c = client();
+                let r = c
+                    .get(&url)
+                    .header(ACCEPT, MANIFEST_ACCEPT)
+                    .send()
+                    .await
+                    .expect("manifest GET");
+                assert_eq!(r.status().as_u16(), 200, "GET {url}");
+                let body = r.bytes().await.expect("manifest body");
+                assert_eq!(
+                    format!("sha256:{}", sha256_hex(&body)),
+                    seeded.manifest_digest,
+                    "manifest bytes through {}",
+                    p.kind.key()
+                );
+                let upstream_before = count_lines(&registry_log, &manifest_needle);
+                let sampler = RssSampler::start(vec![p.pid()]);
+                let l = load(&url, conns, load_secs).await;
+                let rss = sampler.finish()[0];
+                let upstream_requests = count_lines(&registry_log, &manifest_needle) - upstream_before;
+                eprintln!(
+                    "e2e: {:<15} manifest by {what}, {conns} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, {upstream_requests} upstream manifest requests",
+                    p.kind.key(),
+                    l.rps,
+                    l.p50_ms,
+                    l.p99_ms,
+                    l.errors
+                );
+                entry.insert(
                 format!("manifest_{what}"),
                 json!({"requests": l.requests, "errors": l.errors, "rps": l.rps, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
                     "upstream_manifest_requests": upstream_requests, "peak_rss_kib": rss}),
             );
+            }
+            if let Some(o) = results.get_mut(p.kind.key()).and_then(|v| v.as_object_mut()) {
+                o.extend(entry);
+            }
         }
-        if let Some(o) = results.get_mut(p.kind.key()).and_then(|v| v.as_object_mut()) {
-            o.extend(entry);
+
+        // The limit for manifests: nginx serving the same manifest bytes as a static file
+        // (distribution stores them as a blob, so the CDN root has them), same load.
+        {
+            let hex = seeded.manifest_digest.trim_start_matches("sha256:");
+            let url = format!(
+                "http://{CDN_IP}:{cdn_port}/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+                &hex[..2]
+            );
+            let l = load(&url, conns, load_secs).await;
+            eprintln!(
+                "e2e: {:<15} manifest bytes as a static file, {conns} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                "nginx", l.rps, l.p50_ms, l.p99_ms, l.errors
+            );
+            if let Some(o) = results.get_mut("nginx").and_then(|v| v.as_object_mut()) {
+                o.insert(
+                "manifest_digest".into(),
+                json!({"requests": l.requests, "errors": l.errors, "rps": l.rps, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms}),
+            );
+            }
         }
     }
-
     // VmHWM of each long-lived proxy (the instance that served cold 8, warm and manifests).
     for p in &warm {
         let hwm = status_kib(p.pid(), "VmHWM:");

@@ -237,7 +237,12 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            // Named threads: `top -H` and profilers tell pullgate's work apart.
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .thread_name("pullgate")
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("pullgate: cannot start the runtime: {e}");

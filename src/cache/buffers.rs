@@ -7,8 +7,10 @@ use std::sync::Mutex;
 
 /// The size of a pooled buffer; reads up to this size use one.
 pub const BUFFER_SIZE: usize = 256 * 1024;
-/// Buffers kept for reuse (4 MiB idle at most); beyond that they are freed.
-const POOLED: usize = 16;
+/// Buffers kept for reuse (12 MiB idle at most: about what one fast fill keeps in
+/// flight between its receiver, writer, hasher and recent-chunks window); beyond that
+/// they are freed.
+const POOLED: usize = 48;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
