@@ -441,6 +441,12 @@ struct LoadResult {
     p99_ms: f64,
 }
 
+impl LoadResult {
+    fn json(&self) -> Value {
+        json!({"requests": self.requests, "errors": self.errors, "rps": self.rps, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms})
+    }
+}
+
 /// `conns` connections GET `url` (a manifest) in a closed loop for `secs`, driven by
 /// `wrk` (`--latency`) with one thread: one core drives the load, the other is left to
 /// the server under test (with two wrk threads the load generator preempts the server on
@@ -1135,10 +1141,9 @@ async fn run() {
             .map(|p| (p.kind.key().to_string(), p.blob_url(&seeded.digest), Some(p.pid())))
             .collect();
         targets.insert(2, ("nginx".to_string(), cdn_url.clone(), Some(nginx.pid())));
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
         let sampler = RssSampler::start(targets.iter().filter_map(|t| t.2).collect());
         let warm_targets: Vec<String> = targets.iter().map(|t| t.1.clone()).collect();
-        let measured = tokio::task::spawn_blocking(move || {
+        let samples = tokio::task::spawn_blocking(move || {
             // One kept-alive client per target, as a browser-less puller would have.
             let mut clients: Vec<BlobClient> = warm_targets.iter().map(|u| BlobClient::new(u)).collect();
             let mut samples: Vec<Vec<f64>> = vec![Vec::new(); warm_targets.len()];
@@ -1154,7 +1159,6 @@ async fn run() {
         })
         .await
         .expect("warm rounds");
-        samples = measured;
         let warm1_rss = sampler.finish();
         for (i, (name, _, _)) in targets.iter().enumerate() {
             eprintln!(
@@ -1231,11 +1235,12 @@ async fn run() {
                     l.p99_ms,
                     l.errors
                 );
-                entry.insert(
-                format!("manifest_{what}"),
-                json!({"requests": l.requests, "errors": l.errors, "rps": l.rps, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
-                    "upstream_manifest_requests": upstream_requests, "peak_rss_kib": rss}),
-            );
+                entry.insert(format!("manifest_{what}"), {
+                    let mut v = l.json();
+                    v["upstream_manifest_requests"] = json!(upstream_requests);
+                    v["peak_rss_kib"] = json!(rss);
+                    v
+                });
             }
             if let Some(o) = results.get_mut(p.kind.key()).and_then(|v| v.as_object_mut()) {
                 o.extend(entry);
@@ -1256,10 +1261,7 @@ async fn run() {
                 "nginx", l.rps, l.p50_ms, l.p99_ms, l.errors
             );
             if let Some(o) = results.get_mut("nginx").and_then(|v| v.as_object_mut()) {
-                o.insert(
-                "manifest_digest".into(),
-                json!({"requests": l.requests, "errors": l.errors, "rps": l.rps, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms}),
-            );
+                o.insert("manifest_digest".into(), l.json());
             }
         }
     }

@@ -157,7 +157,8 @@ pub async fn verify(config: &Config) -> Result<(String, usize), String> {
         bar.inc(1);
     }
     for digest in &manifests {
-        let ok = matches!(cache.manifest(digest).await, Ok(Some(m)) if &Digest::of(&m.bytes) == digest);
+        // The cache checks a manifest's bytes against its digest as it reads them.
+        let ok = matches!(cache.manifest(digest).await, Ok(Some(_)));
         if !ok {
             cache.remove_manifest(digest).await.map_err(|e| e.to_string())?;
             bad.push(format!("manifest {digest}: bytes do not match; removed"));

@@ -1,6 +1,8 @@
 //! One conformance suite for every `BlobStore` implementation, plus the cache's
 //! publish-by-CAS and startup repair, run against both the `files` and `sled` stores.
 
+mod common;
+
 use pullgate::cache::{BlobLocation, BlobReader, BlobStore, Cache};
 use pullgate::config::BlobStoreKind;
 use pullgate::oci::Digest;
@@ -162,22 +164,6 @@ async fn publish(cache: &Cache, bytes: &[u8]) -> Digest {
     digest
 }
 
-/// Opens the cache again after the previous handle was dropped. sled's background I/O
-/// threads can hold the database's file lock for a moment after the last handle goes
-/// (a restarted process never sees this), so a lock error is retried for a while.
-async fn reopen(dir: &std::path::Path, kind: BlobStoreKind) -> (Cache, pullgate::cache::RepairReport) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Cache::open(dir, kind) {
-            Ok(opened) => return opened,
-            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("reopening the cache: {e}"),
-        }
-    }
-}
-
 async fn cache_repair(kind: BlobStoreKind) {
     let dir = tempfile::tempdir().unwrap();
     let (kept, lost) = (pattern(30_000, 1), pattern(40_000, 2));
@@ -204,7 +190,7 @@ async fn cache_repair(kind: BlobStoreKind) {
         }
         cache.flush().await.unwrap();
     }
-    let (cache, report) = reopen(dir.path(), kind).await;
+    let (cache, report) = common::reopen_cache(dir.path(), kind).await;
     assert_eq!(report.interrupted_fills, 1, "{kind:?}: {report:?}");
     let kept_d = Digest::of(&kept);
     let record = cache.blob(&kept_d).await.unwrap().expect("published blob survives");
@@ -239,4 +225,38 @@ async fn files_cache_publishes_by_cas_and_repairs_at_startup() {
 #[tokio::test]
 async fn sled_cache_publishes_by_cas_and_repairs_at_startup() {
     cache_repair(BlobStoreKind::Sled).await;
+}
+
+#[tokio::test]
+async fn manifests_read_back_from_the_database_are_checked_against_their_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = bytes::Bytes::from_static(br#"{"schemaVersion":2}"#);
+    let good = Digest::of(&bytes);
+    let wrong = Digest::of(b"something else");
+    {
+        let (cache, _) = Cache::open(dir.path(), BlobStoreKind::Files).unwrap();
+        cache
+            .put_manifest(&good, "application/vnd.oci.image.manifest.v1+json", bytes.clone())
+            .await
+            .unwrap();
+        // Stored under a digest its bytes do not hash to, as damage on disk would leave it.
+        cache
+            .put_manifest(&wrong, "application/vnd.oci.image.manifest.v1+json", bytes.clone())
+            .await
+            .unwrap();
+        cache.flush().await.unwrap();
+    }
+    // A fresh process: nothing in memory, both read from the database.
+    let (cache, _) = common::reopen_cache(dir.path(), BlobStoreKind::Files).await;
+    let m = cache.manifest(&good).await.unwrap().expect("stored manifest");
+    assert_eq!(m.bytes, bytes);
+    match cache.manifest(&wrong).await {
+        Err(pullgate::cache::CacheError::ManifestMismatch(d)) => assert_eq!(d, wrong),
+        other => panic!(
+            "a mismatching manifest must be reported, got {:?}",
+            other.map(|m| m.is_some())
+        ),
+    }
+    // Asked again, it is not served from memory either.
+    assert!(cache.manifest(&wrong).await.is_err());
 }

@@ -691,18 +691,7 @@ async fn shutdown_during_a_fill_stops_it_cleanly() {
         .unwrap()
         .collect();
     assert!(staging.is_empty(), "staged bytes discarded: {staging:?}");
-    // Client stream tasks still winding down may hold the database for a moment (a
-    // process exits instead); wait for it to be released, then reopen.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let (_, report) = loop {
-        match Cache::open(&config.data_dir, BlobStoreKind::Files) {
-            Ok(opened) => break opened,
-            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => panic!("reopening the cache after shutdown: {e}"),
-        }
-    };
+    let (_, report) = common::reopen_cache(&config.data_dir, BlobStoreKind::Files).await;
     assert_eq!(report, Default::default(), "nothing left to repair after a clean stop");
 }
 

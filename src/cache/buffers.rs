@@ -25,7 +25,7 @@ pub fn take(len: usize) -> Vec<u8> {
     {
         return buf;
     }
-    vec![0u8; len.max(if len <= BUFFER_SIZE { BUFFER_SIZE } else { len })]
+    vec![0u8; len.max(BUFFER_SIZE)]
 }
 
 /// The first `len` bytes of `buf` as `Bytes`; the buffer returns to the pool when the

@@ -29,6 +29,9 @@ pub enum CacheError {
     Io(#[from] io::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A stored manifest whose bytes no longer hash to its digest.
+    #[error("stored manifest {0} does not match its digest")]
+    ManifestMismatch(Digest),
     #[error("blocking task failed: {0}")]
     Join(String),
 }
@@ -343,15 +346,12 @@ impl Cache {
         self.inner.hot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A manifest from the in-memory hot set. Only bytes that hash to `digest` are ever
-    /// kept there (checked when read from the database; put by callers after they
-    /// verified them), so a hit needs no re-hash.
-    pub fn verified_manifest_in_memory(&self, digest: &Digest) -> Option<StoredManifest> {
-        self.hot().manifests.get(digest).cloned()
-    }
-
+    /// A stored manifest, whose bytes hash to `digest`: checked when read from the
+    /// database (a mismatch is [`CacheError::ManifestMismatch`]); the in-memory hot set
+    /// holds only checked bytes (and those callers verified before `put_manifest`), so a
+    /// hit there needs no re-hash.
     pub async fn manifest(&self, digest: &Digest) -> CacheResult<Option<StoredManifest>> {
-        if let Some(m) = self.verified_manifest_in_memory(digest) {
+        if let Some(m) = self.hot().manifests.get(digest).cloned() {
             return Ok(Some(m));
         }
         let d = digest.clone();
@@ -371,9 +371,10 @@ impl Cache {
                 }))
             })
             .await?;
-        if let Some(m) = &found
-            && Digest::of(&m.bytes) == *digest
-        {
+        if let Some(m) = &found {
+            if Digest::of(&m.bytes) != *digest {
+                return Err(CacheError::ManifestMismatch(digest.clone()));
+            }
             self.hot().put_manifest(digest, m);
         }
         Ok(found)

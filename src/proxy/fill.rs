@@ -323,8 +323,9 @@ impl Pipeline {
                 if let Err(e) = staged.write(&chunk) {
                     return (staged, Err(e));
                 }
+                let offset = written;
                 written += chunk.len() as u64;
-                recent.push(written - chunk.len() as u64, chunk);
+                recent.push(offset, chunk);
                 // Hold back the tail: readers never see the last byte before verification.
                 let readable = staged.readable_len();
                 let visible = match size {

@@ -267,22 +267,19 @@ impl Proxy {
 
     /// A stored manifest, re-checked against its digest (cheap: manifests are small).
     async fn stored_manifest(&self, digest: &Digest) -> ProxyResult<Option<StoredManifest>> {
-        if let Some(m) = self.cache.verified_manifest_in_memory(digest) {
-            self.cache.touch_manifest(digest);
-            return Ok(Some(m));
-        }
-        match self.cache.manifest(digest).await? {
-            Some(m) if &Digest::of(&m.bytes) == digest => {
+        match self.cache.manifest(digest).await {
+            Ok(Some(m)) => {
                 self.cache.touch_manifest(digest);
                 Ok(Some(m))
             }
-            Some(_) => {
+            Err(CacheError::ManifestMismatch(_)) => {
                 warn!(%digest, "stored manifest does not match its digest; dropping it and refetching");
                 self.cache.remove_manifest(digest).await?;
                 self.metrics.inc("pullgate_evictions_total", &[], 1);
                 Ok(None)
             }
-            None => Ok(None),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -64,12 +64,7 @@ pub fn published(
                 ));
             }
             pos += bytes.len() as u64;
-            metrics.inc(
-                "pullgate_served_bytes_total",
-                &[("source", "cache")],
-                bytes.len() as u64,
-            );
-            if tx.send(Ok(bytes)).await.is_err() {
+            if !deliver(&metrics, &tx, "cache", bytes).await {
                 return Ok(());
             }
         }
@@ -122,12 +117,7 @@ pub fn filling(
                 // opened earlier is behind now; it is reopened at `pos` if needed.
                 reader = None;
                 pos += bytes.len() as u64;
-                metrics.inc(
-                    "pullgate_served_bytes_total",
-                    &[("source", "upstream")],
-                    bytes.len() as u64,
-                );
-                if tx.send(Ok(bytes)).await.is_err() {
+                if !deliver(&metrics, &tx, "upstream", bytes).await {
                     return Ok(());
                 }
                 continue;
@@ -172,17 +162,24 @@ pub fn filling(
                 ));
             }
             pos += bytes.len() as u64;
-            metrics.inc(
-                "pullgate_served_bytes_total",
-                &[("source", "upstream")],
-                bytes.len() as u64,
-            );
-            if tx.send(Ok(bytes)).await.is_err() {
+            if !deliver(&metrics, &tx, "upstream", bytes).await {
                 return Ok(());
             }
         }
         Ok(())
     })
+}
+
+/// Counts `bytes` as served from `source` and hands them to the client's body; false
+/// once the client has gone.
+async fn deliver(
+    metrics: &Metrics,
+    tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    source: &str,
+    bytes: Bytes,
+) -> bool {
+    metrics.inc("pullgate_served_bytes_total", &[("source", source)], bytes.len() as u64);
+    tx.send(Ok(bytes)).await.is_ok()
 }
 
 fn fill_failed(e: &FillError) -> io::Error {

@@ -330,3 +330,23 @@ impl Drop for SmallDisk {
         let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// Opens a cache again after its previous handle was dropped. Tasks winding down (client
+/// streams, sled's background I/O threads) can hold the database's file lock for a
+/// moment after the last handle goes, which a restarted process never sees; a lock error
+/// is retried for up to 5 s.
+pub async fn reopen_cache(
+    data_dir: &Path,
+    kind: pullgate::config::BlobStoreKind,
+) -> (pullgate::cache::Cache, pullgate::cache::RepairReport) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match pullgate::cache::Cache::open(data_dir, kind) {
+            Ok(opened) => return opened,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("reopening the cache: {e}"),
+        }
+    }
+}
