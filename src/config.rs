@@ -1,8 +1,10 @@
 //! The TOML configuration: parsing (unknown keys are errors), human durations and
 //! sizes, validation that names the offending key, and the secrets read from files.
 
+pub use crate::cache::BlobStoreKind;
+use crate::oci::pattern::RepoPatterns;
+use crate::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,31 +34,23 @@ pub struct HumanDuration(pub Duration);
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ByteSize(pub u64);
 
+/// The longest duration pullgate takes: whole milliseconds must fit in a `u64`.
+const MAX_DURATION: Duration = Duration::from_millis(u64::MAX);
+
+/// Parses a duration such as `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"` (humantime's
+/// syntax, so `"1h 30m"` works too). A bare number has no unit and is refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    if num.is_empty() || num.len() > 12 {
-        return Err(format!("{s:?} is not a duration like \"30s\", \"5m\", \"2h\""));
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like \"30s\", \"5m\", \"2h\": {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{s:?} is too long"));
     }
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration"))?;
-    let millis_per = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    Ok(Duration::from_millis(
-        n.checked_mul(millis_per).ok_or_else(|| format!("{s:?} is too long"))?,
-    ))
+    Ok(d)
 }
 
+/// A duration as one whole unit when one divides it (`"5m"`, `"1500ms"`): the way
+/// durations are written in the config, so `check-config` prints them back alike.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis() as u64;
     for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
@@ -67,31 +61,23 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ms}ms")
 }
 
+/// Parses a size such as `"1024"`, `"64KiB"`, `"200GiB"`, `"10MB"` (binary and decimal
+/// units, by the `bytesize` crate).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    if num.is_empty() || num.len() > 20 {
-        return Err(format!("{s:?} is not a size like \"512MiB\" or \"200GiB\""));
+    let size: bytesize::ByteSize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a size like \"512MiB\" or \"200GiB\": {e}"))?;
+    // bytesize saturates on overflow.
+    if size.as_u64() == u64::MAX {
+        return Err(format!("{s:?} is too large"));
     }
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
-            ));
-        }
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    Ok(size.as_u64())
+}
+
+/// A size for people: `"1.5 GiB"`.
+pub fn format_size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {
@@ -126,15 +112,6 @@ impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(self.0)
     }
-}
-
-/// Where layer bytes live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum BlobStoreKind {
-    #[default]
-    Files,
-    Sled,
 }
 
 fn default_listen() -> String {
@@ -378,26 +355,7 @@ fn auth_file_credentials(path: &Path, upstream_url: &str) -> Result<Option<(Stri
     let (user, password) = decoded
         .split_once(':')
         .ok_or_else(|| format!("the {host} entry's auth is not user:password"))?;
-    Ok(Some((user.to_string(), Secret(password.to_string()))))
-}
-
-/// A secret read from a file; never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
+    Ok(Some((user.to_string(), Secret::new(password))))
 }
 
 impl Config {
@@ -521,15 +479,7 @@ impl Config {
                 ));
             }
             for (k, patterns) in [("allow", &u.allow), ("deny", &u.deny)] {
-                if let Some(p) = patterns
-                    .iter()
-                    .find(|p| p.is_empty() || p.starts_with('/') || p.chars().any(|c| c.is_whitespace()))
-                {
-                    return Err(invalid(
-                        key(k),
-                        format!("{p:?} must be a repository pattern such as \"ubi9/*\""),
-                    ));
-                }
+                RepoPatterns::new(patterns).map_err(|e| invalid(key(k), e.to_string()))?;
             }
             match (&u.username, &u.password_file) {
                 (Some(_), None) => return Err(invalid(key("password_file"), "is required when username is set")),
@@ -586,7 +536,7 @@ impl Config {
                     })?;
                     return Ok(Some((
                         user.clone(),
-                        Secret(password.trim_end_matches(['\r', '\n']).to_string()),
+                        Secret::new(password.trim_end_matches(['\r', '\n'])),
                     )));
                 }
                 match &u.auth_file {
@@ -623,7 +573,7 @@ impl Config {
                     ),
                 ));
             }
-            entries.push((user.to_string(), Secret(hash.to_string())));
+            entries.push((user.to_string(), Secret::new(hash)));
         }
         if entries.is_empty() {
             return Err(invalid(
@@ -687,11 +637,6 @@ mod tests {
         assert!(parse_size("99999999999TiB").is_err());
         assert_eq!(format_duration(Duration::from_secs(300)), "5m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-    }
-
-    #[test]
-    fn secrets_are_redacted() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
     }
 
     proptest! {

@@ -1,19 +1,20 @@
 //! pullgate: a caching pull-through proxy for container registries.
 //!
-//! Layers, each depending only on those after it:
-//! `http` (axum routes, OCI errors) → `proxy` (hit/miss/revalidate, single-flight fills)
-//! → `cache` (sled, blob stores) and `upstream` (reqwest, token auth, redirects) → `oci`
-//! (pure protocol types). `config` and `server` wire them together.
+//! Layers, each depending only on those after it: `http` (axum: routes, the access-log
+//! and metrics layer, OCI errors) → `proxy` (decides every answer: hit/miss/revalidate,
+//! single-flight fills, ranges) → `cache` (sled, blob stores) and `upstream` (reqwest:
+//! token auth, redirects) → `oci` (pure protocol types). `app` is the composition root:
+//! it alone reads `config` and the secret files and builds the layers from their own
+//! settings; `cli` holds the commands and is the only code that prints.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub mod app;
 pub mod cache;
-pub mod client_config;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod oci;
-pub mod prefetch;
 pub mod proxy;
-pub mod server;
+pub mod secret;
 pub mod upstream;

@@ -1,231 +1,283 @@
-//! Prometheus metrics: labelled counters and histograms kept per server instance, and
-//! their rendering in the Prometheus text exposition format (version 0.0.4).
+//! Prometheus metrics, as typed families of the `prometheus-client` crate: each metric is
+//! a field, so a misspelt name does not compile, and recording takes no global lock.
+//! Names and labels are the ones the README lists and `deploy/monitoring` uses; the
+//! exposition is OpenMetrics text (counters end in `_total`).
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-
-type Labels = Vec<(&'static str, String)>;
-
-/// A gauge computed at scrape time: name, labels, value.
-pub type Gauge = (&'static str, Vec<(&'static str, String)>, f64);
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of the latency histograms.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
-/// Every metric pullgate exports: name, type, help.
-pub const CATALOG: &[(&str, &str, &str)] = &[
-    (
-        "pullgate_http_requests_total",
-        "counter",
-        "Client requests by route, method and status.",
-    ),
-    (
-        "pullgate_http_request_duration_seconds",
-        "histogram",
-        "Time to a client response's headers, by route.",
-    ),
-    (
-        "pullgate_cache_lookups_total",
-        "counter",
-        "Cache lookups by kind and result (hit, miss, stale, revalidated, fill-join).",
-    ),
-    (
-        "pullgate_served_bytes_total",
-        "counter",
-        "Blob bytes sent to clients, from the cache or from a running fill.",
-    ),
-    (
-        "pullgate_upstream_bytes_total",
-        "counter",
-        "Blob bytes fetched from upstream (registry or CDN).",
-    ),
-    (
-        "pullgate_upstream_request_duration_seconds",
-        "histogram",
-        "Time to upstream response headers, per request hop.",
-    ),
-    (
-        "pullgate_upstream_errors_total",
-        "counter",
-        "Failed upstream requests by kind.",
-    ),
-    ("pullgate_fills_in_flight", "gauge", "Blob fills running now."),
-    (
-        "pullgate_verification_failures_total",
-        "counter",
-        "Upstream content that failed digest or size verification.",
-    ),
-    (
-        "pullgate_redirects_refused_total",
-        "counter",
-        "Upstream redirects refused because the host is not in allow_redirect_hosts.",
-    ),
-    (
-        "pullgate_evictions_total",
-        "counter",
-        "Cache entries removed by pullgate.",
-    ),
-    (
-        "pullgate_cache_size_bytes",
-        "gauge",
-        "Bytes of cached blobs plus the database on disk.",
-    ),
-    ("pullgate_cache_entries", "gauge", "Cached entries by kind."),
-];
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Default, Clone)]
-struct Histogram {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
-/// Series by metric name, each a short list of label sets. Recording looks a series up
-/// by comparing the caller's borrowed labels, so a hit allocates nothing (this runs
-/// several times per request, under one lock).
-#[derive(Default)]
-struct Registry {
-    counters: HashMap<&'static str, Vec<(Labels, u64)>>,
-    histograms: HashMap<&'static str, Vec<(Labels, Histogram)>>,
+type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub method: &'static str,
+    pub status: u16,
 }
 
-fn same_labels(owned: &Labels, pairs: &[(&'static str, &str)]) -> bool {
-    owned.len() == pairs.len() && owned.iter().zip(pairs).all(|((k, v), (pk, pv))| k == pk && v == pv)
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
 }
 
-/// The series of `name` with exactly `pairs`, created on first use.
-fn series<'a, T: Default>(
-    map: &'a mut HashMap<&'static str, Vec<(Labels, T)>>,
-    name: &'static str,
-    pairs: &[(&'static str, &str)],
-) -> &'a mut T {
-    let list = map.entry(name).or_default();
-    let i = match list.iter().position(|(l, _)| same_labels(l, pairs)) {
-        Some(i) => i,
-        None => {
-            list.push((labels(pairs), T::default()));
-            list.len() - 1
-        }
-    };
-    &mut list[i].1
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
 }
 
-/// A metric's series in a stable order for rendering.
-fn sorted<T>(list: Option<&Vec<(Labels, T)>>) -> Vec<&(Labels, T)> {
-    let mut v: Vec<_> = list.map(|l| l.iter().collect()).unwrap_or_default();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub upstream: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedirectLabels {
+    pub upstream: String,
+    pub host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// Every metric pullgate exports.
 pub struct Metrics {
-    registry: Mutex<Registry>,
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_request_duration: Latencies<RouteLabels>,
+    pub cache_lookups: Family<LookupLabels, Counter>,
+    /// `pullgate_served_bytes_total{source="cache"}` and `{source="upstream"}`, kept as
+    /// handles: blob streams count every chunk and need no family lookup for it.
+    pub served_from_cache: Counter,
+    pub served_from_upstream: Counter,
+    pub upstream_bytes: Family<UpstreamLabels, Counter>,
+    pub upstream_request_duration: Latencies<UpstreamLabels>,
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub fills_in_flight: Gauge,
+    pub fills: Family<OutcomeLabels, Counter>,
+    pub fill_resumes: Counter,
+    pub verification_failures: Family<UpstreamLabels, Counter>,
+    pub redirects_refused: Family<RedirectLabels, Counter>,
+    pub evictions: Counter,
+    pub cache_size_bytes: Gauge,
+    pub cache_entries: Family<KindLabels, Gauge>,
 }
 
-fn labels(pairs: &[(&'static str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn render_labels(labels: &Labels, extra: Option<(&str, String)>) -> String {
-    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-    if let Some((k, v)) = extra {
-        parts.push(format!("{k}=\"{v}\""));
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
+}
+
+/// What a fill ended with, as the `outcome` label of `pullgate_fills_total`.
+pub mod fill_outcome {
+    pub const PUBLISHED: &str = "published";
+    pub const VERIFICATION_FAILED: &str = "verification_failed";
+    pub const FAILED: &str = "failed";
 }
 
 impl Metrics {
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn inc(&self, name: &'static str, pairs: &[(&'static str, &str)], by: u64) {
-        *series(&mut self.registry().counters, name, pairs) += by;
-    }
-
-    pub fn observe(&self, name: &'static str, pairs: &[(&'static str, &str)], seconds: f64) {
-        let mut r = self.registry();
-        let h = series(&mut r.histograms, name, pairs);
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                h.buckets[i] += 1;
-            }
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let http_requests = Family::default();
+        let http_request_duration = Latencies::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let cache_lookups = Family::default();
+        let served_bytes = Family::<SourceLabels, Counter>::default();
+        let served_from_cache = served_bytes.get_or_create_owned(&SourceLabels { source: "cache" });
+        let served_from_upstream = served_bytes.get_or_create_owned(&SourceLabels { source: "upstream" });
+        let upstream_bytes = Family::default();
+        let upstream_request_duration = Latencies::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let upstream_errors = Family::default();
+        let fills_in_flight = Gauge::default();
+        let fills = Family::default();
+        let fill_resumes = Counter::default();
+        let verification_failures = Family::default();
+        let redirects_refused = Family::default();
+        let evictions = Counter::default();
+        let cache_size_bytes = Gauge::default();
+        let cache_entries = Family::default();
+        // Help texts without a final period: the encoder adds one.
+        registry.register(
+            "pullgate_http_requests",
+            "Client requests by route, method and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "pullgate_http_request_duration_seconds",
+            "Time to a client response's headers, by route",
+            http_request_duration.clone(),
+        );
+        registry.register(
+            "pullgate_cache_lookups",
+            "Cache lookups by kind and result (hit, miss, stale, revalidated, fill-join)",
+            cache_lookups.clone(),
+        );
+        registry.register(
+            "pullgate_served_bytes",
+            "Blob bytes sent to clients, from the cache or from a running fill",
+            served_bytes,
+        );
+        registry.register(
+            "pullgate_upstream_bytes",
+            "Blob bytes fetched from upstream (registry or CDN)",
+            upstream_bytes.clone(),
+        );
+        registry.register(
+            "pullgate_upstream_request_duration_seconds",
+            "Time to upstream response headers, per request hop",
+            upstream_request_duration.clone(),
+        );
+        registry.register(
+            "pullgate_upstream_errors",
+            "Failed upstream requests by kind",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "pullgate_fills_in_flight",
+            "Blob fills running now",
+            fills_in_flight.clone(),
+        );
+        registry.register(
+            "pullgate_fills",
+            "Blob fills by outcome (published, verification_failed, failed)",
+            fills.clone(),
+        );
+        registry.register(
+            "pullgate_fill_resumes",
+            "Blob downloads resumed with Range after the upstream body broke",
+            fill_resumes.clone(),
+        );
+        registry.register(
+            "pullgate_verification_failures",
+            "Upstream content that failed digest or size verification",
+            verification_failures.clone(),
+        );
+        registry.register(
+            "pullgate_redirects_refused",
+            "Upstream redirects refused because the host is not in allow_redirect_hosts",
+            redirects_refused.clone(),
+        );
+        registry.register(
+            "pullgate_evictions",
+            "Cache entries removed by pullgate",
+            evictions.clone(),
+        );
+        registry.register(
+            "pullgate_cache_size_bytes",
+            "Bytes of cached blobs plus the database on disk",
+            cache_size_bytes.clone(),
+        );
+        registry.register(
+            "pullgate_cache_entries",
+            "Cached entries by kind",
+            cache_entries.clone(),
+        );
+        Metrics {
+            registry,
+            http_requests,
+            http_request_duration,
+            cache_lookups,
+            served_from_cache,
+            served_from_upstream,
+            upstream_bytes,
+            upstream_request_duration,
+            upstream_errors,
+            fills_in_flight,
+            fills,
+            fill_resumes,
+            verification_failures,
+            redirects_refused,
+            evictions,
+            cache_size_bytes,
+            cache_entries,
         }
-        h.count += 1;
-        h.sum += seconds;
     }
 
-    /// A counter's current value (tests, `cache stats`).
-    pub fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> u64 {
-        self.registry()
-            .counters
-            .get(name)
-            .and_then(|list| list.iter().find(|(l, _)| same_labels(l, pairs)))
-            .map_or(0, |(_, v)| *v)
+    /// Lookups of `kind` (`manifest`, `blob`, `tags_list`) that ended with `result`.
+    pub fn lookups(&self, kind: &'static str, result: &'static str) -> u64 {
+        self.cache_lookups
+            .get(&LookupLabels { kind, result })
+            .map_or(0, |c| c.get())
     }
 
-    /// The sum of a counter over all label sets whose labels include `pairs`.
-    pub fn counter_sum(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> u64 {
-        self.registry()
-            .counters
-            .get(name)
-            .into_iter()
-            .flatten()
-            .filter(|(l, _)| pairs.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
-            .map(|(_, v)| *v)
-            .sum()
+    pub fn fill_ended(&self, outcome: &'static str) {
+        self.fills.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
-    /// The text exposition, with gauges computed by the caller at scrape time.
-    pub fn render(&self, gauges: &[Gauge]) -> String {
-        let r = self.registry();
+    pub fn verification_failed(&self, upstream: &str) {
+        self.verification_failures
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_string(),
+            })
+            .inc();
+    }
+
+    /// Fills that ended with `outcome` (see [`fill_outcome`]).
+    pub fn fills_ended(&self, outcome: &'static str) -> u64 {
+        self.fills.get(&OutcomeLabels { outcome }).map_or(0, |c| c.get())
+    }
+
+    pub fn verification_failures_of(&self, upstream: &str) -> u64 {
+        self.verification_failures
+            .get(&UpstreamLabels {
+                upstream: upstream.to_string(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn render(&self) -> String {
         let mut out = String::new();
-        for (name, kind, help) in CATALOG {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            match *kind {
-                "counter" => {
-                    for (l, v) in sorted(r.counters.get(name)) {
-                        let _ = writeln!(out, "{name}{} {v}", render_labels(l, None));
-                    }
-                }
-                "histogram" => {
-                    for (l, h) in sorted(r.histograms.get(name)) {
-                        let n = name;
-                        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                            let _ = writeln!(
-                                out,
-                                "{n}_bucket{} {}",
-                                render_labels(l, Some(("le", bound.to_string()))),
-                                h.buckets[i]
-                            );
-                        }
-                        let _ = writeln!(
-                            out,
-                            "{n}_bucket{} {}",
-                            render_labels(l, Some(("le", "+Inf".into()))),
-                            h.count
-                        );
-                        let _ = writeln!(out, "{n}_sum{} {}", render_labels(l, None), h.sum);
-                        let _ = writeln!(out, "{n}_count{} {}", render_labels(l, None), h.count);
-                    }
-                }
-                _ => {
-                    for (n, l, v) in gauges.iter().filter(|(n, _, _)| n == name) {
-                        let _ = writeln!(out, "{n}{} {v}", render_labels(l, None));
-                    }
-                }
-            }
-        }
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The `method` label: the standard methods by name, anything else as `OTHER` (a client
+/// cannot grow the label set).
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
     }
 }
 
@@ -235,26 +287,37 @@ mod tests {
 
     #[test]
     fn renders_counters_histograms_and_gauges() {
-        let m = Metrics::default();
-        m.inc(
-            "pullgate_http_requests_total",
-            &[("route", "blob"), ("method", "GET"), ("status", "200")],
-            2,
-        );
-        m.observe("pullgate_http_request_duration_seconds", &[("route", "blob")], 0.003);
-        let text = m.render(&[("pullgate_fills_in_flight", vec![], 1.0)]);
+        let m = Metrics::new();
+        m.http_requests
+            .get_or_create(&RequestLabels {
+                route: "blob",
+                method: "GET",
+                status: 200,
+            })
+            .inc_by(2);
+        m.http_request_duration
+            .get_or_create(&RouteLabels { route: "blob" })
+            .observe(0.003);
+        m.fills_in_flight.set(1);
+        let text = m.render();
         assert!(text.contains("pullgate_http_requests_total{route=\"blob\",method=\"GET\",status=\"200\"} 2"));
-        assert!(text.contains("pullgate_http_request_duration_seconds_bucket{route=\"blob\",le=\"0.0025\"} 0"));
-        assert!(text.contains("pullgate_http_request_duration_seconds_bucket{route=\"blob\",le=\"0.005\"} 1"));
+        assert!(text.contains("pullgate_http_request_duration_seconds_bucket{le=\"0.0025\",route=\"blob\"} 0"));
+        assert!(text.contains("pullgate_http_request_duration_seconds_bucket{le=\"0.005\",route=\"blob\"} 1"));
         assert!(text.contains("pullgate_http_request_duration_seconds_count{route=\"blob\"} 1"));
         assert!(text.contains("pullgate_fills_in_flight 1"));
-        assert_eq!(m.counter_sum("pullgate_http_requests_total", &[("route", "blob")]), 2);
+        assert!(text.contains("# HELP pullgate_fills_in_flight Blob fills running now.\n"));
+        assert!(text.contains("pullgate_served_bytes_total{source=\"cache\"} 0"));
     }
 
     #[test]
     fn label_values_are_escaped() {
-        let m = Metrics::default();
-        m.inc("pullgate_redirects_refused_total", &[("host", "a\"b\\c\nd")], 1);
-        assert!(m.render(&[]).contains(r#"host="a\"b\\c\nd""#));
+        let m = Metrics::new();
+        m.redirects_refused
+            .get_or_create(&RedirectLabels {
+                upstream: "u".into(),
+                host: "a\"b\\c\nd".into(),
+            })
+            .inc();
+        assert!(m.render().contains(r#"host="a\"b\\c\nd""#), "{}", m.render());
     }
 }

@@ -2,7 +2,7 @@
 //! and http://pullgate.example.com:5000. This test keeps them identical; regenerate with
 //! `UPDATE_DEPLOY=1 cargo test --test client_examples`.
 
-use pullgate::client_config::{ClientKind, render, split_files};
+use pullgate::cli::client_config::{ClientKind, render, split_files};
 use pullgate::config::Config;
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,7 @@ mod common;
 
 use common::fake_upstream::{MT_DOCKER_LIST, MT_OCI_MANIFEST};
 use common::{Harness, body_bytes};
-use pullgate::client_config::{ClientKind, render, split_files};
+use pullgate::cli::client_config::{ClientKind, render, split_files};
 
 /// containerd's resolve Accept: one comma-joined line ending in */* (resolver.go).
 const CONTAINERD_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*";
@@ -62,7 +62,7 @@ async fn containerd_pull(h: &Harness, root: &str, repo: &str, tag: &str) {
     let index_bytes = index.bytes().await.unwrap();
     assert_eq!(index_bytes.len(), length);
     assert_eq!(pullgate::oci::Digest::of(&index_bytes).to_string(), digest);
-    let entries = pullgate::oci::media::index_entries(&index_bytes);
+    let entries = pullgate::oci::image::index_entries(&index_bytes);
     let child = entries
         .iter()
         .find(|e| e.architecture.as_deref() == Some("amd64"))

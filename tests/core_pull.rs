@@ -5,6 +5,7 @@ mod common;
 
 use common::fake_upstream::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST};
 use common::{Harness, body_bytes, error_code};
+use pullgate::metrics::fill_outcome;
 use std::sync::atomic::Ordering::SeqCst;
 
 const ALL_MANIFEST_TYPES: [&str; 4] = [MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST];
@@ -166,22 +167,14 @@ async fn a_manifest_that_does_not_match_its_digest_is_refused_and_not_cached() {
     let dir = tempfile::tempdir().unwrap();
     let toml = common::config_toml(dir.path(), &upstream, "", "");
     let config = pullgate::config::Config::from_toml_str(&toml).unwrap();
-    let server = pullgate::server::spawn(&config).await.unwrap();
+    let server = pullgate::app::spawn(&config).await.unwrap();
     let client = common::client();
     let wanted = format!("sha256:{}", "ab".repeat(32));
     let url = format!("{}/v2/registry.redhat.io/ubi9/ubi/manifests/{wanted}", server.url());
     let resp = client.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(error_code(resp).await, "UNAVAILABLE");
-    assert!(
-        server
-            .proxy
-            .cache
-            .manifest(&wanted.parse().unwrap())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!server.proxy.has_manifest(&wanted.parse().unwrap()).await.unwrap());
     // By tag, the computed digest is what clients get.
     let resp = client
         .get(format!(
@@ -216,9 +209,9 @@ async fn wrong_blob_bytes_never_complete_and_are_never_cached() {
         "a body with bad bytes must end with an error, got {} clean bytes",
         body.map(|b| b.len()).unwrap_or(0)
     );
-    assert_eq!(h.proxy().fills.stats.verification_failures.load(SeqCst), 1);
+    assert_eq!(h.proxy().metrics().fills_ended(fill_outcome::VERIFICATION_FAILED), 1);
     assert!(
-        h.proxy().cache.blob(&layer.parse().unwrap()).await.unwrap().is_none(),
+        !h.proxy().has_blob(&layer.parse().unwrap()).await.unwrap(),
         "bad bytes are not cached"
     );
 
@@ -266,7 +259,7 @@ async fn a_connection_that_keeps_breaking_fails_cleanly() {
     h.fake.cut_times.store(0, SeqCst);
     let resp = h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}")).await;
     assert!(body_bytes(resp).await.is_err(), "the client sees a broken transfer");
-    assert!(h.proxy().cache.blob(&layer.parse().unwrap()).await.unwrap().is_none());
+    assert!(!h.proxy().has_blob(&layer.parse().unwrap()).await.unwrap());
 }
 
 #[tokio::test]

@@ -97,18 +97,11 @@ async fn a_client_that_disconnects_does_not_cancel_the_fill() {
     assert!(!first.is_empty());
     drop(resp); // the client goes away mid-blob
     let digest: pullgate::oci::Digest = layer.parse().unwrap();
-    let cache = h.proxy().cache.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if cache.blob(&digest).await.unwrap().is_some() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fill finished and published the blob"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::fills_settle(h.proxy()).await;
+    assert!(
+        h.proxy().has_blob(&digest).await.unwrap(),
+        "the fill finished and published the blob"
+    );
     // Served from the cache with upstream gone.
     h.fake.stop();
     let resp = h.get(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}")).await;

@@ -11,9 +11,9 @@ use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use common::registry::{DockerRegistry, Skopeo, assert_success, inspect_dir_copy};
 use common::signing::GpgKey;
-use pullgate::client_config::{ClientKind, render, split_files};
+use pullgate::app::RunningServer;
+use pullgate::cli::client_config::{ClientKind, render, split_files};
 use pullgate::config::Config;
-use pullgate::server::RunningServer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -54,7 +54,7 @@ async fn setup(extra_top: &str, sigstore: Option<&str>) -> Setup {
         registry.url
     );
     let config = Config::from_toml_str(&toml).expect("config");
-    let server = pullgate::server::spawn(&config).await.expect("pullgate");
+    let server = pullgate::app::spawn(&config).await.expect("pullgate");
     Setup {
         registry,
         server,
@@ -356,13 +356,7 @@ async fn podman_pulls_through_the_generated_mirror() {
         .expect("run podman");
     assert_success("podman pull registry.redhat.io/ubi9/img:9.4", &out);
     assert!(
-        s.server
-            .proxy
-            .cache
-            .manifest(&digest.parse().unwrap())
-            .await
-            .unwrap()
-            .is_some(),
+        s.server.proxy.has_manifest(&digest.parse().unwrap()).await.unwrap(),
         "served by pullgate"
     );
 }

@@ -12,7 +12,7 @@ async fn pullgate_in_front_of(
     registry: &DockerRegistry,
     dir: &std::path::Path,
     default_upstream: bool,
-) -> pullgate::server::RunningServer {
+) -> pullgate::app::RunningServer {
     let top = if default_upstream {
         "default_upstream = \"registry.redhat.io\"\n"
     } else {
@@ -24,7 +24,7 @@ async fn pullgate_in_front_of(
         registry.url
     );
     let config = Config::from_toml_str(&toml).expect("config");
-    pullgate::server::spawn(&config).await.expect("pullgate starts")
+    pullgate::app::spawn(&config).await.expect("pullgate starts")
 }
 
 fn mirror_conf(skopeo: &Skopeo, mirror_location: &str) -> std::path::PathBuf {
@@ -86,27 +86,17 @@ async fn skopeo_copies_multi_arch_images_through_a_prefixed_mirror() {
     // pullgate served them: the manifests are in its cache now.
     for d in [&oci.digest, &docker.digest] {
         assert!(
-            server
-                .proxy
-                .cache
-                .manifest(&d.parse().unwrap())
-                .await
-                .unwrap()
-                .is_some(),
+            server.proxy.has_manifest(&d.parse().unwrap()).await.unwrap(),
             "{d} cached by pullgate"
         );
     }
     // Clients get verified bytes before the fill has published: let the fills finish.
-    while server.proxy.fills.in_flight() > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    common::fills_settle(&server.proxy).await;
     assert!(
         server
             .proxy
-            .fills
-            .stats
-            .published
-            .load(std::sync::atomic::Ordering::SeqCst)
+            .metrics()
+            .fills_ended(pullgate::metrics::fill_outcome::PUBLISHED)
             >= oci.blobs.len() as u64
     );
     server.shutdown().await.unwrap();

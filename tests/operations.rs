@@ -52,7 +52,7 @@ async fn tls_serves_http2_to_clients_and_skopeo_trusts_the_test_ca() {
         registry.url
     );
     let config = pullgate::config::Config::from_toml_str(&toml).unwrap();
-    let server = pullgate::server::spawn(&config).await.unwrap();
+    let server = pullgate::app::spawn(&config).await.unwrap();
     assert!(server.url().starts_with("https://"));
     let resp = https_client(&ca.ca_pem)
         .get(format!("{}/v2/", server.url()))
@@ -160,7 +160,7 @@ async fn htpasswd_clients_pull_with_credentials_and_anonymous_pulls_are_refused(
         registry.url
     );
     let config = pullgate::config::Config::from_toml_str(&toml).unwrap();
-    let server = pullgate::server::spawn(&config).await.unwrap();
+    let server = pullgate::app::spawn(&config).await.unwrap();
     let client = common::client();
     let v2 = client.get(format!("{}/v2/", server.url())).send().await.unwrap();
     assert_eq!(v2.status(), 401);
@@ -293,10 +293,7 @@ async fn metrics_parse_and_move_as_requests_are_served() {
     common::body_bytes(h.get(&layer).await).await.unwrap();
     // The client has every verified byte before the fill finishes publishing: wait for
     // the publish so the next GET is a hit rather than joining the fill.
-    let digest: pullgate::oci::Digest = img.layer_digests[0].parse().unwrap();
-    while h.proxy().cache.blob(&digest).await.unwrap().is_none() {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    common::fills_settle(h.proxy()).await;
     common::body_bytes(h.get(&layer).await).await.unwrap();
     h.fake.wrong_bytes.store(true, SeqCst);
     common::assert_not_delivered(
@@ -486,7 +483,7 @@ async fn prefetch_warms_every_platform_of_a_multi_arch_image() {
 
     // Everything is served with the upstream gone.
     fake.stop();
-    let server = pullgate::server::spawn(&pullgate::config::Config::load(Path::new(&config)).unwrap())
+    let server = pullgate::app::spawn(&pullgate::config::Config::load(Path::new(&config)).unwrap())
         .await
         .unwrap();
     let client = common::client();
@@ -766,7 +763,7 @@ async fn an_upstream_behind_a_corporate_ca_is_trusted_with_ca_file() {
     let inner_cfg =
         pullgate::config::Config::from_toml_str(&common::config_toml(&inner_dir, &fake.registry_url, &extra, ""))
             .unwrap();
-    let inner = pullgate::server::spawn(&inner_cfg).await.unwrap();
+    let inner = pullgate::app::spawn(&inner_cfg).await.unwrap();
     let ca_file = write(dir.path(), "ca.pem", &ca.ca_pem);
 
     let outer = |ca: Option<&Path>| {
@@ -779,7 +776,7 @@ async fn an_upstream_behind_a_corporate_ca_is_trusted_with_ca_file() {
             inner.url()
         )
     };
-    let trusting = pullgate::server::spawn(&pullgate::config::Config::from_toml_str(&outer(Some(&ca_file))).unwrap())
+    let trusting = pullgate::app::spawn(&pullgate::config::Config::from_toml_str(&outer(Some(&ca_file))).unwrap())
         .await
         .unwrap();
     let client = common::client();
@@ -793,7 +790,7 @@ async fn an_upstream_behind_a_corporate_ca_is_trusted_with_ca_file() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["docker-content-digest"], img.manifest_digest.as_str());
-    let untrusting = pullgate::server::spawn(&pullgate::config::Config::from_toml_str(&outer(None)).unwrap())
+    let untrusting = pullgate::app::spawn(&pullgate::config::Config::from_toml_str(&outer(None)).unwrap())
         .await
         .unwrap();
     let r = client
@@ -831,7 +828,7 @@ async fn upstream_credentials_can_come_from_a_containers_auth_json() {
         fake.registry_url,
         auth_file.display()
     );
-    let server = pullgate::server::spawn(&pullgate::config::Config::from_toml_str(&toml).unwrap())
+    let server = pullgate::app::spawn(&pullgate::config::Config::from_toml_str(&toml).unwrap())
         .await
         .unwrap();
     let r = common::client()
@@ -861,7 +858,7 @@ async fn readyz_fails_when_the_database_disk_is_full() {
         data.display(),
         fake.registry_url
     );
-    let server = pullgate::server::spawn(&pullgate::config::Config::from_toml_str(&toml).unwrap())
+    let server = pullgate::app::spawn(&pullgate::config::Config::from_toml_str(&toml).unwrap())
         .await
         .unwrap();
     let client = common::client();

@@ -236,7 +236,7 @@ async fn referrers_pass_through_when_upstream_has_them() {
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     let dir = tempfile::tempdir().unwrap();
     let config = pullgate::config::Config::from_toml_str(&common::config_toml(dir.path(), &url, "", "")).unwrap();
-    let server = pullgate::server::spawn(&config).await.unwrap();
+    let server = pullgate::app::spawn(&config).await.unwrap();
     let path = format!(
         "{}/v2/registry.redhat.io/a/referrers/sha256:{}",
         server.url(),

@@ -55,7 +55,7 @@ async fn anonymous_upstreams_get_tokens_without_credentials() {
     let img = fake.add_image("ubi9/ubi", "latest", &[100]);
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(dir.path(), &fake.registry_url, "allow_redirect_hosts = [\"127.0.0.2\"]");
-    let server = pullgate::server::spawn(&config).await.unwrap();
+    let server = pullgate::app::spawn(&config).await.unwrap();
     let client = common::client();
     let resp = client
         .get(format!(
@@ -97,7 +97,7 @@ async fn basic_challenges_get_basic_credentials() {
         "username = \"user\"\npassword_file = \"{}\"",
         dir.path().join("pw").display()
     );
-    let server = pullgate::server::spawn(&config_for(dir.path(), &url, &extra))
+    let server = pullgate::app::spawn(&config_for(dir.path(), &url, &extra))
         .await
         .unwrap();
     let resp = common::client()
@@ -120,9 +120,7 @@ async fn a_token_realm_on_an_unconfigured_host_is_refused_and_not_dialed() {
     });
     let url = serve_app(app).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = pullgate::server::spawn(&config_for(dir.path(), &url, ""))
-        .await
-        .unwrap();
+    let server = pullgate::app::spawn(&config_for(dir.path(), &url, "")).await.unwrap();
     let resp = common::client()
         .get(format!("{}/v2/up/a/manifests/latest", server.url()))
         .send()
@@ -147,7 +145,7 @@ async fn an_upstream_that_never_answers_times_out_with_504() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let server = pullgate::server::spawn(&config_for(dir.path(), &url, "response_timeout = \"500ms\""))
+    let server = pullgate::app::spawn(&config_for(dir.path(), &url, "response_timeout = \"500ms\""))
         .await
         .unwrap();
     let started = std::time::Instant::now();

@@ -3,7 +3,8 @@
 //! recorded in memory and written back to the records in batches, so a hit costs no
 //! database write.
 
-use super::{BlobRecord, Cache, CacheResult, Inner, decode, now_ms};
+use super::records::decode;
+use super::{BlobRecord, Cache, CacheResult, Inner, keys, now_ms};
 use crate::oci::Digest;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -14,6 +15,13 @@ pub struct Evicted {
     pub blobs: u64,
     pub manifests: u64,
     pub bytes: u64,
+}
+
+/// A read not yet written back to its record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum AccessKey {
+    Blob(Digest),
+    Manifest(Digest),
 }
 
 /// Decrements a blob's reader count when a client stream ends.
@@ -36,19 +44,19 @@ impl Drop for ReaderGuard {
 
 impl Cache {
     pub fn touch_blob(&self, digest: &Digest) {
-        self.inner
-            .access
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(format!("b:{}", digest.hex()), now_ms());
+        self.touch(AccessKey::Blob(digest.clone()));
     }
 
     pub fn touch_manifest(&self, digest: &Digest) {
+        self.touch(AccessKey::Manifest(digest.clone()));
+    }
+
+    fn touch(&self, key: AccessKey) {
         self.inner
             .access
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(format!("m:{}", digest.hex()), now_ms());
+            .insert(key, now_ms());
     }
 
     /// Marks a client as reading `digest` until the guard drops.
@@ -101,25 +109,25 @@ enum Candidate {
 
 impl Inner {
     fn write_back_access(&self) -> CacheResult<()> {
-        let pending: Vec<(String, u64)> = std::mem::take(&mut *self.access.lock().unwrap_or_else(|p| p.into_inner()))
-            .into_iter()
-            .collect();
+        let pending = std::mem::take(&mut *self.access.lock().unwrap_or_else(|p| p.into_inner()));
         for (key, ms) in pending {
-            let Some(hex) = key.strip_prefix("b:") else {
-                if let Some(hex) = key.strip_prefix("m:")
-                    && let Some(meta) = self.manifest_meta.get(hex.as_bytes())?
-                    && meta.len() == 16
-                {
-                    let updated = [&meta[..8], &ms.to_be_bytes()[..]].concat();
-                    self.manifest_meta.insert(hex.as_bytes(), updated)?;
+            match key {
+                AccessKey::Blob(d) => {
+                    self.blobs.fetch_and_update(keys::digest(&d), |old| {
+                        let mut record: BlobRecord = old.and_then(|v| serde_json::from_slice(v).ok())?;
+                        record.last_access_ms = record.last_access_ms.max(ms);
+                        serde_json::to_vec(&record).ok()
+                    })?;
                 }
-                continue;
-            };
-            let _ = self.blobs.fetch_and_update(hex.as_bytes(), |old| {
-                let mut record: BlobRecord = old.and_then(|v| serde_json::from_slice(v).ok())?;
-                record.last_access_ms = record.last_access_ms.max(ms);
-                serde_json::to_vec(&record).ok()
-            })?;
+                AccessKey::Manifest(d) => {
+                    if let Some(meta) = self.manifest_meta.get(keys::digest(&d))?
+                        && meta.len() == 16
+                    {
+                        let updated = [&meta[..8], &ms.to_be_bytes()[..]].concat();
+                        self.manifest_meta.insert(keys::digest(&d), updated)?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -135,9 +143,8 @@ impl Inner {
         let mut candidates: Vec<(u64, Candidate)> = Vec::new();
         for item in self.blobs.iter() {
             let (k, v) = item?;
-            let digest = std::str::from_utf8(&k).ok().and_then(|h| Digest::from_hex(h).ok());
             let record: Option<BlobRecord> = decode(Some(&v))?;
-            if let (Some(d), Some(r)) = (digest, record)
+            if let (Some(d), Some(r)) = (keys::parse_digest(&k), record)
                 && !protected.contains(&d)
                 && !readers.contains(&d)
             {
@@ -146,8 +153,7 @@ impl Inner {
         }
         for item in self.manifest_meta.iter() {
             let (k, v) = item?;
-            let digest = std::str::from_utf8(&k).ok().and_then(|h| Digest::from_hex(h).ok());
-            if let (Some(d), true) = (digest, v.len() == 16) {
+            if let (Some(d), true) = (keys::parse_digest(&k), v.len() == 16) {
                 let size = u64::from_be_bytes(v[..8].try_into().unwrap_or_default());
                 let at = u64::from_be_bytes(v[8..].try_into().unwrap_or_default());
                 candidates.push((at, Candidate::Manifest(d, size)));
@@ -178,8 +184,8 @@ impl Inner {
                 }
                 Candidate::Manifest(d, size) => {
                     self.hot.lock().unwrap_or_else(|p| p.into_inner()).manifests.remove(&d);
-                    self.manifests.remove(d.hex().as_bytes())?;
-                    self.manifest_meta.remove(d.hex().as_bytes())?;
+                    self.manifests.remove(keys::digest(&d))?;
+                    self.manifest_meta.remove(keys::digest(&d))?;
                     evicted.manifests += 1;
                     size
                 }

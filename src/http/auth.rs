@@ -2,7 +2,7 @@
 //! entries. Successful checks are remembered briefly (as a hash of the password), so a
 //! pull's many requests do not each pay for bcrypt.
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};

@@ -1,11 +1,12 @@
 //! Every error a client sees, rendered once as OCI JSON with the spec's code and the
-//! status its origin implies: client mistakes 4xx, upstream trouble 502/504, ours 500.
+//! status its kind implies: client mistakes 4xx, upstream trouble 502/503/504, ours 500.
+//! Proxy errors arrive as kinds ([`ErrorKind`]); this file never sees upstream or cache
+//! error types.
 
 use crate::oci::error::{ErrorCode, error_body};
 use crate::oci::range::RangeError;
 use crate::oci::route::RouteError;
-use crate::proxy::ProxyError;
-use crate::upstream::UpstreamError;
+use crate::proxy::{ErrorKind, Missing, ProxyError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -50,14 +51,17 @@ impl ApiError {
         e
     }
 
-    pub fn range_not_satisfiable(size: u64) -> Self {
-        let mut e = ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            ErrorCode::RangeInvalid,
-            "requested range is not satisfiable",
-        );
-        e.content_range = Some(format!("bytes */{size}"));
-        e
+    pub fn not_found(code: ErrorCode, message: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// A response that could not be assembled (a header value the builder refused).
+    pub fn internal(e: axum::http::Error) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable,
+            format!("cannot build response: {e}"),
+        )
     }
 }
 
@@ -85,60 +89,35 @@ impl From<RangeError> for ApiError {
     }
 }
 
-impl From<UpstreamError> for ApiError {
-    fn from(e: UpstreamError) -> Self {
-        let msg = e.to_string();
-        match e {
-            UpstreamError::NotFound => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, msg),
-            UpstreamError::Denied(_) => ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::Denied,
-                "upstream refused access to this repository with pullgate's credentials",
-            ),
-            UpstreamError::TooManyRequests { retry_after } => {
-                let mut a = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ErrorCode::Toomanyrequests,
-                    "upstream rate limit reached; retry later",
-                );
-                a.retry_after = Some(retry_after.unwrap_or(60));
-                a
-            }
-            UpstreamError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::Unavailable, msg),
-            UpstreamError::CircuitOpen { retry_after } => {
-                let mut a = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, msg);
-                a.retry_after = Some(retry_after);
-                a
-            }
-            UpstreamError::Unreachable(_)
-            | UpstreamError::Status(_)
-            | UpstreamError::Protocol(_)
-            | UpstreamError::RedirectRefused { .. }
-            | UpstreamError::RealmRefused { .. } => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, msg),
-        }
-    }
-}
-
 impl From<ProxyError> for ApiError {
     fn from(e: ProxyError) -> Self {
-        let msg = e.to_string();
-        match e {
-            ProxyError::NameUnknown(_) => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, msg),
-            ProxyError::NameInvalid(_) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::NameInvalid, msg),
-            ProxyError::ManifestUnknown(_) => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, msg),
-            ProxyError::BlobUnknown => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, msg),
-            ProxyError::Denied(_) => ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Denied, msg),
-            ProxyError::Upstream(u) => u.into(),
-            ProxyError::Verification(_) => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unavailable, msg),
-            ProxyError::Cache(_) | ProxyError::Storage(_) => {
-                tracing::error!(error = %msg, "internal error");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorCode::Unavailable,
-                    "internal storage error",
-                )
+        let kind = e.kind();
+        let message = e.client_message();
+        let (status, code) = match kind {
+            ErrorKind::NotFound(Missing::Name) => (StatusCode::NOT_FOUND, ErrorCode::NameUnknown),
+            ErrorKind::NotFound(Missing::Manifest) => (StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown),
+            ErrorKind::NotFound(Missing::Blob) => (StatusCode::NOT_FOUND, ErrorCode::BlobUnknown),
+            ErrorKind::Invalid => (StatusCode::BAD_REQUEST, ErrorCode::NameInvalid),
+            ErrorKind::Denied => (StatusCode::FORBIDDEN, ErrorCode::Denied),
+            ErrorKind::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::RangeInvalid),
+            ErrorKind::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::Toomanyrequests),
+            ErrorKind::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            ErrorKind::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::Unavailable),
+            ErrorKind::UpstreamFailed => (StatusCode::BAD_GATEWAY, ErrorCode::Unavailable),
+            ErrorKind::Internal => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable)
             }
+        };
+        let mut api = ApiError::new(status, code, message);
+        match kind {
+            ErrorKind::RateLimited { retry_after } | ErrorKind::Unavailable { retry_after } => {
+                api.retry_after = Some(retry_after)
+            }
+            ErrorKind::RangeNotSatisfiable { size } => api.content_range = Some(format!("bytes */{size}")),
+            _ => {}
         }
+        api
     }
 }
 

@@ -1,5 +1,6 @@
-//! Manifest media types, the client's `Accept` set (every header line, comma lists,
-//! parameters and `*/*`), and the local negotiation a tag request gets.
+//! Manifest media types, the `Accept` list pullgate sends upstream, and the client's
+//! `Accept` set (every header line, comma lists, parameters and `*/*`) that a tag
+//! request is negotiated against.
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -11,6 +12,12 @@ pub const DOCKER_V1_SIGNED: &str = "application/vnd.docker.distribution.manifest
 /// What pullgate asks upstream for on every manifest request (schema 1 is not wanted:
 /// Red Hat refuses it by digest and clients are moving off it).
 pub const UPSTREAM_MANIFEST_ACCEPT: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+
+/// [`UPSTREAM_MANIFEST_ACCEPT`] as one comma-separated `Accept` header value.
+pub fn upstream_manifest_accept() -> &'static str {
+    static JOINED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| UPSTREAM_MANIFEST_ACCEPT.join(", "));
+    &JOINED
+}
 
 /// Longest manifest body pullgate accepts (distribution's limit).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -122,49 +129,6 @@ impl AcceptSet {
     }
 }
 
-/// A platform entry of an index or manifest list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexEntry {
-    pub digest: String,
-    pub media_type: String,
-    pub os: Option<String>,
-    pub architecture: Option<String>,
-}
-
-/// The entries of an OCI index or Docker manifest list (empty when it is not one).
-pub fn index_entries(body: &[u8]) -> Vec<IndexEntry> {
-    #[derive(serde::Deserialize)]
-    struct Platform {
-        os: Option<String>,
-        architecture: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        digest: String,
-        #[serde(rename = "mediaType", default)]
-        media_type: String,
-        platform: Option<Platform>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Index {
-        #[serde(default)]
-        manifests: Vec<Entry>,
-    }
-    serde_json::from_slice::<Index>(body)
-        .map(|i| {
-            i.manifests
-                .into_iter()
-                .map(|e| IndexEntry {
-                    digest: e.digest,
-                    media_type: e.media_type,
-                    os: e.platform.as_ref().and_then(|p| p.os.clone()),
-                    architecture: e.platform.and_then(|p| p.architecture),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +152,10 @@ mod tests {
         assert!(!set.accepts(OCI_INDEX));
         assert!(AcceptSet::from_header_values([format!("{DOCKER_MANIFEST}, */*").as_str()]).accepts(OCI_INDEX));
         assert!(AcceptSet::from_header_values(std::iter::empty()).accepts(OCI_INDEX));
+        assert_eq!(
+            upstream_manifest_accept(),
+            format!("{OCI_INDEX}, {OCI_MANIFEST}, {DOCKER_LIST}, {DOCKER_MANIFEST}")
+        );
     }
 
     #[test]
@@ -206,15 +174,5 @@ mod tests {
             OCI_INDEX
         );
         assert_eq!(manifest_media_type(None, b"not json"), "application/octet-stream");
-    }
-
-    #[test]
-    fn reads_index_entries() {
-        let body = br#"{"manifests":[{"digest":"sha256:aa","mediaType":"m","platform":{"os":"linux","architecture":"amd64"}},{"digest":"sha256:bb"}]}"#;
-        let e = index_entries(body);
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[0].architecture.as_deref(), Some("amd64"));
-        assert_eq!(e[1].os, None);
-        assert!(index_entries(b"[]").is_empty());
     }
 }

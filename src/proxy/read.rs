@@ -1,15 +1,20 @@
 //! Byte streams for clients: a published blob read from the store, or a running fill
-//! read as far as it has been staged, waiting for more. Reads run on the blocking pool
-//! in bounded chunks, so memory per client stays small whatever the blob size.
+//! read as far as it has been staged, waiting for more. Reads are bounded chunks (from
+//! the page cache inline, else on the blocking pool), so memory per client stays small
+//! whatever the blob size.
 
 use super::fill::{Fill, FillError};
 use crate::cache::{BlobReader, BlobRecord, Cache, ReaderGuard, buffers};
-use crate::metrics::Metrics;
 use crate::oci::Digest;
 use bytes::Bytes;
-use futures_util::Stream;
+use prometheus_client::metrics::counter::Counter;
 use std::io::{self, Read};
 use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// A blob body for a client: chunks, and an error as the last item if the bytes could
+/// not all be delivered (the HTTP layer then aborts the body).
+pub type BlobStream = ReceiverStream<io::Result<Bytes>>;
 
 /// Largest read handed to the client in one frame.
 pub const READ_CHUNK: usize = buffers::BUFFER_SIZE;
@@ -40,12 +45,12 @@ async fn read_some(mut reader: BlobReader, max: usize) -> io::Result<(BlobReader
 /// Bytes `first..end` of a published blob; `reading` (the client's registration as a
 /// reader, which keeps eviction away) is held until the stream ends.
 pub fn published(
-    metrics: Arc<Metrics>,
+    served: Counter,
     cache: Cache,
     (digest, record, reading): (Digest, BlobRecord, ReaderGuard),
     first: u64,
     end: u64,
-) -> impl Stream<Item = io::Result<Bytes>> + Send {
+) -> BlobStream {
     async_stream(move |tx| async move {
         let _reading = reading;
         let mut reader = cache
@@ -64,7 +69,7 @@ pub fn published(
                 ));
             }
             pos += bytes.len() as u64;
-            if !deliver(&metrics, &tx, "cache", bytes).await {
+            if !deliver(&served, &tx, bytes).await {
                 return Ok(());
             }
         }
@@ -75,12 +80,12 @@ pub fn published(
 /// Bytes `first..end` of a blob that a fill is writing; follows the fill as it grows
 /// and ends with an error if the fill fails.
 pub fn filling(
-    metrics: Arc<Metrics>,
+    served: Counter,
     cache: Cache,
     (fill, reading): (Arc<Fill>, ReaderGuard),
     first: u64,
     end: u64,
-) -> impl Stream<Item = io::Result<Bytes>> + Send {
+) -> BlobStream {
     async_stream(move |tx| async move {
         let _reading = reading;
         let mut progress = fill.progress();
@@ -117,7 +122,7 @@ pub fn filling(
                 // opened earlier is behind now; it is reopened at `pos` if needed.
                 reader = None;
                 pos += bytes.len() as u64;
-                if !deliver(&metrics, &tx, "upstream", bytes).await {
+                if !deliver(&served, &tx, bytes).await {
                     return Ok(());
                 }
                 continue;
@@ -162,7 +167,7 @@ pub fn filling(
                 ));
             }
             pos += bytes.len() as u64;
-            if !deliver(&metrics, &tx, "upstream", bytes).await {
+            if !deliver(&served, &tx, bytes).await {
                 return Ok(());
             }
         }
@@ -170,15 +175,10 @@ pub fn filling(
     })
 }
 
-/// Counts `bytes` as served from `source` and hands them to the client's body; false
-/// once the client has gone.
-async fn deliver(
-    metrics: &Metrics,
-    tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
-    source: &str,
-    bytes: Bytes,
-) -> bool {
-    metrics.inc("pullgate_served_bytes_total", &[("source", source)], bytes.len() as u64);
+/// Counts `bytes` as served and hands them to the client's body; false once the client
+/// has gone.
+async fn deliver(served: &Counter, tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>, bytes: Bytes) -> bool {
+    served.inc_by(bytes.len() as u64);
     tx.send(Ok(bytes)).await.is_ok()
 }
 
@@ -186,9 +186,9 @@ fn fill_failed(e: &FillError) -> io::Error {
     io::Error::other(format!("upstream fill failed: {e}"))
 }
 
-/// A small channel-backed stream: the producer runs as its own task and an error it
-/// returns becomes the stream's last item, which aborts the HTTP body.
-fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = io::Result<Bytes>> + Send
+/// A channel-backed stream: the producer runs as its own task and an error it returns
+/// becomes the stream's last item, which aborts the HTTP body.
+fn async_stream<F, Fut>(producer: F) -> BlobStream
 where
     F: FnOnce(tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = io::Result<()>> + Send + 'static,
@@ -200,11 +200,5 @@ where
             let _ = err_tx.send(Err(e)).await;
         }
     });
-    tokio_stream_from(rx)
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
-) -> impl Stream<Item = io::Result<Bytes>> + Send {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    ReceiverStream::new(rx)
 }

@@ -6,6 +6,7 @@
 use super::{Proxy, ProxyError, ProxyResult, Target};
 use crate::cache::{SignatureEntry, StoredResponse, now_ms};
 use crate::oci::Digest;
+use crate::oci::media::OCI_INDEX;
 use crate::oci::route::MAX_SIGNATURES;
 use crate::upstream::UpstreamError;
 use base64::Engine as _;
@@ -14,18 +15,24 @@ use tracing::warn;
 
 /// One entry of `GET /extensions/v2/<name>/signatures/<digest>`.
 #[derive(serde::Serialize)]
-pub struct ExtensionSignature {
+struct ExtensionSignature {
     #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    pub name: String,
+    schema_version: u32,
+    name: String,
     #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub content: String,
+    kind: &'static str,
+    content: String,
 }
 
 #[derive(serde::Serialize)]
-pub struct ExtensionSignatures {
-    pub signatures: Vec<ExtensionSignature>,
+struct ExtensionSignatures {
+    signatures: Vec<ExtensionSignature>,
+}
+
+/// A referrers index for a client.
+pub struct ReferrersAnswer {
+    pub body: String,
+    pub content_type: String,
 }
 
 impl Proxy {
@@ -85,11 +92,11 @@ impl Proxy {
         Ok(out)
     }
 
-    /// The extension API answer: every signature as an `atomic` entry. A lookaside that
-    /// cannot be reached yields the signatures known so far (possibly none), because
-    /// containers/image fails every pull on a non-200 here; a `signedBy` policy still
-    /// fails closed on a missing signature.
-    pub async fn extension_signatures(&self, target: &Target, digest: &Digest) -> ProxyResult<ExtensionSignatures> {
+    /// The extension API answer (JSON): every signature as an `atomic` entry. A
+    /// lookaside that cannot be reached yields the signatures known so far (possibly
+    /// none), because containers/image fails every pull on a non-200 here; a `signedBy`
+    /// policy still fails closed on a missing signature.
+    pub async fn extension_signatures(&self, target: &Target, digest: &Digest) -> ProxyResult<String> {
         let sigs = match self.signatures(target, digest).await {
             Ok(s) => s,
             Err(ProxyError::Upstream(e)) => {
@@ -119,32 +126,52 @@ impl Proxy {
                 content: base64::engine::general_purpose::STANDARD.encode(bytes),
             })
             .collect();
-        Ok(ExtensionSignatures { signatures })
+        Ok(
+            serde_json::to_string(&ExtensionSignatures { signatures })
+                .unwrap_or_else(|_| r#"{"signatures":[]}"#.into()),
+        )
     }
 
-    /// The referrers API, passed through; the last answer when upstream is unavailable.
-    pub async fn referrers(&self, target: &Target, digest: &Digest, query: &str) -> ProxyResult<StoredResponse> {
-        let key = format!(
-            "referrers\n{}\n{}\n{digest}\n{query}",
-            target.upstream.name, target.repo
-        );
-        match target.upstream.referrers(&target.repo, digest, query).await {
+    /// The referrers API, passed through (with the client's `artifactType` filter); the
+    /// last answer when upstream is unavailable.
+    pub async fn referrers(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> ProxyResult<ReferrersAnswer> {
+        let query = match artifact_type {
+            Some(t) => url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("artifactType", t)
+                .finish(),
+            None => String::new(),
+        };
+        let (upstream, repo) = (target.upstream.name.as_str(), target.repo.as_str());
+        let response = match target.upstream.referrers(&target.repo, digest, &query).await {
             Ok((body, content_type)) => {
                 let body = String::from_utf8(body.to_vec()).map_err(|_| {
                     ProxyError::Upstream(UpstreamError::Protocol("referrers index is not UTF-8".into()))
                 })?;
                 let response = StoredResponse { body, content_type };
-                self.cache.put_response(&key, response.clone()).await?;
-                Ok(response)
+                self.cache
+                    .put_referrers(upstream, repo, digest, &query, response.clone())
+                    .await?;
+                response
             }
-            Err(UpstreamError::NotFound) => Err(ProxyError::ManifestUnknown(
-                "upstream does not offer the referrers API; use the tag schema".into(),
-            )),
-            Err(e) if e.is_transient() => match self.cache.response(&key).await? {
-                Some(r) => Ok(r),
-                None => Err(e.into()),
+            Err(UpstreamError::NotFound) => {
+                return Err(ProxyError::ManifestUnknown(
+                    "upstream does not offer the referrers API; use the tag schema".into(),
+                ));
+            }
+            Err(e) if e.is_transient() => match self.cache.referrers(upstream, repo, digest, &query).await? {
+                Some(r) => r,
+                None => return Err(e.into()),
             },
-            Err(e) => Err(e.into()),
-        }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(ReferrersAnswer {
+            body: response.body,
+            content_type: response.content_type.unwrap_or_else(|| OCI_INDEX.to_string()),
+        })
     }
 }

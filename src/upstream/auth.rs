@@ -1,7 +1,7 @@
 //! Upstream authentication state: the challenge an upstream answered with, and the
 //! Bearer tokens it issued, cached per scope until shortly before `expires_in`.
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -1,15 +1,23 @@
 //! The upstream client: one reqwest client per configured registry, the Bearer/Basic
 //! token flow, redirects followed by pullgate itself (only to allowed hosts, never with
-//! `Authorization`, never shown to clients), and timeouts per phase. Only this module
-//! names reqwest.
+//! `Authorization`, never shown to clients), timeouts per phase, and a circuit breaker.
+//! Only this module names reqwest. `prefetch` uses it too, with a running pullgate as
+//! the registry.
 
 pub mod auth;
+mod breaker;
+mod error;
 
-use crate::config::{Secret, UpstreamConfig};
-use crate::metrics::Metrics;
+pub use auth::Credentials;
+pub use error::UpstreamError;
+
+use crate::metrics::{Metrics, RedirectLabels, UpstreamErrorLabels, UpstreamLabels};
 use crate::oci::{Digest, RepoName, challenge, media};
-use auth::{AuthState, Credentials, Scheme, TokenResponse};
+use auth::{AuthState, Scheme, TokenResponse};
+use breaker::Breaker;
 use bytes::Bytes;
+use error::classify;
+use prometheus_client::metrics::counter::Counter;
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RANGE};
 use reqwest::{Method, StatusCode};
 use std::sync::Arc;
@@ -18,60 +26,58 @@ use tracing::{debug, warn};
 
 const MAX_REDIRECTS: usize = 5;
 const USER_AGENT: &str = concat!("pullgate/", env!("CARGO_PKG_VERSION"));
+/// How long a credential the token endpoint refused is not offered again.
+const DENIED_MEMORY: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
-    #[error("upstream timed out waiting for {0}")]
-    Timeout(&'static str),
-    #[error("not found upstream")]
-    NotFound,
-    #[error("upstream refused access: {0}")]
-    Denied(String),
-    #[error("upstream rate limit")]
-    TooManyRequests { retry_after: Option<u64> },
-    #[error("upstream answered {0}")]
-    Status(u16),
-    #[error("redirect to {host:?} refused: not in allow_redirect_hosts")]
-    RedirectRefused { host: String },
-    #[error("token realm on {host:?} refused: not the upstream host nor in allow_realm_hosts")]
-    RealmRefused { host: String },
-    #[error("upstream protocol error: {0}")]
-    Protocol(String),
-    #[error("upstream keeps failing; not asking it again for {retry_after}s")]
-    CircuitOpen { retry_after: u64 },
+/// What an upstream client is built from (the composition root reads the config and
+/// the secret files).
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub url: url::Url,
+    /// The signature lookaside base URL, when configured.
+    pub sigstore: Option<url::Url>,
+    pub credentials: Option<Credentials>,
+    /// Extra CA certificates (PEM) trusted besides the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// An HTTP(S) proxy every request goes through.
+    pub egress_proxy: Option<String>,
+    pub allow_redirect_hosts: Vec<String>,
+    pub allow_realm_hosts: Vec<String>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub body_idle_timeout: Duration,
 }
 
-impl UpstreamError {
-    /// Errors after which serving a stale tag mapping is right (stale-if-error).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Unreachable(_)
-                | UpstreamError::Timeout(_)
-                | UpstreamError::TooManyRequests { .. }
-                | UpstreamError::Status(500..=599)
-                | UpstreamError::CircuitOpen { .. }
-        )
+impl UpstreamSettings {
+    /// Settings with the default timeouts (10 s connect, 30 s response, 60 s idle) and
+    /// nothing else allowed: for clients of a registry that needs no more (`prefetch`).
+    pub fn new(name: impl Into<String>, url: url::Url) -> UpstreamSettings {
+        UpstreamSettings {
+            name: name.into(),
+            url,
+            sigstore: None,
+            credentials: None,
+            ca_pem: None,
+            egress_proxy: None,
+            allow_redirect_hosts: Vec::new(),
+            allow_realm_hosts: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
+        }
     }
 }
 
-fn classify(e: reqwest::Error) -> UpstreamError {
-    if e.is_timeout() {
-        UpstreamError::Timeout("response")
-    } else {
-        // The error's Display may include the URL (a signed CDN query string): keep
-        // only the kind of failure.
-        let kind = if e.is_connect() {
-            "connect failed"
-        } else if e.is_body() {
-            "body read failed"
-        } else {
-            "request failed"
-        };
-        UpstreamError::Unreachable(kind.to_string())
-    }
+/// Why an upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("CA certificates of upstream {upstream}: {reason}")]
+    Certificates { upstream: String, reason: String },
+    #[error("egress_proxy {proxy:?}: {reason}")]
+    Proxy { proxy: String, reason: String },
+    #[error("cannot build the HTTP client for {upstream}: {reason}")]
+    Client { upstream: String, reason: String },
 }
 
 /// A manifest as upstream served it.
@@ -100,6 +106,8 @@ pub struct BlobBody {
     pub served_by: String,
     response: reqwest::Response,
     idle_timeout: Duration,
+    /// Counts the bytes received (`pullgate_upstream_bytes_total`; blob bodies only).
+    received: Option<Counter>,
 }
 
 impl BlobBody {
@@ -107,37 +115,22 @@ impl BlobBody {
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
         match tokio::time::timeout(self.idle_timeout, self.response.chunk()).await {
             Err(_) => Some(Err(UpstreamError::Timeout("the next body frame"))),
-            Ok(Ok(Some(b))) => Some(Ok(b)),
+            Ok(Ok(Some(b))) => {
+                if let Some(c) = &self.received {
+                    c.inc_by(b.len() as u64);
+                }
+                Some(Ok(b))
+            }
             Ok(Ok(None)) => None,
             Ok(Err(e)) => Some(Err(classify(e))),
         }
     }
 }
 
-/// Consecutive transient failures after which an upstream is left alone for a while.
-const BREAKER_THRESHOLD: u32 = 3;
-/// The longest pause, and how long a refused credential is remembered.
-const BREAKER_MAX_PAUSE: Duration = Duration::from_secs(30);
-const DENIED_MEMORY: Duration = Duration::from_secs(30);
-
-/// A per-upstream circuit breaker: after `BREAKER_THRESHOLD` consecutive transient
-/// failures, requests fail fast (and cached content is served) for a pause that doubles
-/// up to `BREAKER_MAX_PAUSE`; one success closes it.
-#[derive(Default)]
-struct Breaker {
-    failures: u32,
-    open_until: Option<std::time::Instant>,
-}
-
 pub struct Upstream {
     pub name: String,
-    /// Other prefixes and `ns` values that mean this upstream.
-    pub aliases: Vec<String>,
     /// The signature lookaside base URL, when configured.
     pub sigstore: Option<url::Url>,
-    /// Repository patterns clients may pull, and those refused.
-    allow: Vec<String>,
-    deny: Vec<String>,
     base: url::Url,
     client: reqwest::Client,
     credentials: Option<Credentials>,
@@ -147,6 +140,9 @@ pub struct Upstream {
     idle_timeout: Duration,
     auth: std::sync::Mutex<AuthState>,
     metrics: Arc<Metrics>,
+    /// This upstream's `pullgate_upstream_bytes_total`, and its label for the others.
+    received: Counter,
+    labels: UpstreamLabels,
     breaker: std::sync::Mutex<Breaker>,
     /// Scopes the token endpoint refused, until when: wrong credentials are not retried
     /// for every client request.
@@ -180,63 +176,54 @@ fn host_allowed(url: &url::Url, allowed: &[String]) -> bool {
 }
 
 impl Upstream {
-    /// Whether clients may pull `repo` (the upstream's name for it) through pullgate.
-    pub fn permits(&self, repo: &RepoName) -> bool {
-        let r = repo.as_str();
-        (self.allow.is_empty() || self.allow.iter().any(|p| glob_match(p, r)))
-            && !self.deny.iter().any(|p| glob_match(p, r))
-    }
-
     /// The upstream registry's host, for audit lines.
     pub fn host(&self) -> &str {
         self.base.host_str().unwrap_or_default()
     }
 
-    pub fn new(
-        config: &UpstreamConfig,
-        credentials: Option<(String, Secret)>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Upstream, String> {
+    pub fn new(settings: UpstreamSettings, metrics: Arc<Metrics>) -> Result<Upstream, SetupError> {
         install_crypto_provider();
-        let base = url::Url::parse(&config.url).map_err(|e| e.to_string())?;
+        let name = settings.name;
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout.0)
+            .connect_timeout(settings.connect_timeout)
             .user_agent(USER_AGENT);
-        if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", path.display()))?;
+        if let Some(pem) = &settings.ca_pem {
+            let refuse = |reason: String| SetupError::Certificates {
+                upstream: name.clone(),
+                reason,
+            };
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| refuse(format!("not PEM certificates: {e}")))?;
             if certs.is_empty() {
-                return Err(format!("ca_file {}: no certificate in the file", path.display()));
+                return Err(refuse("no certificate in the file".into()));
             }
             builder = builder.tls_certs_merge(certs);
         }
-        if let Some(proxy) = &config.egress_proxy {
-            let proxy = reqwest::Proxy::all(proxy).map_err(|e| format!("egress_proxy {proxy:?}: {e}"))?;
+        if let Some(proxy) = &settings.egress_proxy {
+            let proxy = reqwest::Proxy::all(proxy).map_err(|e| SetupError::Proxy {
+                proxy: proxy.clone(),
+                reason: e.to_string(),
+            })?;
             builder = builder.proxy(proxy);
         }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build HTTP client for {}: {e}", config.name))?;
-        let credentials = credentials.map(|(username, password)| Credentials { username, password });
-        let sigstore = match &config.sigstore {
-            Some(s) => Some(url::Url::parse(s).map_err(|e| format!("sigstore {s:?}: {e}"))?),
-            None => None,
-        };
+        let client = builder.build().map_err(|e| SetupError::Client {
+            upstream: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let labels = UpstreamLabels { upstream: name.clone() };
         Ok(Upstream {
-            name: config.name.clone(),
-            aliases: config.aliases.clone(),
-            sigstore,
-            allow: config.allow.clone(),
-            deny: config.deny.clone(),
-            base,
+            received: metrics.upstream_bytes.get_or_create_owned(&labels),
+            labels,
+            name,
+            sigstore: settings.sigstore,
+            base: settings.url,
             client,
-            credentials,
-            allow_redirect_hosts: config.allow_redirect_hosts.clone(),
-            allow_realm_hosts: config.allow_realm_hosts.clone(),
-            response_timeout: config.response_timeout.0,
-            idle_timeout: config.body_idle_timeout.0,
+            credentials: settings.credentials,
+            allow_redirect_hosts: settings.allow_redirect_hosts,
+            allow_realm_hosts: settings.allow_realm_hosts,
+            response_timeout: settings.response_timeout,
+            idle_timeout: settings.body_idle_timeout,
             auth: std::sync::Mutex::new(AuthState::default()),
             metrics,
             breaker: std::sync::Mutex::default(),
@@ -387,33 +374,13 @@ impl Upstream {
         Ok(None)
     }
 
-    fn breaker_check(&self) -> Result<(), UpstreamError> {
-        let b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        match b.open_until {
-            Some(until) if until > std::time::Instant::now() => Err(UpstreamError::CircuitOpen {
-                retry_after: (until - std::time::Instant::now()).as_secs().max(1),
-            }),
-            _ => Ok(()),
-        }
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn breaker_record(&self, result: &Result<(), UpstreamError>) {
-        let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(()) | Err(UpstreamError::NotFound) | Err(UpstreamError::Denied(_)) => {
-                b.failures = 0;
-                b.open_until = None;
-            }
-            Err(e) if e.is_transient() && !matches!(e, UpstreamError::CircuitOpen { .. }) => {
-                b.failures += 1;
-                if b.failures >= BREAKER_THRESHOLD {
-                    let pause =
-                        Duration::from_secs(1 << (b.failures - BREAKER_THRESHOLD).min(5)).min(BREAKER_MAX_PAUSE);
-                    b.open_until = Some(std::time::Instant::now() + pause);
-                    warn!(upstream = %self.name, failures = b.failures, ?pause, "upstream keeps failing; pausing requests to it");
-                }
-            }
-            Err(_) => {}
+        if let Some((failures, pause)) = self.breaker().record(result) {
+            warn!(upstream = %self.name, failures, ?pause, "upstream keeps failing; pausing requests to it");
         }
     }
 
@@ -427,7 +394,7 @@ impl Upstream {
         repo: &RepoName,
         headers: HeaderMap,
     ) -> Result<reqwest::Response, UpstreamError> {
-        self.breaker_check()?;
+        self.breaker().check()?;
         let result = self.send_once(method, path_and_query, repo, headers).await;
         if let Err(e) = &result {
             self.breaker_record(&Err(e.clone()));
@@ -506,11 +473,10 @@ impl Upstream {
                 .map_err(|_| UpstreamError::Timeout(what))
                 .and_then(|r| r.map_err(classify))
                 .inspect_err(|e| self.record_error(e))?;
-            self.metrics.observe(
-                "pullgate_upstream_request_duration_seconds",
-                &[("upstream", &self.name)],
-                started.elapsed().as_secs_f64(),
-            );
+            self.metrics
+                .upstream_request_duration
+                .get_or_create(&self.labels)
+                .observe(started.elapsed().as_secs_f64());
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
             }
@@ -532,11 +498,13 @@ impl Upstream {
             if !same_origin && !host_allowed(&next, &self.allow_redirect_hosts) {
                 let host = next.host_str().unwrap_or("").to_string();
                 warn!(upstream = %self.name, %host, "refused redirect to a host not in allow_redirect_hosts; add it if it is a legitimate CDN host");
-                self.metrics.inc(
-                    "pullgate_redirects_refused_total",
-                    &[("upstream", &self.name), ("host", &host)],
-                    1,
-                );
+                self.metrics
+                    .redirects_refused
+                    .get_or_create(&RedirectLabels {
+                        upstream: self.name.clone(),
+                        host: host.clone(),
+                    })
+                    .inc();
                 return Err(UpstreamError::RedirectRefused { host });
             }
             // Never log the full URL: its query string is a signed credential.
@@ -554,29 +522,21 @@ impl Upstream {
 
     fn manifest_headers() -> HeaderMap {
         let mut h = Self::base_headers();
-        h.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        h.insert(ACCEPT, HeaderValue::from_static(media::upstream_manifest_accept()));
         h
     }
 
     /// Counts a failed upstream request by kind.
     fn record_error(&self, e: &UpstreamError) {
-        let kind = match e {
-            UpstreamError::Unreachable(_) => "unreachable",
-            UpstreamError::Timeout(_) => "timeout",
-            UpstreamError::NotFound => return,
-            UpstreamError::Denied(_) => "denied",
-            UpstreamError::TooManyRequests { .. } => "rate_limited",
-            UpstreamError::Status(_) => "status",
-            UpstreamError::RedirectRefused { .. } | UpstreamError::RealmRefused { .. } | UpstreamError::Protocol(_) => {
-                "protocol"
-            }
-            UpstreamError::CircuitOpen { .. } => "paused",
-        };
-        self.metrics.inc(
-            "pullgate_upstream_errors_total",
-            &[("upstream", &self.name), ("kind", kind)],
-            1,
-        );
+        if let Some(kind) = e.metric_kind() {
+            self.metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    upstream: self.name.clone(),
+                    kind,
+                })
+                .inc();
+        }
     }
 
     fn check_status(&self, resp: &reqwest::Response) -> Result<(), UpstreamError> {
@@ -663,6 +623,7 @@ impl Upstream {
             served_by: resp.url().host_str().unwrap_or_default().to_string(),
             response: resp,
             idle_timeout: self.idle_timeout,
+            received: Some(self.received.clone()),
         })
     }
 
@@ -683,6 +644,7 @@ impl Upstream {
             served_by: resp.url().host_str().unwrap_or_default().to_string(),
             response: resp,
             idle_timeout: self.idle_timeout,
+            received: None,
         };
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next_chunk().await {
@@ -772,9 +734,6 @@ impl Upstream {
     }
 }
 
-/// The full manifest Accept list, comma-joined.
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -784,32 +743,6 @@ fn retry_after(headers: &HeaderMap) -> Option<u64> {
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// Shell-style matching: `*` matches any run of characters (also `/`), `?` one.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 /// `bytes N-M/T` → (N, Some(T)); `T` may be `*`.
@@ -858,18 +791,6 @@ mod tests {
         );
         assert_eq!(next_link_target(r#"</x>; rel="prev""#), None);
         assert_eq!(next_link_target("garbage"), None);
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("ubi9/*", "ubi9/ubi"));
-        assert!(glob_match("ubi9/*", "ubi9/a/b"));
-        assert!(!glob_match("ubi9/*", "ubi9"));
-        assert!(!glob_match("ubi9/*", "ubi8/ubi"));
-        assert!(glob_match("*-minimal", "ubi9/ubi-minimal"));
-        assert!(glob_match("rhel?/*", "rhel9/httpd"));
-        assert!(glob_match("*", "anything/at/all"));
-        assert!(!glob_match("a*b*c", "a-b-d"));
     }
 
     #[test]

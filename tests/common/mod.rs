@@ -8,8 +8,8 @@ pub mod signing;
 pub mod tls;
 
 use fake_upstream::FakeRedHat;
+use pullgate::app::RunningServer;
 use pullgate::config::Config;
-use pullgate::server::RunningServer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -63,7 +63,7 @@ impl Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let toml = config_toml(dir.path(), &fake.registry_url, extra_top, extra_upstream);
         let config = Config::from_toml_str(&toml).expect("valid test config");
-        let server = pullgate::server::spawn(&config).await.expect("pullgate starts");
+        let server = pullgate::app::spawn(&config).await.expect("pullgate starts");
         Harness {
             fake,
             server: Some(server),
@@ -97,12 +97,12 @@ impl Harness {
         // sled releases its lock when the last handle drops; give background work a moment.
         let mut last_err = String::new();
         for _ in 0..50 {
-            match pullgate::server::spawn(&self.config).await {
+            match pullgate::app::spawn(&self.config).await {
                 Ok(s) => {
                     self.server = Some(s);
                     return;
                 }
-                Err(e) => last_err = e,
+                Err(e) => last_err = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -138,6 +138,14 @@ pub async fn error_code(resp: reqwest::Response) -> String {
     let v: serde_json::Value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| panic!("error body is JSON: {}", String::from_utf8_lossy(&body)));
     v["errors"][0]["code"].as_str().expect("errors[0].code").to_string()
+}
+
+/// Waits until `proxy` runs no fill (clients get the verified bytes before a fill has
+/// published, so tests that look at published state wait for this), or fails after 30 s.
+pub async fn fills_settle(proxy: &pullgate::proxy::Proxy) {
+    tokio::time::timeout(Duration::from_secs(30), proxy.fills_idle())
+        .await
+        .expect("running fills finished within 30 s");
 }
 
 /// Waits until `f` is true (polling), or panics after `timeout`.
@@ -343,7 +351,8 @@ pub async fn reopen_cache(
     loop {
         match pullgate::cache::Cache::open(data_dir, kind) {
             Ok(opened) => return opened,
-            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+            // A handle of this process (a winding-down stream) still holds the lock.
+            Err(pullgate::cache::CacheError::Locked { .. }) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(e) => panic!("reopening the cache: {e}"),

@@ -5,27 +5,17 @@
 use crate::config::{Config, UpstreamConfig};
 use std::fmt::Write as _;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kinds of client `client-config --for` renders for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClientKind {
+    /// podman, skopeo, buildah and CRI-O (`registries.conf`)
     Podman,
+    /// OpenShift (ImageDigestMirrorSet, ImageTagMirrorSet, ImageContentSourcePolicy)
     Openshift,
+    /// containerd (`hosts.toml`)
     Containerd,
+    /// Red Hat Satellite and Ansible Automation Platform
     Satellite,
-}
-
-impl std::str::FromStr for ClientKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "podman" => Ok(ClientKind::Podman),
-            "openshift" => Ok(ClientKind::Openshift),
-            "containerd" => Ok(ClientKind::Containerd),
-            "satellite" => Ok(ClientKind::Satellite),
-            other => Err(format!(
-                "unknown client {other:?}: use podman, openshift, containerd or satellite"
-            )),
-        }
-    }
 }
 
 /// The marker line that starts each file in a multi-file output.
@@ -370,6 +360,8 @@ mod tests {
                 .unwrap_err()
                 .contains("--upstream")
         );
-        assert!("docker".parse::<ClientKind>().is_err());
+        use clap::ValueEnum as _;
+        assert!(ClientKind::from_str("docker", false).is_err());
+        assert_eq!(ClientKind::from_str("podman", false), Ok(ClientKind::Podman));
     }
 }

@@ -3,38 +3,22 @@
 //! running pullgate holds it.
 
 use crate::cache::{BlobRecord, Cache, TagRecord, now_ms};
-use crate::config::{Config, format_duration};
-use crate::oci::media::index_entries;
+use crate::config::{Config, format_duration, format_size as human_bytes};
+use crate::oci::image::{ImageManifest, index_entries};
+use crate::oci::pattern::RepoPatterns;
 use crate::oci::{Digest, DigestHasher};
 use crate::proxy::ProxyStats;
-use crate::upstream::glob_match;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashSet;
 use std::io::Read;
 use std::time::Duration;
 
 pub async fn open(config: &Config) -> Result<Cache, String> {
-    let (cache, report) =
-        Cache::open(&config.data_dir, config.cache.blob_store).map_err(|e| crate::server::open_error(config, e))?;
+    let (cache, report) = crate::app::open_cache(config).map_err(|e| e.to_string())?;
     if report != Default::default() {
         eprintln!("repaired after an unclean stop: {report:?}");
     }
     Ok(cache)
-}
-
-fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < units.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
 }
 
 fn age(ms: u64) -> String {
@@ -57,7 +41,7 @@ pub async fn stats(config: &Config) -> Result<String, String> {
         s.tags
     );
     match cache
-        .meta::<ProxyStats>("proxy_stats")
+        .meta::<ProxyStats>(ProxyStats::KEY)
         .await
         .map_err(|e| e.to_string())?
     {
@@ -80,18 +64,27 @@ pub async fn stats(config: &Config) -> Result<String, String> {
     Ok(out)
 }
 
-fn repo_matches(pattern: Option<&str>, upstream: &str, repo: &str) -> bool {
-    pattern.is_none_or(|p| glob_match(p, repo) || glob_match(p, &format!("{upstream}/{repo}")))
+/// `--repo PATTERN`, compiled; `None` matches everything.
+fn repo_pattern(pattern: Option<&str>) -> Result<Option<RepoPatterns>, String> {
+    pattern
+        .map(|p| RepoPatterns::one(p).map_err(|e| format!("--repo: {e}")))
+        .transpose()
+}
+
+/// Whether `upstream/repo` (or `repo` alone) matches the pattern.
+fn repo_matches(pattern: Option<&RepoPatterns>, upstream: &str, repo: &str) -> bool {
+    pattern.is_none_or(|p| p.matches(repo) || p.matches(&format!("{upstream}/{repo}")))
 }
 
 pub async fn ls(config: &Config, upstream: Option<&str>, repo: Option<&str>) -> Result<String, String> {
+    let repo = repo_pattern(repo)?;
     let cache = open(config).await?;
     let mut tags = cache.list_tags().await.map_err(|e| e.to_string())?;
     tags.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
     let mut out = String::from("IMAGE\tDIGEST\tMEDIA TYPE\tCHECKED\n");
     let mut n = 0;
     for (u, r, t, rec) in tags {
-        if upstream.is_some_and(|want| want != u) || !repo_matches(repo, &u, &r) {
+        if upstream.is_some_and(|want| want != u) || !repo_matches(repo.as_ref(), &u, &r) {
             continue;
         }
         n += 1;
@@ -197,18 +190,8 @@ async fn closure(cache: &Cache, roots: impl IntoIterator<Item = Digest>) -> (Has
                 todo.push(c);
             }
         }
-        #[derive(serde::Deserialize)]
-        struct Desc {
-            digest: String,
-        }
-        #[derive(serde::Deserialize)]
-        struct Image {
-            config: Option<Desc>,
-            #[serde(default)]
-            layers: Vec<Desc>,
-        }
-        if let Ok(img) = serde_json::from_slice::<Image>(&m.bytes) {
-            for desc in img.config.into_iter().chain(img.layers) {
+        if let Ok(image) = ImageManifest::parse(&m.bytes) {
+            for desc in image.config.iter().chain(&image.layers) {
                 if let Ok(b) = Digest::parse(&desc.digest) {
                     blobs.insert(b);
                 }
@@ -224,13 +207,15 @@ pub async fn evict(config: &Config, older_than: Option<Duration>, repo: Option<&
     if older_than.is_none() && repo.is_none() {
         return Err("say what to evict: --older-than DURATION and/or --repo PATTERN".into());
     }
+    let pattern = repo_pattern(repo)?;
     let cache = open(config).await?;
     let tags = cache.list_tags().await.map_err(|e| e.to_string())?;
     let cutoff = older_than.map(|d| now_ms().saturating_sub(d.as_millis() as u64));
     let old = |rec: &TagRecord| cutoff.is_some_and(|c| rec.fetched_ms < c);
-    let (mut gone, mut kept): (Vec<_>, Vec<_>) = tags
-        .into_iter()
-        .partition(|(u, r, _, rec)| (repo.is_some() && repo_matches(repo, u, r)) || (repo.is_none() && old(rec)));
+    let (mut gone, mut kept): (Vec<_>, Vec<_>) = tags.into_iter().partition(|(u, r, _, rec)| match &pattern {
+        Some(p) => repo_matches(Some(p), u, r),
+        None => old(rec),
+    });
     if repo.is_some() && cutoff.is_some() {
         // Both given: only the matching repositories' tags that are also old.
         let (still_kept, really_gone): (Vec<_>, Vec<_>) = gone.into_iter().partition(|(_, _, _, rec)| !old(rec));

@@ -1,11 +1,19 @@
 //! `pullgate prefetch`: warms the cache ahead of a maintenance window by pulling images
 //! through pullgate: through an in-process pullgate on the data directory, or, when a
-//! running pullgate holds the database, through that one.
+//! running pullgate holds the database, through that one. pullgate is reached as a
+//! registry with the upstream client (Basic credentials when it asks for them).
 
+use crate::app::StartError;
+use crate::cache::CacheError;
 use crate::config::Config;
-use crate::oci::media::{self, index_entries};
+use crate::metrics::Metrics;
+use crate::oci::image::{ImageManifest, index_entries};
+use crate::oci::media;
 use crate::oci::{Digest, DigestHasher, Reference, RepoName};
+use crate::secret::Secret;
+use crate::upstream::{Credentials, Upstream, UpstreamSettings};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -32,53 +40,30 @@ pub fn parse_image(image: &str) -> Result<(RepoName, String), String> {
 }
 
 struct Puller {
-    client: reqwest::Client,
-    base: String,
-    creds: Option<(String, String)>,
+    pullgate: Upstream,
     platform: Option<(String, String)>,
 }
 
 impl Puller {
-    fn get(&self, url: String) -> reqwest::RequestBuilder {
-        let req = self.client.get(url);
-        match &self.creds {
-            Some((u, p)) => req.basic_auth(u, Some(p)),
-            None => req,
-        }
-    }
-
     async fn manifest(&self, name: &RepoName, reference: &str) -> Result<(Digest, String, bytes::Bytes), String> {
-        let url = format!("{}/v2/{name}/manifests/{reference}", self.base);
-        let resp = self
-            .get(url)
-            .header("accept", media::UPSTREAM_MANIFEST_ACCEPT.join(", "))
-            .send()
+        let fetched = self
+            .pullgate
+            .get_manifest(name, reference)
             .await
             .map_err(|e| format!("{name}:{reference}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("{name}:{reference}: pullgate answered {}", resp.status()));
-        }
-        let media_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let bytes = resp.bytes().await.map_err(|e| format!("{name}:{reference}: {e}"))?;
-        Ok((Digest::of(&bytes), media_type, bytes))
+        let media_type = fetched.content_type.unwrap_or_default();
+        Ok((Digest::of(&fetched.bytes), media_type, fetched.bytes))
     }
 
     async fn blob(&self, name: &RepoName, digest: &Digest, bar: &ProgressBar) -> Result<(), String> {
-        let mut resp = self
-            .get(format!("{}/v2/{name}/blobs/{digest}", self.base))
-            .send()
+        let mut body = self
+            .pullgate
+            .get_blob(name, digest, 0)
             .await
-            .map_err(|e| format!("{digest}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("blob {digest}: pullgate answered {}", resp.status()));
-        }
+            .map_err(|e| format!("blob {digest}: {e}"))?;
         let mut hasher = DigestHasher::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("blob {digest}: {e}"))? {
+        while let Some(chunk) = body.next_chunk().await {
+            let chunk = chunk.map_err(|e| format!("blob {digest}: {e}"))?;
             hasher.update(&chunk);
             bar.inc(chunk.len() as u64);
         }
@@ -116,25 +101,15 @@ impl Puller {
         } else {
             images.push(bytes);
         }
-        #[derive(serde::Deserialize)]
-        struct Desc {
-            digest: String,
-            #[serde(default)]
-            size: u64,
-        }
-        #[derive(serde::Deserialize)]
-        struct Image {
-            config: Desc,
-            #[serde(default)]
-            layers: Vec<Desc>,
-        }
         let mut blobs: Vec<(Digest, u64)> = Vec::new();
         for m in &images {
-            let img: Image = serde_json::from_slice(m).map_err(|e| format!("{image}: not an image manifest: {e}"))?;
-            for d in std::iter::once(img.config).chain(img.layers) {
-                let digest = Digest::parse(&d.digest).map_err(|e| format!("{image}: {e}"))?;
+            let manifest = ImageManifest::parse(m)
+                .ok()
+                .filter(|i| i.config.is_some())
+                .ok_or_else(|| format!("{image}: not an image manifest"))?;
+            for (digest, size) in manifest.blobs().map_err(|e| format!("{image}: {e}"))? {
                 if !blobs.iter().any(|(b, _)| b == &digest) {
-                    blobs.push((digest, d.size));
+                    blobs.push((digest, size));
                 }
             }
         }
@@ -148,7 +123,6 @@ impl Puller {
 
 /// Pulls every image; returns the summary and how many failed.
 pub async fn run(config: &Config, options: &Options) -> Result<(String, usize), String> {
-    crate::upstream::install_crypto_provider();
     let platform = match &options.platform {
         Some(p) => {
             let (os, arch) = p
@@ -166,12 +140,12 @@ pub async fn run(config: &Config, options: &Options) -> Result<(String, usize), 
     local.listen = "127.0.0.1:0".into();
     local.tls = None;
     local.clients.htpasswd = None;
-    let (server, base) = match crate::server::spawn(&local).await {
+    let (server, base) = match crate::app::spawn(&local).await {
         Ok(s) => {
             let url = s.url();
             (Some(s), url)
         }
-        Err(e) if e.contains("in use by another pullgate") => {
+        Err(StartError::Cache(CacheError::Locked { .. })) => {
             let addr = config.listen_addr().map_err(|e| e.to_string())?;
             let host = if addr.ip().is_unspecified() {
                 "127.0.0.1".to_string()
@@ -181,21 +155,23 @@ pub async fn run(config: &Config, options: &Options) -> Result<(String, usize), 
             let scheme = if config.tls.is_some() { "https" } else { "http" };
             (None, format!("{scheme}://{host}:{}", addr.port()))
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.to_string()),
     };
-    let creds = options
+    let mut settings = UpstreamSettings::new("pullgate", url::Url::parse(&base).map_err(|e| format!("{base}: {e}"))?);
+    settings.credentials = options
         .creds
         .as_ref()
         .map(|c| {
             c.split_once(':')
-                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .map(|(username, password)| Credentials {
+                    username: username.to_string(),
+                    password: Secret::new(password),
+                })
                 .ok_or("--creds must be user:password")
         })
         .transpose()?;
     let puller = Puller {
-        client: reqwest::Client::builder().build().map_err(|e| e.to_string())?,
-        base,
-        creds,
+        pullgate: Upstream::new(settings, Arc::new(Metrics::new())).map_err(|e| e.to_string())?,
         platform,
     };
     let bars = MultiProgress::new();

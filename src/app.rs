@@ -1,0 +1,239 @@
+//! The composition root: the only code that reads the [`Config`] and the secret files.
+//! It turns them into each layer's own settings, builds the cache, the upstream clients
+//! and the proxy, puts the HTTP router in front of them, and runs it until shutdown
+//! (then drains, stops fills and flushes the database).
+
+use crate::cache::{Cache, CacheError, RepairReport};
+use crate::config::{Config, ConfigError, UpstreamConfig};
+use crate::http::auth::ClientAuth;
+use crate::http::server::{Limits, TlsFiles, TlsState};
+use crate::http::{AppState, router};
+use crate::metrics::Metrics;
+use crate::oci::pattern::RepoPatterns;
+use crate::proxy::{Proxy, ProxyError, ProxySettings, UpstreamRoute};
+use crate::secret::Secret;
+use crate::upstream::{Credentials, SetupError, Upstream, UpstreamSettings};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// Why pullgate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Opening the cache failed; [`CacheError::Locked`] when another process has it.
+    #[error("{0}")]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Upstream(#[from] SetupError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error("{0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("serving failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Opens the cache in `config.data_dir` (the cache commands use it too).
+pub fn open_cache(config: &Config) -> Result<(Cache, RepairReport), CacheError> {
+    Cache::open(&config.data_dir, config.cache.blob_store)
+}
+
+/// One upstream's client settings, with its credentials and CA file read.
+fn upstream_settings(
+    u: &UpstreamConfig,
+    credentials: Option<(String, Secret)>,
+) -> Result<UpstreamSettings, ConfigError> {
+    let key = |k: &str, reason: String| ConfigError::Invalid {
+        key: format!("upstream {}: {k}", u.name),
+        reason,
+    };
+    let url = |k: &str, s: &str| url::Url::parse(s).map_err(|e| key(k, format!("{s:?}: {e}")));
+    let ca_pem = match &u.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| key("ca_file", format!("{}: {e}", path.display())))?),
+        None => None,
+    };
+    Ok(UpstreamSettings {
+        name: u.name.clone(),
+        url: url("url", &u.url)?,
+        sigstore: u.sigstore.as_deref().map(|s| url("sigstore", s)).transpose()?,
+        credentials: credentials.map(|(username, password)| Credentials { username, password }),
+        ca_pem,
+        egress_proxy: u.egress_proxy.clone(),
+        allow_redirect_hosts: u.allow_redirect_hosts.clone(),
+        allow_realm_hosts: u.allow_realm_hosts.clone(),
+        connect_timeout: u.connect_timeout.0,
+        response_timeout: u.response_timeout.0,
+        body_idle_timeout: u.body_idle_timeout.0,
+    })
+}
+
+/// The upstream clients and the client names that route to each.
+fn routes(config: &Config, metrics: &Arc<Metrics>) -> Result<Vec<UpstreamRoute>, StartError> {
+    let secrets = config.read_secrets()?;
+    config
+        .upstreams
+        .iter()
+        .zip(secrets)
+        .map(|(u, credentials)| {
+            let patterns = |k: &str, p: &[String]| {
+                RepoPatterns::new(p).map_err(|e| ConfigError::Invalid {
+                    key: format!("upstream {}: {k}", u.name),
+                    reason: e.to_string(),
+                })
+            };
+            Ok(UpstreamRoute {
+                upstream: Arc::new(Upstream::new(upstream_settings(u, credentials)?, metrics.clone())?),
+                aliases: u.aliases.clone(),
+                allow: patterns("allow", &u.allow)?,
+                deny: patterns("deny", &u.deny)?,
+            })
+        })
+        .collect()
+}
+
+/// Builds the application: the cache (opened here unless given), the upstreams, the
+/// proxy and client authentication.
+pub async fn build(config: &Config, cache: Option<Cache>) -> Result<AppState, StartError> {
+    let htpasswd = config.read_htpasswd()?;
+    let metrics = Arc::new(Metrics::new());
+    let routes = routes(config, &metrics)?;
+    let cache = match cache {
+        Some(c) => c,
+        None => {
+            let (cache, report) = open_cache(config)?;
+            if report != RepairReport::default() {
+                info!(?report, "repaired the cache after an unclean stop");
+            }
+            cache
+        }
+    };
+    let settings = ProxySettings {
+        default_upstream: config.default_upstream.clone(),
+        tag_ttl: config.cache.tag_ttl.0,
+        max_concurrent_fills: config.cache.max_concurrent_fills,
+        max_size: config.cache.max_size.map(|m| m.0),
+        signatures_extension: config.signatures.extension_api,
+    };
+    let proxy = Arc::new(Proxy::new(settings, routes, cache, metrics.clone())?);
+    let clients = htpasswd.map(|entries| Arc::new(ClientAuth::new(entries)));
+    Ok(AppState {
+        proxy,
+        clients,
+        metrics,
+    })
+}
+
+/// A server started in the background (tests, embedding, `prefetch`).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub proxy: Arc<Proxy>,
+    /// Present when serving TLS: reload the certificate with [`TlsState::reload`].
+    pub tls: Option<Arc<TlsState>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Stops accepting, drains in-flight responses, stops fills, flushes the database.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.map_err(std::io::Error::other)?
+    }
+}
+
+/// Binds `config.listen` and serves until `shutdown` resolves; SIGHUP reloads TLS.
+pub async fn run(config: &Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    let server = spawn(config).await?;
+    // SIGHUP always has a handler (its default would kill the process): it reloads the
+    // TLS certificate when TLS is on and is otherwise only logged.
+    let tls = server.tls.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| StartError::Tls(format!("cannot install the SIGHUP handler: {e}")))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &tls {
+                Some(tls) => match tls.reload() {
+                    Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => warn!(error = %e, "SIGHUP: TLS reload failed; keeping the current certificate"),
+                },
+                None => info!("SIGHUP: nothing to reload (no [tls])"),
+            }
+        }
+    });
+    shutdown.await;
+    server.shutdown().await.map_err(StartError::Serve)
+}
+
+/// Starts a server in the background on `config.listen` (use port 0 in tests).
+pub async fn spawn(config: &Config) -> Result<RunningServer, StartError> {
+    spawn_with_cache(config, None).await
+}
+
+/// [`spawn`] with a cache opened by the caller (e.g. with a wrapped blob store).
+pub async fn spawn_with_cache(config: &Config, cache: Option<Cache>) -> Result<RunningServer, StartError> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| {
+            TlsState::load(&TlsFiles {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            })
+        })
+        .transpose()
+        .map_err(StartError::Tls)?
+        .map(Arc::new);
+    let state = build(config, cache).await?;
+    let proxy = state.proxy.clone();
+    let addr = config.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(store = proxy.store_name(), "listening on {scheme}://{addr}");
+    let limits = Limits {
+        drain_timeout: config.server.drain_timeout.0,
+        max_connections: config.server.max_connections,
+        header_read_timeout: config.server.header_read_timeout.0,
+        max_header_bytes: config.server.max_header_bytes.0,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state);
+    let serving = crate::http::server::serve(listener, app, tls.clone(), limits, async move {
+        let _ = rx.await;
+    });
+    let task = tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            let housekeeping = tokio::spawn(proxy.clone().housekeeping());
+            let served = serving.await;
+            housekeeping.abort();
+            info!("stopping fills and flushing the database");
+            proxy.shutdown().await.map_err(std::io::Error::other)?;
+            served
+        }
+    });
+    Ok(RunningServer {
+        addr,
+        proxy,
+        tls,
+        shutdown: Some(tx),
+        task,
+    })
+}

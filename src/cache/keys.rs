@@ -1,0 +1,71 @@
+//! The key formats of the cache's sled trees, in one place: blobs and manifests by their
+//! digest's hex; tag mappings, tag-list pages and signatures by upstream, repository and
+//! what is asked (newline-separated: no name, tag or digest contains one); fills by
+//! their id.
+
+use crate::oci::Digest;
+
+/// Blob records and manifests: the digest's hex.
+pub fn digest(d: &Digest) -> &[u8] {
+    d.hex().as_bytes()
+}
+
+/// `upstream\nrepo\nitem`: tag mappings (item = tag) and tag-list pages (item = query).
+pub fn scoped(upstream: &str, repo: &str, item: &str) -> Vec<u8> {
+    format!("{upstream}\n{repo}\n{item}").into_bytes()
+}
+
+/// The parts of a [`scoped`] key.
+pub fn parse_scoped(key: &[u8]) -> Option<(String, String, String)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let mut parts = key.splitn(3, '\n');
+    let (u, r, t) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((u.to_string(), r.to_string(), t.to_string()))
+}
+
+/// Lookaside signature `index` of `digest` in a repository.
+pub fn signature(upstream: &str, repo: &str, digest: &Digest, index: u32) -> Vec<u8> {
+    scoped(upstream, repo, &format!("{}/{index}", digest.hex()))
+}
+
+/// The last referrers answer for `digest` with the upstream query it was asked with.
+pub fn referrers(upstream: &str, repo: &str, digest: &Digest, query: &str) -> Vec<u8> {
+    format!("referrers\n{upstream}\n{repo}\n{digest}\n{query}").into_bytes()
+}
+
+/// Small named values (proxy statistics, the readiness probe's scratch value).
+pub fn meta(name: &str) -> Vec<u8> {
+    format!("meta\n{name}").into_bytes()
+}
+
+/// A running fill's journal entry.
+pub fn fill(fill_id: u64) -> [u8; 8] {
+    fill_id.to_be_bytes()
+}
+
+pub fn parse_fill(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// A digest from a [`digest`] key.
+pub fn parse_digest(key: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(key).ok().and_then(|h| Digest::from_hex(h).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let k = scoped("registry.redhat.io", "ubi9/ubi", "latest");
+        assert_eq!(
+            parse_scoped(&k),
+            Some(("registry.redhat.io".into(), "ubi9/ubi".into(), "latest".into()))
+        );
+        assert_eq!(parse_fill(&fill(42)), Some(42));
+        let d = Digest::of(b"x");
+        assert_eq!(parse_digest(digest(&d)), Some(d));
+        assert_eq!(parse_digest(b"nope"), None);
+    }
+}

@@ -1,0 +1,248 @@
+//! The `pullgate` command line: `serve`, `check-config`, `cache stats|ls|verify|evict|purge`,
+//! `prefetch` and `client-config`. The commands live here and are the only code that
+//! prints; each hands its work to the layers (through [`crate::app`] for anything that
+//! opens the cache or serves).
+
+pub mod cache;
+pub mod client_config;
+pub mod prefetch;
+mod serve;
+
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "pullgate",
+    version,
+    about = "A caching pull-through proxy for container registries"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Size, entries, and the hit ratio of the last proxy run.
+    Stats,
+    /// Cached tags, optionally of one upstream or matching a repository pattern.
+    Ls {
+        #[arg(long)]
+        upstream: Option<String>,
+        #[arg(long, value_name = "PATTERN")]
+        repo: Option<String>,
+    },
+    /// Re-hash every blob and manifest; report and remove the bad ones (exit 1 if any).
+    Verify,
+    /// Remove content by age and/or repository pattern.
+    Evict {
+        /// e.g. 30d: tags checked and blobs cached longer ago than this.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        older_than: Option<std::time::Duration>,
+        /// e.g. "registry.redhat.io/ubi8/*": those tags and what only they reach.
+        #[arg(long, value_name = "PATTERN")]
+        repo: Option<String>,
+    },
+    /// Remove everything from the cache.
+    Purge,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log lines as human-readable text or as JSON objects, one per line.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Inspect and repair the cache (stop the proxy first: they open the database).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+        #[arg(long, value_name = "FILE", global = true, default_value = "config/pullgate.toml")]
+        config: PathBuf,
+    },
+    /// Warm the cache: pull images through pullgate ahead of time.
+    Prefetch {
+        #[arg(long, value_name = "FILE", default_value = "config/pullgate.toml")]
+        config: PathBuf,
+        /// A file with one image per line (blank lines and # comments are skipped).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Only this platform of multi-arch images, e.g. linux/amd64 (default: all).
+        #[arg(long, value_name = "OS/ARCH")]
+        platform: Option<String>,
+        /// user:password for a running pullgate that requires client authentication.
+        #[arg(long, value_name = "USER:PASSWORD")]
+        creds: Option<String>,
+        /// Images such as registry.redhat.io/ubi9/ubi:latest or …@sha256:…
+        images: Vec<String>,
+    },
+    /// Print the configuration that points a kind of client at pullgate.
+    ClientConfig {
+        /// podman (also skopeo, buildah, CRI-O), openshift, containerd or satellite (also AAP)
+        #[arg(long = "for", value_name = "CLIENT", value_enum)]
+        client: client_config::ClientKind,
+        /// How clients reach pullgate, e.g. https://pullgate.example.com:5000
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// Only this upstream (default: all)
+        #[arg(long, value_name = "NAME")]
+        upstream: Option<String>,
+        #[arg(long, value_name = "FILE", default_value = "config/pullgate.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Cache { command, config } => {
+            let Some(config) = load_or_report(&config) else {
+                return ExitCode::from(2);
+            };
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let result = runtime.block_on(async {
+                match command {
+                    CacheCommand::Stats => cache::stats(&config).await.map(|o| (o, 0)),
+                    CacheCommand::Ls { upstream, repo } => cache::ls(&config, upstream.as_deref(), repo.as_deref())
+                        .await
+                        .map(|o| (o, 0)),
+                    CacheCommand::Verify => cache::verify(&config).await,
+                    CacheCommand::Evict { older_than, repo } => {
+                        cache::evict(&config, older_than, repo.as_deref()).await.map(|o| (o, 0))
+                    }
+                    CacheCommand::Purge => cache::purge(&config).await.map(|o| (o, 0)),
+                }
+            });
+            report(result)
+        }
+        Command::Prefetch {
+            config,
+            file,
+            platform,
+            creds,
+            mut images,
+        } => {
+            let Some(config) = load_or_report(&config) else {
+                return ExitCode::from(2);
+            };
+            if let Some(file) = file {
+                match std::fs::read_to_string(&file) {
+                    Ok(text) => images.extend(
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                            .map(str::to_string),
+                    ),
+                    Err(e) => {
+                        eprintln!("pullgate: {}: {e}", file.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if images.is_empty() {
+                eprintln!("pullgate: name images to prefetch, or --file");
+                return ExitCode::from(2);
+            }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let options = prefetch::Options {
+                images,
+                platform,
+                creds,
+                progress: std::io::stderr().is_terminal(),
+            };
+            report(runtime.block_on(prefetch::run(&config, &options)))
+        }
+        Command::ClientConfig {
+            client,
+            url,
+            upstream,
+            config,
+        } => {
+            let rendered = Config::load(&config)
+                .map_err(|e| format!("{}: {e}", config.display()))
+                .and_then(|c| client_config::render(&c, client, &url, upstream.as_deref()));
+            report(rendered.map(|text| (text, 0)))
+        }
+        Command::Serve { config, log_format } => serve::serve(&config, log_format),
+    }
+}
+
+/// Prints a command's output (exit 1 when it counted failures) or its error (exit 2).
+fn report(result: Result<(String, usize), String>) -> ExitCode {
+    match result {
+        Ok((out, failed)) => {
+            print!("{out}");
+            if failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("pullgate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `check-config`: the effective configuration, once it and its secret files are valid.
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path).and_then(|c| c.read_secrets().map(|_| c)) {
+        Ok(c) => {
+            print!("{}", c.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pullgate: {}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_or_report(path: &Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("pullgate: {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("pullgate: cannot start the runtime: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! One handler per registry route. Each resolves the client's name, calls one `Proxy`
+//! method and renders the answer: status, headers, body (none for HEAD), and what the
+//! access log should say about it ([`Served`]).
+
+use super::AppState;
+use super::error::ApiError;
+use crate::oci::media::AcceptSet;
+use crate::oci::range::{RangeError, RangeSpec};
+use crate::oci::route::{Route, RouteError};
+use crate::oci::{Digest, ErrorCode, Reference, RepoName};
+use crate::proxy::{CacheStatus, Target};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header, response};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+/// The route the observing layer parsed, handed to the handler (parsed once).
+#[derive(Clone)]
+pub struct ParsedRoute(pub Result<Route, RouteError>);
+
+/// What the access log and the lookup metrics say about a response: the client's name
+/// and how the cache answered. Set by the handlers as a response extension.
+#[derive(Clone, Default)]
+pub struct Served {
+    pub name: Option<String>,
+    pub cache: Option<CacheStatus>,
+}
+
+/// The query parameters pullgate reads; everything else is ignored.
+#[derive(Default)]
+struct Query {
+    ns: Option<String>,
+    n: Option<String>,
+    last: Option<String>,
+    artifact_type: Option<String>,
+}
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Query {
+        let mut q = Query::default();
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            let slot = match k.as_ref() {
+                "ns" => &mut q.ns,
+                "n" => &mut q.n,
+                "last" => &mut q.last,
+                "artifactType" => &mut q.artifact_type,
+                _ => continue,
+            };
+            *slot = Some(v.into_owned());
+        }
+        q
+    }
+}
+
+/// One client request, as the handlers need it.
+struct ApiRequest {
+    parts: Parts,
+    query: Query,
+}
+
+impl ApiRequest {
+    fn head(&self) -> bool {
+        self.parts.method == Method::HEAD
+    }
+
+    fn ns(&self) -> Option<&str> {
+        self.query.ns.as_deref()
+    }
+
+    /// A `200` reply with `content_type`.
+    fn reply(&self, content_type: &str) -> Reply {
+        Reply {
+            builder: response::Builder::new()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, content_type),
+            head: self.head(),
+            served: Served::default(),
+        }
+    }
+}
+
+/// A response being built: HEAD gets the headers without the body.
+struct Reply {
+    builder: response::Builder,
+    head: bool,
+    served: Served,
+}
+
+impl Reply {
+    fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<axum::http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<axum::http::Error>,
+    {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+
+    fn status(mut self, status: StatusCode) -> Self {
+        self.builder = self.builder.status(status);
+        self
+    }
+
+    /// `OCI-Namespace` when the client named the upstream with `?ns=` (containerd).
+    fn namespace(self, req: &ApiRequest, target: &Target) -> Self {
+        match req.ns() {
+            Some(_) => self.header("oci-namespace", target.upstream_name()),
+            None => self,
+        }
+    }
+
+    fn served(mut self, name: &RepoName, cache: Option<CacheStatus>) -> Self {
+        self.served = Served {
+            name: Some(name.to_string()),
+            cache,
+        };
+        self
+    }
+
+    /// An in-memory body, with its `Content-Length` (also for HEAD).
+    fn body(mut self, bytes: impl Into<Bytes>) -> Result<Response, ApiError> {
+        let bytes = bytes.into();
+        if let Some(headers) = self.builder.headers_mut() {
+            headers
+                .entry(header::CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(bytes.len()));
+        }
+        let body = if self.head { Body::empty() } else { Body::from(bytes) };
+        self.finish(body)
+    }
+
+    fn finish(self, body: Body) -> Result<Response, ApiError> {
+        let mut resp = self.builder.body(body).map_err(ApiError::internal)?;
+        resp.extensions_mut().insert(self.served);
+        Ok(resp)
+    }
+}
+
+/// Every registry API path (`/v2/…`, `/sigstore/…`, `/extensions/v2/…`).
+pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    let route = match parts.extensions.remove::<ParsedRoute>() {
+        Some(ParsedRoute(route)) => route,
+        None => Route::parse(parts.uri.path()),
+    };
+    // The lookaside is read without credentials by every client (containers/image).
+    if let Some(clients) = &app.clients
+        && !parts.uri.path().starts_with("/sigstore/")
+        && clients.authenticate(&parts.headers).await.is_none()
+    {
+        return ApiError::unauthorized().into_response();
+    }
+    let query = Query::parse(parts.uri.query());
+    let req = ApiRequest { parts, query };
+    dispatch(&app, &req, route)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn dispatch(app: &AppState, req: &ApiRequest, route: Result<Route, RouteError>) -> Result<Response, ApiError> {
+    let route = route?;
+    let method = &req.parts.method;
+    match route {
+        Route::BlobUpload { .. } => Err(ApiError::unsupported("uploading blobs")),
+        _ if !matches!(*method, Method::GET | Method::HEAD) => {
+            Err(ApiError::unsupported(&format!("{method} requests")))
+        }
+        Route::Base => base(app, req),
+        Route::Catalog => Err(ApiError::not_found(
+            ErrorCode::Unsupported,
+            "the catalog is not available through pullgate",
+        )),
+        Route::Manifest { name, reference } => manifest(app, req, &name, &reference).await,
+        Route::Blob { name, digest } => blob(app, req, &name, &digest).await,
+        Route::TagsList { name } => tags_list(app, req, &name).await,
+        Route::Referrers { name, digest } => referrers(app, req, &name, &digest).await,
+        Route::Sigstore { name, digest, index } => sigstore(app, req, &name, &digest, index).await,
+        Route::SignaturesExtension { name, digest } => signatures_extension(app, req, &name, &digest).await,
+    }
+}
+
+fn base(app: &AppState, req: &ApiRequest) -> Result<Response, ApiError> {
+    let mut reply = req.reply("application/json");
+    if app.proxy.signatures_extension() {
+        reply = reply.header("x-registry-supports-signatures", "1");
+    }
+    reply.body("{}")
+}
+
+async fn manifest(
+    app: &AppState,
+    req: &ApiRequest,
+    name: &RepoName,
+    reference: &Reference,
+) -> Result<Response, ApiError> {
+    let target = app.proxy.resolve(name, req.ns())?;
+    let accept = AcceptSet::from_header_values(
+        req.parts
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let answer = app.proxy.manifest(&target, reference, &accept).await?;
+    req.reply(&answer.media_type)
+        .header("docker-content-digest", answer.digest.to_string())
+        .namespace(req, &target)
+        .served(name, Some(answer.cache))
+        .body(answer.bytes)
+}
+
+async fn blob(app: &AppState, req: &ApiRequest, name: &RepoName, digest: &Digest) -> Result<Response, ApiError> {
+    let target = app.proxy.resolve(name, req.ns())?;
+    let range = match req.parts.headers.get(header::RANGE) {
+        Some(v) => Some(RangeSpec::parse(v.to_str().map_err(|_| RangeError::Malformed)?)?),
+        None => None,
+    };
+    let answer = if req.head() {
+        app.proxy.blob_head(&target, digest).await?
+    } else {
+        app.proxy.blob(&target, digest, range).await?
+    };
+    let mut reply = req
+        .reply("application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("docker-content-digest", digest.to_string());
+    if let Some(range) = &answer.content_range {
+        reply = reply
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, range.as_str());
+    }
+    if let Some(length) = answer.length {
+        reply = reply.header(header::CONTENT_LENGTH, length);
+    }
+    let reply = reply.namespace(req, &target).served(name, Some(answer.cache));
+    reply.finish(answer.body.map_or_else(Body::empty, Body::from_stream))
+}
+
+async fn tags_list(app: &AppState, req: &ApiRequest, name: &RepoName) -> Result<Response, ApiError> {
+    let target = app.proxy.resolve(name, req.ns())?;
+    let answer = app
+        .proxy
+        .tags_list(
+            &target,
+            name,
+            req.ns(),
+            req.query.n.as_deref(),
+            req.query.last.as_deref(),
+        )
+        .await?;
+    let mut reply = req.reply("application/json");
+    if let Some(link) = answer.link {
+        reply = reply.header(header::LINK, link);
+    }
+    reply
+        .namespace(req, &target)
+        .served(name, Some(answer.cache))
+        .body(answer.body)
+}
+
+async fn referrers(app: &AppState, req: &ApiRequest, name: &RepoName, digest: &Digest) -> Result<Response, ApiError> {
+    let target = app.proxy.resolve(name, req.ns())?;
+    let answer = app
+        .proxy
+        .referrers(&target, digest, req.query.artifact_type.as_deref())
+        .await?;
+    req.reply(&answer.content_type)
+        .namespace(req, &target)
+        .served(name, None)
+        .body(answer.body)
+}
+
+async fn sigstore(
+    app: &AppState,
+    req: &ApiRequest,
+    name: &RepoName,
+    digest: &Digest,
+    index: u32,
+) -> Result<Response, ApiError> {
+    let target = app.proxy.resolve(name, None)?;
+    let Some(bytes) = app.proxy.signature(&target, digest, index).await? else {
+        return Err(ApiError::not_found(ErrorCode::ManifestUnknown, "no such signature"));
+    };
+    req.reply("application/octet-stream").served(name, None).body(bytes)
+}
+
+async fn signatures_extension(
+    app: &AppState,
+    req: &ApiRequest,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<Response, ApiError> {
+    if !app.proxy.signatures_extension() {
+        return Err(ApiError::not_found(
+            ErrorCode::Unsupported,
+            "the signature extension API is disabled",
+        ));
+    }
+    let target = app.proxy.resolve(name, req.ns())?;
+    let body = app.proxy.extension_signatures(&target, digest).await?;
+    req.reply("application/json").served(name, None).body(body)
+}

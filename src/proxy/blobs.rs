@@ -1,0 +1,136 @@
+//! Blobs for clients: a hit streams the published bytes; a miss starts a fill, or joins
+//! the running one, and streams it as it arrives. Here the request's `Range` is resolved
+//! against the size, the answer waits for upstream's first response (so headers carry
+//! the size), and a fill that failed before that becomes the request's error.
+
+use super::fill::{Fill, Lookup};
+use super::read::{self, BlobStream};
+use super::{CacheStatus, Proxy, ProxyError, ProxyResult, Target};
+use crate::cache::BlobRecord;
+use crate::oci::Digest;
+use crate::oci::range::{ByteSpan, RangeSpec};
+use crate::upstream::UpstreamError;
+use std::sync::Arc;
+
+/// A blob answer: 200 with the whole size, or 206 with a `Content-Range`.
+pub struct BlobAnswer {
+    /// `Content-Length`, when known (a fill whose upstream sent none has no length).
+    pub length: Option<u64>,
+    /// `Content-Range` of a 206; `None` for a 200.
+    pub content_range: Option<String>,
+    pub cache: CacheStatus,
+    /// The bytes; `None` for HEAD.
+    pub body: Option<BlobStream>,
+}
+
+/// Where a blob's bytes come from.
+enum Source {
+    Published(BlobRecord),
+    Filling(Arc<Fill>),
+}
+
+impl Proxy {
+    /// A blob GET, whole or the `range` the client asked for.
+    pub async fn blob(&self, target: &Target, digest: &Digest, range: Option<RangeSpec>) -> ProxyResult<BlobAnswer> {
+        // Registered as a reader before the lookup, so nothing found can be evicted
+        // before it is served.
+        let reading = self.cache.reading(digest);
+        let (source, cache) = self.find_or_fill(target, digest).await?;
+        let size = match &source {
+            Source::Published(record) => Some(record.size),
+            Source::Filling(fill) => {
+                let mut progress = fill.started().await;
+                if progress.size.is_none() && range.is_some() {
+                    // Without a Content-Length the range can only be resolved at the end.
+                    progress = fill.finished().await;
+                    if let Some(Ok(record)) = &progress.outcome {
+                        progress.size = Some(record.size);
+                    }
+                }
+                if let Some(Err(e)) = progress.outcome {
+                    return Err(e.into());
+                }
+                progress.size
+            }
+        };
+        let span = match (range, size) {
+            (Some(r), Some(size)) => r.resolve(size).map_err(|_| ProxyError::RangeNotSatisfiable { size })?,
+            _ => None,
+        };
+        let (first, end) = match (span, size) {
+            (Some(s), _) => (s.first, s.last + 1),
+            (None, Some(size)) => (0, size),
+            (None, None) => (0, u64::MAX),
+        };
+        let body = match source {
+            Source::Published(record) => read::published(
+                self.metrics.served_from_cache.clone(),
+                self.cache.clone(),
+                (digest.clone(), record, reading),
+                first,
+                end,
+            ),
+            Source::Filling(fill) => read::filling(
+                self.metrics.served_from_upstream.clone(),
+                self.cache.clone(),
+                (fill, reading),
+                first,
+                end,
+            ),
+        };
+        Ok(answer(span, size, cache, Some(body)))
+    }
+
+    /// A blob HEAD: the size of the published blob, or of the running fill once upstream
+    /// answered it, else as upstream says.
+    pub async fn blob_head(&self, target: &Target, digest: &Digest) -> ProxyResult<BlobAnswer> {
+        if let Some(record) = self.cache.blob(digest).await? {
+            return Ok(answer(None, Some(record.size), CacheStatus::Hit, None));
+        }
+        if let Some(fill) = self.fills.get(digest)
+            && let Some(size) = fill.started().await.size
+        {
+            return Ok(answer(None, Some(size), CacheStatus::FillJoin, None));
+        }
+        match target.upstream.head_blob(&target.repo, digest).await {
+            Ok(size) => Ok(answer(None, size, CacheStatus::Miss, None)),
+            Err(UpstreamError::NotFound) => Err(ProxyError::BlobUnknown),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The published blob, or the fill this request started or joined; fails when the
+    /// fill failed before upstream answered.
+    async fn find_or_fill(&self, target: &Target, digest: &Digest) -> ProxyResult<(Source, CacheStatus)> {
+        if let Some(record) = self.cache.blob(digest).await? {
+            self.cache.touch_blob(digest);
+            return Ok((Source::Published(record), CacheStatus::Hit));
+        }
+        let (fill, cache) = match self
+            .fills
+            .get_or_start(&self.cache, target.upstream.clone(), target.repo.clone(), digest)
+            .await?
+        {
+            Lookup::Cached(record) => return Ok((Source::Published(record), CacheStatus::Hit)),
+            Lookup::Started(fill) => (fill, CacheStatus::Miss),
+            Lookup::Joined(fill) => (fill, CacheStatus::FillJoin),
+        };
+        if let Some(Err(e)) = fill.started().await.outcome {
+            return Err(e.into());
+        }
+        Ok((Source::Filling(fill), cache))
+    }
+}
+
+fn answer(span: Option<ByteSpan>, size: Option<u64>, cache: CacheStatus, body: Option<BlobStream>) -> BlobAnswer {
+    let (length, content_range) = match (span, size) {
+        (Some(s), Some(size)) => (Some(s.len()), Some(s.content_range(size))),
+        (_, size) => (size, None),
+    };
+    BlobAnswer {
+        length,
+        content_range,
+        cache,
+        body,
+    }
+}

@@ -1,0 +1,161 @@
+//! The registry of running fills, by digest: a miss starts one fill task (detached from
+//! the request, so a client that leaves does not cancel it) and every other request for
+//! the digest joins it. Also the limits around fills: `max_concurrent_fills` slots,
+//! `max_size` enforced after each publish, and stopping every fill at shutdown.
+
+use super::task::FillTask;
+use super::{Fill, FillError, FillProgress, RecentChunks};
+use crate::cache::{BlobRecord, Cache};
+use crate::metrics::Metrics;
+use crate::oci::{Digest, RepoName};
+use crate::upstream::Upstream;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub struct FillRegistry {
+    running: Mutex<HashMap<Digest, Arc<Fill>>>,
+    /// How many fills run, for whoever waits for them all to end.
+    running_count: watch::Sender<usize>,
+    pub(super) metrics: Arc<Metrics>,
+    /// `max_concurrent_fills` slots: fills beyond them wait before asking upstream.
+    pub(super) slots: Arc<tokio::sync::Semaphore>,
+    /// Cancelled at shutdown: running fills stop and discard their staged bytes.
+    pub(super) shutdown: tokio_util::sync::CancellationToken,
+    /// `[cache] max_size`, enforced after every publish.
+    max_size: Option<u64>,
+    /// Every fill task, until it has finished and dropped what it holds (the cache
+    /// among it), so shutdown can wait for them.
+    tasks: tokio_util::task::TaskTracker,
+}
+
+/// What a blob lookup found.
+pub enum Lookup {
+    /// Published meanwhile.
+    Cached(BlobRecord),
+    /// This request started the fill.
+    Started(Arc<Fill>),
+    /// Another request's fill is running; this one follows it.
+    Joined(Arc<Fill>),
+}
+
+impl FillRegistry {
+    pub fn new(metrics: Arc<Metrics>, max_concurrent_fills: usize, max_size: Option<u64>) -> Self {
+        FillRegistry {
+            running: Mutex::default(),
+            running_count: watch::Sender::new(0),
+            metrics,
+            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_fills.max(1))),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            max_size,
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the number of running fills (gauge and watchers).
+    fn count(&self, running: &HashMap<Digest, Arc<Fill>>) {
+        self.metrics.fills_in_flight.set(running.len() as i64);
+        self.running_count.send_replace(running.len());
+    }
+
+    /// The running fill of `digest`, if any.
+    pub fn get(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.running().get(digest).cloned()
+    }
+
+    /// Digests being filled now (never evicted).
+    pub fn running_digests(&self) -> HashSet<Digest> {
+        self.running().keys().cloned().collect()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.running().len()
+    }
+
+    /// Waits until no fill is running.
+    pub async fn idle(&self) {
+        let _ = self.running_count.subscribe().wait_for(|n| *n == 0).await;
+    }
+
+    /// Called by a fill task once its outcome is published to its readers.
+    pub(super) fn finished(&self, digest: &Digest) {
+        let mut running = self.running();
+        running.remove(digest);
+        self.count(&running);
+    }
+
+    /// Evicts least recently used content beyond `max_size`, if one is set.
+    pub async fn enforce_limit(&self, cache: &Cache) {
+        let Some(max) = self.max_size else { return };
+        match cache.enforce_limit(max, self.running_digests()).await {
+            Ok(e) if e.blobs + e.manifests > 0 => {
+                self.metrics.evictions.inc_by(e.blobs + e.manifests);
+                info!(
+                    blobs = e.blobs,
+                    manifests = e.manifests,
+                    bytes = e.bytes,
+                    "evicted least recently used content"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "eviction failed"),
+        }
+    }
+
+    /// Stops every running fill (their staged bytes are discarded) and waits up to
+    /// `deadline` for them to finish.
+    pub async fn stop_all(&self, deadline: std::time::Duration) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(deadline, self.tasks.wait()).await;
+    }
+
+    /// Returns the published blob, the running fill, or a new fill started for it.
+    pub async fn get_or_start(
+        self: &Arc<Self>,
+        cache: &Cache,
+        upstream: Arc<Upstream>,
+        repo: RepoName,
+        digest: &Digest,
+    ) -> Result<Lookup, FillError> {
+        if let Some(fill) = self.get(digest) {
+            return Ok(Lookup::Joined(fill));
+        }
+        let (fill_id, staged) = cache.begin_fill(digest).await?;
+        let (tx, rx) = watch::channel(FillProgress::default());
+        let recent = Arc::new(RecentChunks::default());
+        let fill = Arc::new(Fill {
+            digest: digest.clone(),
+            fill_id,
+            progress: rx,
+            recent: recent.clone(),
+        });
+        {
+            let mut running = self.running();
+            if let Some(existing) = running.get(digest).cloned() {
+                drop(running);
+                let c = cache.clone();
+                tokio::spawn(async move { c.abort_fill(fill_id, staged).await });
+                return Ok(Lookup::Joined(existing));
+            }
+            // A fill may have published between the caller's cache check and now: it
+            // publishes before it leaves this map, so this re-check under the lock sees it.
+            if let Ok(Some(record)) = cache.blob_now(digest) {
+                drop(running);
+                let c = cache.clone();
+                tokio::spawn(async move { c.abort_fill(fill_id, staged).await });
+                return Ok(Lookup::Cached(record));
+            }
+            running.insert(digest.clone(), fill.clone());
+            self.count(&running);
+        }
+        let task = FillTask::new(self.clone(), cache.clone(), upstream, repo, fill.clone(), tx, recent);
+        self.tasks.spawn(task.run(staged));
+        Ok(Lookup::Started(fill))
+    }
+}
