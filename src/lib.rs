@@ -1,9 +1,10 @@
 //! pullgate: a caching pull-through proxy for container registries.
 //!
-//! Layers, each depending only on those after it: `http` (axum: routes, the access-log
-//! and metrics layer, OCI errors) → `proxy` (decides every answer: hit/miss/revalidate,
-//! single-flight fills, ranges) → `cache` (sled, blob stores) and `upstream` (reqwest:
-//! token auth, redirects) → `oci` (pure protocol types). `app` is the composition root:
+//! Layers, each depending only on those after it: `http` (routes, the access-log and
+//! metrics layer, OCI errors) → `proxy` (decides every answer: hit/miss/revalidate,
+//! single-flight fills, ranges) → `cache` (the database of record and the blob stores)
+//! and `upstream` (the registry client: token auth, redirects) → `oci` (pure protocol
+//! types). `app` is the composition root:
 //! it alone reads `config` and the secret files and builds the layers from their own
 //! settings; `cli` holds the commands and is the only code that prints.
 #![forbid(unsafe_code)]

@@ -5,7 +5,6 @@ mod common;
 
 use common::{Harness, body_bytes};
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::Duration;
 
 async fn sixteen_concurrent_cold_gets(h: &Harness) {
     let img = h.fake.add_image("ubi9/ubi", "latest", &[1_500_000]);
@@ -28,6 +27,13 @@ async fn sixteen_concurrent_cold_gets(h: &Harness) {
         );
     }
     assert_eq!(h.fake.cdn_gets(&layer), 1, "exactly one upstream fetch for 16 clients");
+    let lookups = |result| h.proxy().metrics().lookups("blob", result);
+    assert_eq!(lookups("miss"), 1, "one request started the fill");
+    assert_eq!(
+        lookups("fill-join") + lookups("hit"),
+        15,
+        "the others joined it or found it published"
+    );
     assert_eq!(
         h.fake.registry_blob_redirects(&layer),
         1,
@@ -54,36 +60,43 @@ async fn ranges_during_a_fill_get_the_right_bytes() {
     let layer = img.layer_digests[0].clone();
     h.fake.frame_delay_ms.store(20, SeqCst);
     let url = h.url(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}"));
-    let full = tokio::spawn({
-        let (c, u) = (h.client.clone(), url.clone());
-        async move { body_bytes(c.get(&u).send().await.unwrap()).await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    for (first, last) in [
+    // The full GET starts the fill; its headers arrive once upstream has answered.
+    let full = h.client.get(&url).send().await.unwrap();
+    assert_eq!(h.proxy().fills_in_flight(), 1, "the fill is running");
+    let ranges = [
         (0u64, 99u64),
         (500_000, 999_999),
         (999_990, 999_999),
         (123_456, 654_321),
-    ] {
-        let r = h
-            .client
-            .get(&url)
-            .header("range", format!("bytes={first}-{last}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 206);
-        assert_eq!(
-            r.headers()["content-range"],
-            format!("bytes {first}-{last}/1000000").as_str()
-        );
-        assert_eq!(
-            body_bytes(r).await.unwrap(),
-            img.layers[0][first as usize..=last as usize]
-        );
+    ];
+    let mut readers = Vec::new();
+    for (first, last) in ranges {
+        let (c, u) = (h.client.clone(), url.clone());
+        readers.push(tokio::spawn(async move {
+            let r = c
+                .get(&u)
+                .header("range", format!("bytes={first}-{last}"))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status(),
+                r.headers()["content-range"].to_str().unwrap().to_string(),
+                body_bytes(r).await,
+            )
+        }));
     }
-    assert_eq!(full.await.unwrap().unwrap(), img.layers[0]);
+    for ((first, last), reader) in ranges.into_iter().zip(readers) {
+        let (status, content_range, body) = reader.await.unwrap();
+        assert_eq!(status, 206);
+        assert_eq!(content_range, format!("bytes {first}-{last}/1000000"));
+        assert_eq!(body.unwrap(), img.layers[0][first as usize..=last as usize]);
+    }
+    assert_eq!(body_bytes(full).await.unwrap(), img.layers[0]);
     assert_eq!(h.fake.cdn_gets(&layer), 1);
+    // Every range request joined the running fill (none was served from a finished one).
+    let lookups = |result| h.proxy().metrics().lookups("blob", result);
+    assert_eq!((lookups("miss"), lookups("fill-join"), lookups("hit")), (1, 4, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

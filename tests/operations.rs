@@ -116,16 +116,14 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     std::fs::write(&key, new_key).unwrap();
     server.signal("HUP");
     let new_client = https_client(&new_ca.ca_pem);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let second = loop {
-        match new_client.get(format!("{}/v2/", server.url())).send().await {
-            Ok(r) => break r,
-            Err(_) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("the new certificate was not served after SIGHUP: {e}"),
-        }
-    };
+    let v2 = format!("{}/v2/", server.url());
+    common::eventually(
+        "the new certificate to be served after SIGHUP",
+        std::time::Duration::from_secs(10),
+        async || new_client.get(&v2).send().await.is_ok(),
+    )
+    .await;
+    let second = new_client.get(&v2).send().await.unwrap();
     assert_eq!(second.status(), 200);
     assert_ne!(peer_cert(&second), first_cert);
     // The connection opened before the reload keeps working.
@@ -570,7 +568,13 @@ async fn json_logs_parse_and_carry_no_secret() {
         .await
         .unwrap();
     common::body_bytes(r).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The client has the bytes before the fill has published and logged its egress line.
+    common::eventually(
+        "the egress audit line",
+        std::time::Duration::from_secs(10),
+        async || server.log.lock().unwrap().iter().any(|l| l.contains("pullgate::audit")),
+    )
+    .await;
     let (status, log) = server.stop();
     assert!(status.success());
     let parsed: Vec<serde_json::Value> = log
@@ -879,10 +883,11 @@ async fn readyz_fails_when_the_database_disk_is_full() {
         .output();
     assert_eq!(ready().await, 503, "a full disk makes pullgate not ready");
     std::fs::remove_file(&filler).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while ready().await != 200 {
-        assert!(std::time::Instant::now() < deadline, "ready again once space returns");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    common::eventually(
+        "ready again once space returns",
+        std::time::Duration::from_secs(10),
+        async || ready().await == 200,
+    )
+    .await;
     server.shutdown().await.unwrap();
 }

@@ -148,12 +148,16 @@ pub async fn fills_settle(proxy: &pullgate::proxy::Proxy) {
         .expect("running fills finished within 30 s");
 }
 
-/// Waits until `f` is true (polling), or panics after `timeout`.
-pub async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut f: F) {
+/// Waits until `check` answers true (asked every 50 ms), or fails after `timeout`
+/// naming `what` it waited for.
+pub async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
