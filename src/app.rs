@@ -6,7 +6,7 @@
 use crate::cache::{Cache, CacheError, RepairReport};
 use crate::config::{Config, ConfigError, UpstreamConfig};
 use crate::http::auth::ClientAuth;
-use crate::http::server::{Limits, TlsFiles, TlsState};
+use crate::http::server::{LIFECYCLE, Limits, TlsFiles, TlsState};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::oci::pattern::RepoPatterns;
@@ -108,7 +108,7 @@ pub async fn build(config: &Config, cache: Option<Cache>) -> Result<AppState, St
         None => {
             let (cache, report) = open_cache(config)?;
             if report != RepairReport::default() {
-                info!(?report, "repaired the cache after an unclean stop");
+                info!(target: LIFECYCLE, ?report, "repaired the cache after an unclean stop");
             }
             cache
         }
@@ -166,10 +166,10 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()> + Send + 's
         while hup.recv().await.is_some() {
             match &tls {
                 Some(tls) => match tls.reload() {
-                    Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
-                    Err(e) => warn!(error = %e, "SIGHUP: TLS reload failed; keeping the current certificate"),
+                    Ok(()) => info!(target: LIFECYCLE, "SIGHUP: TLS certificate reloaded"),
+                    Err(e) => warn!(target: LIFECYCLE, error = %e, "SIGHUP: TLS reload failed; keeping the current certificate"),
                 },
-                None => info!("SIGHUP: nothing to reload (no [tls])"),
+                None => info!(target: LIFECYCLE, "SIGHUP: nothing to reload (no [tls])"),
             }
         }
     });
@@ -206,7 +206,7 @@ pub async fn spawn_with_cache(config: &Config, cache: Option<Cache>) -> Result<R
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    info!(store = proxy.store_name(), "listening on {scheme}://{addr}");
+    info!(target: LIFECYCLE, store = proxy.store_name(), "listening on {scheme}://{addr}");
     let limits = Limits {
         drain_timeout: config.server.drain_timeout.0,
         max_connections: config.server.max_connections,
@@ -224,7 +224,7 @@ pub async fn spawn_with_cache(config: &Config, cache: Option<Cache>) -> Result<R
             let housekeeping = tokio::spawn(proxy.clone().housekeeping());
             let served = serving.await;
             housekeeping.abort();
-            info!("stopping fills and flushing the database");
+            info!(target: LIFECYCLE, "stopping fills and flushing the database");
             proxy.shutdown().await.map_err(std::io::Error::other)?;
             served
         }

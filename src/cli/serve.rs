@@ -69,5 +69,5 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutdown signal received");
+    tracing::info!(target: crate::http::server::LIFECYCLE, "shutdown signal received");
 }

@@ -11,6 +11,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+/// The log target of the server's lifecycle lines (listening, reloads, repair, drain,
+/// stop), kept stable for log filters such as `PULLGATE_LOG=warn,pullgate::server=info`.
+pub const LIFECYCLE: &str = "pullgate::server";
+
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -119,7 +123,7 @@ pub async fn serve(
                     Ok(c) => c,
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
-                        warn!(error = %e, "accept failed");
+                        warn!(target: LIFECYCLE, error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -151,9 +155,10 @@ pub async fn serve(
         }
     }
     drop(listener);
-    info!("shutting down: draining in-flight responses");
+    info!(target: LIFECYCLE, "shutting down: draining in-flight responses");
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         warn!(
+            target: LIFECYCLE,
             ?drain,
             "drain_timeout passed with responses still in flight; closing them"
         );
