@@ -29,15 +29,17 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
+/// The registry API (every path but the three below) behind the observing layer; the
+/// health and metrics endpoints, added after the layer, are neither logged nor counted.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .fallback(routes::registry_api)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe));
     Router::new()
+        .fallback(routes::registry_api)
+        .layer(observe::ObserveLayer {
+            metrics: state.metrics.clone(),
+        })
         .route("/healthz", any(healthz))
         .route("/readyz", any(readyz))
         .route("/metrics", any(metrics))
-        .fallback_service(api.with_state(state.clone()))
         .with_state(state)
 }
 

@@ -1,30 +1,68 @@
-//! The tower layer around the registry API: parses each request's route once (the
-//! handler takes the parse from the request's extensions), stamps the API version
-//! header, and records the request's metrics and its access-log line.
+//! The tower layer around the registry API: stamps the API version header and records
+//! each request's metrics and its access-log line, from what the handler says it served
+//! (its route, name and cache status, as a response extension).
 
-use super::routes::{ParsedRoute, Served};
-use super::{API_VERSION_HEADER, AppState};
-use crate::metrics::{LookupLabels, RequestLabels, RouteLabels, method_label};
-use crate::oci::route::{Route, RouteError};
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
+use super::API_VERSION_HEADER;
+use super::routes::Served;
+use crate::metrics::{LookupLabels, Metrics, RequestLabels, RouteLabels, method_label};
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, header};
 use axum::response::Response;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tracing::info;
 
-/// The route label for metrics and logs.
-fn route_label(route: &Result<Route, RouteError>) -> &'static str {
-    match route {
-        Ok(Route::Base) => "base",
-        Ok(Route::Manifest { .. }) => "manifest",
-        Ok(Route::Blob { .. }) | Ok(Route::BlobUpload { .. }) => "blob",
-        Ok(Route::TagsList { .. }) => "tags",
-        Ok(Route::Referrers { .. }) => "referrers",
-        Ok(Route::Sigstore { .. }) => "sigstore",
-        Ok(Route::SignaturesExtension { .. }) => "signatures",
-        Ok(Route::Catalog) => "catalog",
-        Err(_) => "other",
+/// Wraps the registry API's service in [`Observe`].
+#[derive(Clone)]
+pub struct ObserveLayer {
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service of [`ObserveLayer`]: calls the inner service, then records.
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> tower::Service<Request> for Observe<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let answer = self.inner.call(req);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let mut resp = answer.await?;
+            record(&metrics, &method, started, &mut resp);
+            Ok(resp)
+        })
     }
 }
 
@@ -36,22 +74,21 @@ fn lookup_kind(route: &'static str) -> &'static str {
     }
 }
 
-pub async fn observe(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let parsed = Route::parse(req.uri().path());
-    let route = route_label(&parsed);
-    req.extensions_mut().insert(ParsedRoute(parsed));
-    let mut resp = next.run(req).await;
+/// Stamps the API version header, counts the request, and writes its access-log line.
+fn record(m: &Metrics, method: &Method, started: Instant, resp: &mut Response) {
     resp.headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     let status = resp.status().as_u16();
-    let served = resp.extensions_mut().remove::<Served>().unwrap_or_default();
-    let m = &app.metrics;
+    let served = resp.extensions_mut().remove::<Served>().unwrap_or(Served {
+        route: "other",
+        name: None,
+        cache: None,
+    });
+    let route = served.route;
     m.http_requests
         .get_or_create(&RequestLabels {
             route,
-            method: method_label(&method),
+            method: method_label(method),
             status,
         })
         .inc();
@@ -82,5 +119,4 @@ pub async fn observe(State(app): State<AppState>, mut req: Request, next: Next) 
         cache = served.cache.map(|c| c.as_str()).unwrap_or("-"),
         "request"
     );
-    resp
 }

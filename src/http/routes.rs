@@ -16,16 +16,29 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header, response};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-/// The route the observing layer parsed, handed to the handler (parsed once).
+/// What the access log and the request metrics say about a response: its route (from
+/// the one parse of the path), the client's name and how the cache answered. Set by the
+/// handler as a response extension for the observing layer.
 #[derive(Clone)]
-pub struct ParsedRoute(pub Result<Route, RouteError>);
-
-/// What the access log and the lookup metrics say about a response: the client's name
-/// and how the cache answered. Set by the handlers as a response extension.
-#[derive(Clone, Default)]
 pub struct Served {
+    pub route: &'static str,
     pub name: Option<String>,
     pub cache: Option<CacheStatus>,
+}
+
+/// The route label for metrics and logs.
+fn route_label(route: &Result<Route, RouteError>) -> &'static str {
+    match route {
+        Ok(Route::Base) => "base",
+        Ok(Route::Manifest { .. }) => "manifest",
+        Ok(Route::Blob { .. }) | Ok(Route::BlobUpload { .. }) => "blob",
+        Ok(Route::TagsList { .. }) => "tags",
+        Ok(Route::Referrers { .. }) => "referrers",
+        Ok(Route::Sigstore { .. }) => "sigstore",
+        Ok(Route::SignaturesExtension { .. }) => "signatures",
+        Ok(Route::Catalog) => "catalog",
+        Err(_) => "other",
+    }
 }
 
 /// The query parameters pullgate reads; everything else is ignored.
@@ -58,6 +71,7 @@ impl Query {
 struct ApiRequest {
     parts: Parts,
     query: Query,
+    route: &'static str,
 }
 
 impl ApiRequest {
@@ -76,7 +90,11 @@ impl ApiRequest {
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, content_type),
             head: self.head(),
-            served: Served::default(),
+            served: Served {
+                route: self.route,
+                name: None,
+                cache: None,
+            },
         }
     }
 }
@@ -114,10 +132,8 @@ impl Reply {
     }
 
     fn served(mut self, name: &RepoName, cache: Option<CacheStatus>) -> Self {
-        self.served = Served {
-            name: Some(name.to_string()),
-            cache,
-        };
+        self.served.name = Some(name.to_string());
+        self.served.cache = cache;
         self
     }
 
@@ -142,23 +158,34 @@ impl Reply {
 
 /// Every registry API path (`/v2/…`, `/sigstore/…`, `/extensions/v2/…`).
 pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response {
-    let (mut parts, _body) = req.into_parts();
-    let route = match parts.extensions.remove::<ParsedRoute>() {
-        Some(ParsedRoute(route)) => route,
-        None => Route::parse(parts.uri.path()),
-    };
+    let (parts, _body) = req.into_parts();
+    let route = Route::parse(parts.uri.path());
+    let label = route_label(&route);
     // The lookaside is read without credentials by every client (containers/image).
-    if let Some(clients) = &app.clients
+    let mut resp = if let Some(clients) = &app.clients
         && !parts.uri.path().starts_with("/sigstore/")
         && clients.authenticate(&parts.headers).await.is_none()
     {
-        return ApiError::unauthorized().into_response();
+        ApiError::unauthorized().into_response()
+    } else {
+        let query = Query::parse(parts.uri.query());
+        let req = ApiRequest {
+            parts,
+            query,
+            route: label,
+        };
+        dispatch(&app, &req, route)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    };
+    if resp.extensions().get::<Served>().is_none() {
+        resp.extensions_mut().insert(Served {
+            route: label,
+            name: None,
+            cache: None,
+        });
     }
-    let query = Query::parse(parts.uri.query());
-    let req = ApiRequest { parts, query };
-    dispatch(&app, &req, route)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    resp
 }
 
 async fn dispatch(app: &AppState, req: &ApiRequest, route: Result<Route, RouteError>) -> Result<Response, ApiError> {
