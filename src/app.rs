@@ -107,8 +107,10 @@ pub async fn build(config: &Config, cache: Option<Cache>) -> Result<AppState, St
         Some(c) => c,
         None => {
             let (cache, report) = open_cache(config)?;
-            if report != RepairReport::default() {
-                info!(target: LIFECYCLE, ?report, "repaired the cache after an unclean stop");
+            if report.scanned {
+                info!(target: LIFECYCLE, ?report, "scanned and repaired the cache after an unclean stop");
+            } else {
+                info!(target: LIFECYCLE, "opened the cache after a clean stop: nothing to scan");
             }
             cache
         }
@@ -167,7 +169,9 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()> + Send + 's
             match &tls {
                 Some(tls) => match tls.reload() {
                     Ok(()) => info!(target: LIFECYCLE, "SIGHUP: TLS certificate reloaded"),
-                    Err(e) => warn!(target: LIFECYCLE, error = %e, "SIGHUP: TLS reload failed; keeping the current certificate"),
+                    Err(e) => {
+                        warn!(target: LIFECYCLE, error = %e, "SIGHUP: TLS reload failed; keeping the current certificate")
+                    }
                 },
                 None => info!(target: LIFECYCLE, "SIGHUP: nothing to reload (no [tls])"),
             }

@@ -163,8 +163,9 @@ pub struct CacheConfig {
     pub tag_ttl: HumanDuration,
     #[serde(default)]
     pub blob_store: BlobStoreKind,
-    /// Bytes on disk (blobs and database) to keep at most; least recently used blobs
-    /// and manifests are evicted beyond it. None: no limit.
+    /// What the cache may hold (blob bytes, manifest bytes and a fixed share per
+    /// database record); least recently used blobs and manifests are evicted beyond it.
+    /// None: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_size: Option<ByteSize>,
     /// Upstream blob downloads running at once; more wait for a slot.

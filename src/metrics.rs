@@ -91,6 +91,9 @@ pub struct Metrics {
     pub verification_failures: Family<UpstreamLabels, Counter>,
     pub redirects_refused: Family<RedirectLabels, Counter>,
     pub evictions: Counter,
+    pub evicted_bytes: Counter,
+    /// Time of the eviction passes that evicted something.
+    pub eviction_pass_duration: Histogram,
     pub cache_size_bytes: Gauge,
     pub cache_entries: Family<KindLabels, Gauge>,
 }
@@ -126,6 +129,8 @@ impl Metrics {
         let verification_failures = Family::default();
         let redirects_refused = Family::default();
         let evictions = Counter::default();
+        let evicted_bytes = Counter::default();
+        let eviction_pass_duration = latency_histogram();
         let cache_size_bytes = Gauge::default();
         let cache_entries = Family::default();
         // Help texts without a final period: the encoder adds one.
@@ -195,6 +200,16 @@ impl Metrics {
             evictions.clone(),
         );
         registry.register(
+            "pullgate_evicted_bytes",
+            "Bytes of blobs and manifests evicted to keep the cache under max_size",
+            evicted_bytes.clone(),
+        );
+        registry.register(
+            "pullgate_eviction_pass_duration_seconds",
+            "Time of each eviction pass that evicted something",
+            eviction_pass_duration.clone(),
+        );
+        registry.register(
             "pullgate_cache_size_bytes",
             "Bytes of cached blobs plus the database on disk",
             cache_size_bytes.clone(),
@@ -220,6 +235,8 @@ impl Metrics {
             verification_failures,
             redirects_refused,
             evictions,
+            evicted_bytes,
+            eviction_pass_duration,
             cache_size_bytes,
             cache_entries,
         }

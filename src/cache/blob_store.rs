@@ -57,13 +57,40 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open_staged(&self, fill_id: u64, offset: u64) -> io::Result<BlobReader>;
     /// Opens a published blob at `offset`.
     fn open(&self, digest: &Digest, location: &BlobLocation, offset: u64) -> io::Result<BlobReader>;
+    /// Opens a published blob at `offset` when its bytes are there and `size` long
+    /// (`NotFound` or `InvalidData` otherwise), where the store can tell cheaply; the
+    /// default only opens it.
+    fn open_checked(&self, digest: &Digest, location: &BlobLocation, offset: u64, size: u64) -> io::Result<BlobReader> {
+        let _ = size;
+        self.open(digest, location, offset)
+    }
     /// The size of a published blob's bytes, `None` when they are missing.
     fn stored_size(&self, digest: &Digest, location: &BlobLocation) -> io::Result<Option<u64>>;
     fn remove(&self, digest: &Digest, location: &BlobLocation) -> io::Result<()>;
     /// Removes staged data of fills that will never finish (after a crash).
     fn discard_staged(&self, fill_id: u64) -> io::Result<()>;
+    /// Stores `bytes` (whose digest the caller vouches for) at once, without making them
+    /// durable yet ([`BlobStore::sync`] does): the bulk loader's path. The default
+    /// stages and commits them as a fill would.
+    fn import(&self, fill_id: u64, digest: &Digest, bytes: &[u8]) -> io::Result<BlobLocation> {
+        let mut staged = self.begin(fill_id)?;
+        staged.write(bytes)?;
+        staged.commit(digest)
+    }
+    /// Makes everything imported durable.
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// Checks that bytes can be written now (readiness).
     fn probe(&self) -> io::Result<()>;
     /// Every published location with the digest it claims to hold, for orphan repair.
     fn list(&self) -> io::Result<Vec<(Option<Digest>, BlobLocation)>>;
+    /// The same as [`BlobStore::list`], one at a time, without holding them all (the
+    /// default collects [`BlobStore::list`] first). `f` may remove what it is given.
+    fn for_each_stored(&self, f: &mut dyn FnMut(Option<Digest>, BlobLocation) -> io::Result<()>) -> io::Result<()> {
+        for (digest, location) in self.list()? {
+            f(digest, location)?;
+        }
+        Ok(())
+    }
 }

@@ -1,13 +1,17 @@
 //! Keeping the cache under `[cache] max_size`: least-recently-used blobs and manifests
 //! are evicted, never a blob a client is reading or a fill is writing. Reads are
-//! recorded in memory and written back to the records in batches, so a hit costs no
-//! database write.
+//! recorded in memory and written back in batches (a hit costs no database write); the
+//! write-back moves each entry in the last-use index, so an eviction pass walks that
+//! index from its oldest end and reads only what it evicts. The size compared with
+//! `max_size` is the running [`Totals::usage`](super::Totals::usage), which shrinks as
+//! entries go.
 
-use super::records::decode;
-use super::{BlobRecord, Cache, CacheResult, Inner, keys, now_ms};
+use super::keys::{self, Kind};
+use super::records::{manifest_meta, parse_manifest_meta};
+use super::{BlobRecord, Cache, CacheResult, Inner, TxResult, committed, now_ms};
 use crate::oci::Digest;
-use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use sled::transaction::Transactional;
+use std::collections::{HashMap, HashSet};
 
 /// What one eviction pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -23,6 +27,10 @@ pub(super) enum AccessKey {
     Blob(Digest),
     Manifest(Digest),
 }
+
+/// Reads recorded before a write-back is started early (bounds the map's memory under
+/// a load that touches many distinct entries between the periodic write-backs).
+const ACCESS_BATCH: usize = 65_536;
 
 /// Decrements a blob's reader count when a client stream ends.
 pub struct ReaderGuard {
@@ -52,11 +60,21 @@ impl Cache {
     }
 
     fn touch(&self, key: AccessKey) {
-        self.inner
-            .access
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, now_ms());
+        let full = {
+            let mut access = self.inner.access.lock().unwrap_or_else(|p| p.into_inner());
+            access.insert(key, now_ms());
+            (access.len() >= ACCESS_BATCH).then(|| std::mem::take(&mut *access))
+        };
+        if let Some(pending) = full
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let inner = self.inner.clone();
+            runtime.spawn_blocking(move || {
+                if let Err(e) = inner.write_back(pending) {
+                    tracing::warn!(error = %e, "writing back recorded reads failed");
+                }
+            });
+        }
     }
 
     /// Marks a client as reading `digest` until the guard drops.
@@ -74,100 +92,124 @@ impl Cache {
         }
     }
 
-    /// Bytes on disk: blob files plus the database (the `sled` store's chunks are in it).
-    pub fn disk_usage(&self) -> CacheResult<u64> {
-        let db = self.inner.db.size_on_disk()?;
-        let files = self.inner.blob_bytes.load(Ordering::Relaxed);
-        Ok(if self.store_name() == "files" { files + db } else { db })
-    }
-
     /// Evicts least recently used entries until the cache fits in `max_size`, sparing
     /// `protected` digests (running fills) and blobs with readers.
     pub async fn enforce_limit(&self, max_size: u64, protected: HashSet<Digest>) -> CacheResult<Evicted> {
-        let cache = self.clone();
+        if self.totals().usage() <= max_size {
+            return Ok(Evicted::default());
+        }
         self.blocking(move |i| {
-            let usage = cache.disk_usage()?;
-            if usage <= max_size {
-                return Ok(Evicted::default());
-            }
             i.write_back_access()?;
-            i.evict_lru(usage, max_size, &protected)
+            let evicted = i.evict_while(&protected, |i, _| i.totals.snapshot().usage() > max_size)?;
+            i.db.flush()?;
+            Ok(evicted)
         })
         .await
     }
 
-    /// Writes recorded reads back into the records (also done before eviction).
+    /// Evicts blobs and manifests last used before `cutoff_ms`, oldest first, sparing
+    /// blobs with readers (`cache evict --older-than`).
+    pub async fn evict_unused_since(&self, cutoff_ms: u64) -> CacheResult<Evicted> {
+        self.blocking(move |i| {
+            i.write_back_access()?;
+            let evicted = i.evict_while(&HashSet::new(), |_, last_use| last_use < cutoff_ms)?;
+            i.db.flush()?;
+            Ok(evicted)
+        })
+        .await
+    }
+
+    /// Writes recorded reads back into the records and the last-use index (also done
+    /// before eviction and at close).
     pub async fn write_back_access(&self) -> CacheResult<()> {
         self.blocking(|i| i.write_back_access()).await
     }
-}
 
-enum Candidate {
-    Blob(Digest, BlobRecord),
-    Manifest(Digest, u64),
+    /// Checks that the last-use index and the records agree: every blob and manifest has
+    /// exactly the entry its last use says, and no entry lacks its record. Returns the
+    /// disagreements found (none when consistent).
+    pub async fn check_index(&self) -> CacheResult<Vec<String>> {
+        self.blocking(|i| i.check_index()).await
+    }
 }
 
 impl Inner {
-    fn write_back_access(&self) -> CacheResult<()> {
+    pub(super) fn write_back_access(&self) -> CacheResult<()> {
         let pending = std::mem::take(&mut *self.access.lock().unwrap_or_else(|p| p.into_inner()));
+        self.write_back(pending)
+    }
+
+    /// Moves each read entry to its new place in the last-use index, with its record, in
+    /// one transaction per entry.
+    fn write_back(&self, pending: HashMap<AccessKey, u64>) -> CacheResult<()> {
         for (key, ms) in pending {
             match key {
                 AccessKey::Blob(d) => {
-                    self.blobs.fetch_and_update(keys::digest(&d), |old| {
-                        let mut record: BlobRecord = old.and_then(|v| serde_json::from_slice(v).ok())?;
-                        record.last_access_ms = record.last_access_ms.max(ms);
-                        serde_json::to_vec(&record).ok()
-                    })?;
+                    let k = keys::digest(&d);
+                    committed((&self.blobs, &self.lru).transaction(|(blobs, lru)| -> TxResult<_> {
+                        let Some(mut record) = blobs
+                            .get(k)?
+                            .and_then(|v| serde_json::from_slice::<BlobRecord>(&v).ok())
+                        else {
+                            return Ok(());
+                        };
+                        if record.last_access_ms >= ms {
+                            return Ok(());
+                        }
+                        lru.remove(&keys::lru(record.last_access_ms, Kind::Blob, &d)[..])?;
+                        record.last_access_ms = ms;
+                        if let Ok(value) = serde_json::to_vec(&record) {
+                            blobs.insert(k, value)?;
+                        }
+                        lru.insert(&keys::lru(ms, Kind::Blob, &d)[..], &record.size.to_be_bytes()[..])?;
+                        Ok(())
+                    }))?;
                 }
                 AccessKey::Manifest(d) => {
-                    if let Some(meta) = self.manifest_meta.get(keys::digest(&d))?
-                        && meta.len() == 16
-                    {
-                        let updated = [&meta[..8], &ms.to_be_bytes()[..]].concat();
-                        self.manifest_meta.insert(keys::digest(&d), updated)?;
-                    }
+                    let k = keys::digest(&d);
+                    committed(
+                        (&self.manifest_meta, &self.lru).transaction(|(meta, lru)| -> TxResult<_> {
+                            let Some((size, at)) = meta.get(k)?.and_then(|m| parse_manifest_meta(&m)) else {
+                                return Ok(());
+                            };
+                            if at >= ms {
+                                return Ok(());
+                            }
+                            lru.remove(&keys::lru(at, Kind::Manifest, &d)[..])?;
+                            meta.insert(k, &manifest_meta(size, ms)[..])?;
+                            lru.insert(&keys::lru(ms, Kind::Manifest, &d)[..], &size.to_be_bytes()[..])?;
+                            Ok(())
+                        }),
+                    )?;
                 }
             }
         }
         Ok(())
     }
 
-    fn evict_lru(&self, usage: u64, max_size: u64, protected: &HashSet<Digest>) -> CacheResult<Evicted> {
-        let readers: HashSet<Digest> = self
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        let mut candidates: Vec<(u64, Candidate)> = Vec::new();
-        for item in self.blobs.iter() {
-            let (k, v) = item?;
-            let record: Option<BlobRecord> = decode(Some(&v))?;
-            if let (Some(d), Some(r)) = (keys::parse_digest(&k), record)
-                && !protected.contains(&d)
-                && !readers.contains(&d)
-            {
-                candidates.push((r.last_access_ms.max(r.created_ms), Candidate::Blob(d, r)));
-            }
-        }
-        for item in self.manifest_meta.iter() {
-            let (k, v) = item?;
-            if let (Some(d), true) = (keys::parse_digest(&k), v.len() == 16) {
-                let size = u64::from_be_bytes(v[..8].try_into().unwrap_or_default());
-                let at = u64::from_be_bytes(v[8..].try_into().unwrap_or_default());
-                candidates.push((at, Candidate::Manifest(d, size)));
-            }
-        }
-        candidates.sort_by_key(|(at, _)| *at);
+    /// Walks the last-use index from its oldest entry while `more(self, last_use)` says
+    /// so, evicting each entry (blobs being filled or read are skipped).
+    fn evict_while(
+        &self,
+        protected: &HashSet<Digest>,
+        mut more: impl FnMut(&Inner, u64) -> bool,
+    ) -> CacheResult<Evicted> {
         let mut evicted = Evicted::default();
-        let mut remaining = usage;
-        for (_, candidate) in candidates {
-            if remaining <= max_size {
+        for item in self.lru.iter() {
+            let (key, value) = item?;
+            let Some((last_use, kind, d)) = keys::parse_lru(&key) else {
+                self.lru.remove(&key)?;
+                continue;
+            };
+            if !more(self, last_use) {
                 break;
             }
-            let freed = match candidate {
-                Candidate::Blob(d, r) => {
+            let size = keys::be_u64(&value).unwrap_or(0);
+            match kind {
+                Kind::Blob => {
+                    if protected.contains(&d) {
+                        continue;
+                    }
                     // Checked again, and held while removing: a client registers as a
                     // reader before it looks a blob up, so it either blocks here and then
                     // finds no record (a miss), or is seen and its blob spared.
@@ -175,25 +217,61 @@ impl Inner {
                     if readers.contains_key(&d) {
                         continue;
                     }
-                    self.remove_blob(&d)?;
+                    match self.remove_blob(&d)? {
+                        Some(_) => {
+                            evicted.blobs += 1;
+                            evicted.bytes += size;
+                        }
+                        // An entry without a record: drop it.
+                        None => {
+                            self.lru.remove(&key)?;
+                        }
+                    }
                     drop(readers);
-                    evicted.blobs += 1;
-                    // For the sled store this is an estimate: its chunks are database
-                    // pages that sled reuses rather than returns to the file system.
-                    r.size
                 }
-                Candidate::Manifest(d, size) => {
-                    self.hot.lock().unwrap_or_else(|p| p.into_inner()).manifests.remove(&d);
-                    self.manifests.remove(keys::digest(&d))?;
-                    self.manifest_meta.remove(keys::digest(&d))?;
-                    evicted.manifests += 1;
-                    size
+                Kind::Manifest => {
+                    self.hot.remove_manifest(&d);
+                    match self.remove_manifest(&d)? {
+                        Some(_) => {
+                            evicted.manifests += 1;
+                            evicted.bytes += size;
+                        }
+                        None => {
+                            self.lru.remove(&key)?;
+                        }
+                    }
                 }
-            };
-            evicted.bytes += freed;
-            remaining = remaining.saturating_sub(freed);
+            }
         }
-        self.db.flush()?;
         Ok(evicted)
+    }
+
+    fn check_index(&self) -> CacheResult<Vec<String>> {
+        let mut problems = Vec::new();
+        let mut indexed = 0u64;
+        for item in self.lru.iter() {
+            let (key, _) = item?;
+            indexed += 1;
+            let Some((at, kind, d)) = keys::parse_lru(&key) else {
+                problems.push("an index entry that is not a key".to_string());
+                continue;
+            };
+            let recorded = match kind {
+                Kind::Blob => self.blob(&d)?.map(|r| r.last_access_ms),
+                Kind::Manifest => self
+                    .manifest_meta
+                    .get(keys::digest(&d))?
+                    .and_then(|m| parse_manifest_meta(&m))
+                    .map(|(_, at)| at),
+            };
+            if recorded != Some(at) {
+                problems.push(format!("index entry {kind:?} {d} at {at}, record says {recorded:?}"));
+            }
+        }
+        let records = self.blobs.len() as u64 + self.manifest_meta.len() as u64;
+        if records != indexed {
+            problems.push(format!("{records} records but {indexed} index entries"));
+        }
+        Ok(problems)
     }
 }

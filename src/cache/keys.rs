@@ -1,7 +1,7 @@
 //! The key formats of the cache's sled trees, in one place: blobs and manifests by their
 //! digest's hex; tag mappings, tag-list pages and signatures by upstream, repository and
 //! what is asked (newline-separated: no name, tag or digest contains one); fills by
-//! their id.
+//! their id; the last-use index by (time, kind, digest), so it iterates oldest first.
 
 use crate::oci::Digest;
 
@@ -47,6 +47,54 @@ pub fn parse_fill(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
+/// What a last-use index entry points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Blob,
+    Manifest,
+}
+
+impl Kind {
+    fn tag(self) -> u8 {
+        match self {
+            Kind::Blob => b'b',
+            Kind::Manifest => b'm',
+        }
+    }
+}
+
+/// Length of a last-use index key: time, kind, digest hex.
+const LRU_KEY_LEN: usize = 8 + 1 + 64;
+
+/// The last-use index key of an entry used last at `ms`: big-endian time first, so the
+/// tree's order is least recently used first.
+pub fn lru(ms: u64, kind: Kind, d: &Digest) -> [u8; LRU_KEY_LEN] {
+    let mut k = [0u8; LRU_KEY_LEN];
+    k[..8].copy_from_slice(&ms.to_be_bytes());
+    k[8] = kind.tag();
+    k[9..].copy_from_slice(d.hex().as_bytes());
+    k
+}
+
+/// The parts of an [`lru`] key.
+pub fn parse_lru(key: &[u8]) -> Option<(u64, Kind, Digest)> {
+    if key.len() != LRU_KEY_LEN {
+        return None;
+    }
+    let ms = u64::from_be_bytes(key[..8].try_into().ok()?);
+    let kind = match key[8] {
+        b'b' => Kind::Blob,
+        b'm' => Kind::Manifest,
+        _ => return None,
+    };
+    Some((ms, kind, parse_digest(&key[9..])?))
+}
+
+/// A big-endian `u64` value (sizes, times).
+pub fn be_u64(value: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?))
+}
+
 /// A digest from a [`digest`] key.
 pub fn parse_digest(key: &[u8]) -> Option<Digest> {
     std::str::from_utf8(key).ok().and_then(|h| Digest::from_hex(h).ok())
@@ -65,7 +113,12 @@ mod tests {
         );
         assert_eq!(parse_fill(&fill(42)), Some(42));
         let d = Digest::of(b"x");
-        assert_eq!(parse_digest(digest(&d)), Some(d));
+        assert_eq!(parse_digest(digest(&d)), Some(d.clone()));
         assert_eq!(parse_digest(b"nope"), None);
+        let older = lru(5, Kind::Blob, &d);
+        let newer = lru(6, Kind::Manifest, &Digest::of(b"a"));
+        assert!(older < newer, "oldest first");
+        assert_eq!(parse_lru(&older), Some((5, Kind::Blob, d)));
+        assert_eq!(parse_lru(b"short"), None);
     }
 }

@@ -2,14 +2,16 @@
 //! when read from disk), tag mappings, tag-list pages, lookaside signatures, kept
 //! referrers answers and small named values.
 
-use super::records::{decode, encode};
+use super::keys::Kind;
+use super::records::{decode, encode, manifest_meta, parse_manifest_meta};
 use super::{
-    Cache, CacheError, CacheResult, SignatureEntry, StoredManifest, StoredResponse, TagListPage, TagRecord, keys,
-    now_ms,
+    Cache, CacheError, CacheResult, Inner, SignatureEntry, StoredManifest, StoredResponse, TagListPage, TagRecord,
+    TxResult, add, committed, keys, now_ms, page, sub,
 };
 use crate::oci::Digest;
 use bytes::Bytes;
 use serde::Serialize;
+use sled::transaction::Transactional;
 
 impl Cache {
     /// A stored manifest, whose bytes hash to `digest`: checked when read from the
@@ -17,7 +19,7 @@ impl Cache {
     /// holds only checked bytes (and those callers verified before `put_manifest`), so a
     /// hit there needs no re-hash.
     pub async fn manifest(&self, digest: &Digest) -> CacheResult<Option<StoredManifest>> {
-        if let Some(m) = self.hot().manifests.get(digest).cloned() {
+        if let Some(m) = self.hot().manifest(digest) {
             return Ok(Some(m));
         }
         let d = digest.clone();
@@ -47,43 +49,37 @@ impl Cache {
         self.hot().put_manifest(digest, &manifest);
         let d = digest.clone();
         let value = manifest.encode();
-        self.blocking(move |i| {
-            let meta = [(value.len() as u64).to_be_bytes(), now_ms().to_be_bytes()].concat();
-            i.manifests.insert(keys::digest(&d), value)?;
-            i.manifest_meta.insert(keys::digest(&d), meta)?;
-            Ok(())
-        })
-        .await
+        self.blocking(move |i| i.put_manifest(&d, value, now_ms())).await
     }
 
     pub async fn remove_manifest(&self, digest: &Digest) -> CacheResult<()> {
-        self.hot().manifests.remove(digest);
+        self.hot().remove_manifest(digest);
         let d = digest.clone();
-        self.blocking(move |i| {
-            i.manifests.remove(keys::digest(&d))?;
-            i.manifest_meta.remove(keys::digest(&d))?;
-            Ok(())
-        })
-        .await
+        self.blocking(move |i| i.remove_manifest(&d).map(|_| ())).await
     }
 
-    /// Every stored manifest's digest.
-    pub async fn list_manifests(&self) -> CacheResult<Vec<Digest>> {
-        self.blocking(|i| {
-            Ok(i.manifests
-                .iter()
-                .keys()
-                .filter_map(|k| k.ok())
-                .filter_map(|k| keys::parse_digest(&k))
-                .collect())
+    /// Up to `limit` stored manifests' digests in order, after `after`.
+    pub async fn manifests_page(&self, after: Option<Digest>, limit: usize) -> CacheResult<Vec<Digest>> {
+        self.blocking(move |i| {
+            let start = after.as_ref().map(|d| keys::digest(d).to_vec());
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for k in page(&i.manifests, start).keys() {
+                if let Some(d) = keys::parse_digest(&k?) {
+                    out.push(d);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
         })
         .await
     }
 
     pub async fn tag(&self, upstream: &str, repo: &str, tag: &str) -> CacheResult<Option<TagRecord>> {
         let key = keys::scoped(upstream, repo, tag);
-        if let Some(r) = self.hot().tags.get(&key) {
-            return Ok(Some(r.clone()));
+        if let Some(r) = self.hot().tag(&key) {
+            return Ok(Some(r));
         }
         let k = key.clone();
         let found: Option<TagRecord> = self.blocking(move |i| decode(i.tags.get(k)?.as_deref())).await?;
@@ -98,7 +94,9 @@ impl Cache {
         self.hot().put_tag(key.clone(), &record);
         let value = encode(&record)?;
         self.blocking(move |i| {
-            i.tags.insert(key, value)?;
+            if i.tags.insert(key, value)?.is_none() {
+                add(&i.totals.tags, 1);
+            }
             Ok(())
         })
         .await
@@ -106,22 +104,33 @@ impl Cache {
 
     pub async fn remove_tag(&self, upstream: &str, repo: &str, tag: &str) -> CacheResult<()> {
         let key = keys::scoped(upstream, repo, tag);
-        self.hot().tags.remove(&key);
+        self.hot().remove_tag(&key);
         self.blocking(move |i| {
-            i.tags.remove(key)?;
+            if i.tags.remove(key)?.is_some() {
+                sub(&i.totals.tags, 1);
+            }
             Ok(())
         })
         .await
     }
 
-    /// Every tag mapping: (upstream, repository, tag, record).
-    pub async fn list_tags(&self) -> CacheResult<Vec<(String, String, String, TagRecord)>> {
-        self.blocking(|i| {
-            let mut out = Vec::new();
-            for item in i.tags.iter() {
+    /// Up to `limit` tag mappings in (upstream, repository, tag) order, after the one
+    /// `after` names: (upstream, repository, tag, record).
+    pub async fn tags_page(
+        &self,
+        after: Option<(String, String, String)>,
+        limit: usize,
+    ) -> CacheResult<Vec<(String, String, String, TagRecord)>> {
+        self.blocking(move |i| {
+            let start = after.map(|(u, r, t)| keys::scoped(&u, &r, &t));
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for item in page(&i.tags, start) {
                 let (k, v) = item?;
                 if let (Some((u, r, t)), Ok(rec)) = (keys::parse_scoped(&k), serde_json::from_slice::<TagRecord>(&v)) {
                     out.push((u, r, t, rec));
+                    if out.len() >= limit {
+                        break;
+                    }
                 }
             }
             Ok(out)
@@ -218,5 +227,52 @@ impl Cache {
             Ok(())
         })
         .await
+    }
+}
+
+impl Inner {
+    /// Stores a manifest with its meta and last-use entry in one transaction.
+    pub(super) fn put_manifest(&self, d: &Digest, value: Vec<u8>, now: u64) -> CacheResult<()> {
+        let key = keys::digest(d);
+        let size = value.len() as u64;
+        let replaced = committed((&self.manifests, &self.manifest_meta, &self.lru).transaction(
+            |(manifests, meta, lru)| -> TxResult<_> {
+                let old = meta.get(key)?.and_then(|m| parse_manifest_meta(&m));
+                if let Some((_, at)) = old {
+                    lru.remove(&keys::lru(at, Kind::Manifest, d)[..])?;
+                }
+                manifests.insert(key, value.as_slice())?;
+                meta.insert(key, &manifest_meta(size, now)[..])?;
+                lru.insert(&keys::lru(now, Kind::Manifest, d)[..], &size.to_be_bytes()[..])?;
+                Ok(old.map(|(old_size, _)| old_size))
+            },
+        ))?;
+        match replaced {
+            Some(old_size) => sub(&self.totals.manifest_bytes, old_size),
+            None => add(&self.totals.manifests, 1),
+        }
+        add(&self.totals.manifest_bytes, size);
+        Ok(())
+    }
+
+    /// Removes a manifest, its meta and its last-use entry; returns its size if it was
+    /// stored.
+    pub(super) fn remove_manifest(&self, d: &Digest) -> CacheResult<Option<u64>> {
+        let key = keys::digest(d);
+        let removed = committed((&self.manifests, &self.manifest_meta, &self.lru).transaction(
+            |(manifests, meta, lru)| -> TxResult<_> {
+                let had = manifests.remove(key)?.is_some();
+                let old = meta.remove(key)?.and_then(|m| parse_manifest_meta(&m));
+                if let Some((_, at)) = old {
+                    lru.remove(&keys::lru(at, Kind::Manifest, d)[..])?;
+                }
+                Ok(had.then(|| old.map_or(0, |(size, _)| size)))
+            },
+        ))?;
+        if let Some(size) = removed {
+            sub(&self.totals.manifests, 1);
+            sub(&self.totals.manifest_bytes, size);
+        }
+        Ok(removed)
     }
 }

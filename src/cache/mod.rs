@@ -1,12 +1,14 @@
 //! The cache: sled is the database of record for blob records, manifests (inline,
-//! byte-exact), tag mappings, tag lists and the fill journal; blob bytes live in a
-//! [`BlobStore`]. Only this module names sled. sled calls block, so the async API runs
-//! them on the blocking pool. This file opens the cache and owns blob records (fills
-//! staged, published by compare-and-swap, removed); the side tables, key formats, hot
-//! set, startup repair and eviction have their own files.
+//! byte-exact), tag mappings, tag lists, the fill journal and the last-use index; blob
+//! bytes live in a [`BlobStore`]. Only this module names sled. sled calls block, so the
+//! async API runs them on the blocking pool. This file opens and closes the cache (a
+//! clean close leaves a marker, so the next open scans nothing) and owns blob records:
+//! fills staged, published by compare-and-swap, removed. The side tables, key formats,
+//! hot set, startup repair and eviction have their own files.
 
 pub mod blob_store;
 pub mod buffers;
+pub mod bulk;
 pub mod eviction;
 pub mod files;
 mod hot;
@@ -20,16 +22,19 @@ pub use blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
 pub use eviction::{Evicted, ReaderGuard};
 pub use records::{
     BlobRecord, CacheStats, RepairReport, SignatureEntry, StoredManifest, StoredResponse, TagListPage, TagRecord,
-    now_ms,
+    Totals, now_ms,
 };
 
 use crate::oci::Digest;
 use hot::Hot;
+use keys::Kind;
 use records::{decode, encode};
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +51,25 @@ pub enum CacheError {
     /// A stored manifest whose bytes no longer hash to its digest.
     #[error("stored manifest {0} does not match its digest")]
     ManifestMismatch(Digest),
+    /// A published blob whose bytes are gone or not the recorded size: its record has
+    /// been dropped, so the blob is a miss now.
+    #[error("stored blob {0} is missing or truncated; its record was dropped")]
+    BlobDataMissing(Digest),
     #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
 
 pub type CacheResult<T> = Result<T, CacheError>;
+
+/// A sled transaction's outcome as a cache result (the closures never abort).
+fn committed<T>(result: Result<T, TransactionError<()>>) -> CacheResult<T> {
+    result.map_err(|e| match e {
+        TransactionError::Storage(e) => CacheError::Db(e),
+        TransactionError::Abort(()) => CacheError::Corrupt("transaction aborted".into()),
+    })
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<()>>;
 
 /// Where layer bytes live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -65,18 +84,64 @@ pub enum BlobStoreKind {
 /// releasing (sled's I/O threads outlive the last handle for a moment).
 const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
 
+/// The named value that marks a clean close, holding the totals at that moment.
+const CLEAN_STOP: &str = "clean_stop";
+
+/// The running totals, updated as entries come and go.
+#[derive(Default)]
+struct Counters {
+    blobs: AtomicU64,
+    blob_bytes: AtomicU64,
+    manifests: AtomicU64,
+    manifest_bytes: AtomicU64,
+    tags: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn sub(counter: &AtomicU64, n: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+}
+
+impl Counters {
+    fn load(&self, t: Totals) {
+        self.blobs.store(t.blobs, Ordering::Relaxed);
+        self.blob_bytes.store(t.blob_bytes, Ordering::Relaxed);
+        self.manifests.store(t.manifests, Ordering::Relaxed);
+        self.manifest_bytes.store(t.manifest_bytes, Ordering::Relaxed);
+        self.tags.store(t.tags, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Totals {
+        Totals {
+            blobs: self.blobs.load(Ordering::Relaxed),
+            blob_bytes: self.blob_bytes.load(Ordering::Relaxed),
+            manifests: self.manifests.load(Ordering::Relaxed),
+            manifest_bytes: self.manifest_bytes.load(Ordering::Relaxed),
+            tags: self.tags.load(Ordering::Relaxed),
+        }
+    }
+}
+
 struct Inner {
     db: sled::Db,
-    /// Manifest digest → (size, stored at), for LRU eviction of manifests.
+    /// Manifest digest → (size, last use), for eviction and the totals.
     manifest_meta: sled::Tree,
+    /// The last-use index: (last use, kind, digest) → size, oldest first.
+    lru: sled::Tree,
+    /// Blob removals under way: digest → location, written with the record's removal
+    /// and cleared once the data is gone, so a crash between the two is finished at the
+    /// next start without looking at anything else.
+    removals: sled::Tree,
     /// Last reads not yet written back.
     access: std::sync::Mutex<std::collections::HashMap<eviction::AccessKey, u64>>,
     /// Clients reading each blob now: never evicted under them.
     readers: std::sync::Mutex<std::collections::HashMap<Digest, usize>>,
-    /// Sum of published blob sizes.
-    blob_bytes: std::sync::atomic::AtomicU64,
+    totals: Counters,
     /// Recently used manifests and tag mappings (see [`hot`]).
-    hot: std::sync::Mutex<Hot>,
+    hot: Hot,
     signatures: sled::Tree,
     responses: sled::Tree,
     blobs: sled::Tree,
@@ -133,8 +198,8 @@ fn open_db(data_dir: &Path) -> CacheResult<sled::Db> {
 }
 
 impl Cache {
-    /// Opens (or creates) the database under `data_dir/db` and the chosen blob store,
-    /// then repairs what a crash may have left behind.
+    /// Opens (or creates) the database under `data_dir/db` and the chosen blob store.
+    /// After a clean [`Cache::close`] nothing is scanned; otherwise startup repair runs.
     pub fn open(data_dir: &Path, kind: BlobStoreKind) -> CacheResult<(Cache, RepairReport)> {
         Self::open_wrapped(data_dir, kind, |store| store)
     }
@@ -163,25 +228,45 @@ impl Cache {
             signatures: db.open_tree("signatures")?,
             responses: db.open_tree("responses")?,
             manifest_meta: db.open_tree("manifest_meta")?,
+            lru: db.open_tree("lru")?,
+            removals: db.open_tree("removals")?,
             access: Default::default(),
             readers: Default::default(),
-            blob_bytes: Default::default(),
-            hot: Default::default(),
+            totals: Counters::default(),
+            hot: Hot::new(),
             db,
             store,
             _lock: lock,
         };
-        let report = inner.repair()?;
-        let total: u64 = inner
-            .blobs
-            .iter()
-            .values()
-            .filter_map(|v| v.ok())
-            .filter_map(|v| serde_json::from_slice::<BlobRecord>(&v).ok())
-            .map(|r| r.size)
-            .sum();
-        inner.blob_bytes.store(total, std::sync::atomic::Ordering::Relaxed);
+        let marker: Option<Totals> = decode(inner.responses.get(keys::meta(CLEAN_STOP))?.as_deref())?;
+        let report = match marker {
+            Some(totals) => {
+                // From here on a crash must repair: the marker goes before anything else.
+                inner.responses.remove(keys::meta(CLEAN_STOP))?;
+                inner.db.flush()?;
+                inner.totals.load(totals);
+                RepairReport::default()
+            }
+            // A database just created has nothing to repair.
+            None if !inner.db.was_recovered() => RepairReport::default(),
+            None => inner.repair()?,
+        };
         Ok((Cache { inner: Arc::new(inner) }, report))
+    }
+
+    /// Writes back recorded reads, flushes, and leaves the clean-stop marker with the
+    /// totals, so the next open scans nothing. Call it last: the cache should not be
+    /// written after it.
+    pub async fn close(&self) -> CacheResult<()> {
+        self.blocking(|i| {
+            i.write_back_access()?;
+            i.db.flush()?;
+            i.responses
+                .insert(keys::meta(CLEAN_STOP), encode(&i.totals.snapshot())?)?;
+            i.db.flush()?;
+            Ok(())
+        })
+        .await
     }
 
     pub fn store_name(&self) -> &'static str {
@@ -197,8 +282,13 @@ impl Cache {
         tokio::task::spawn_blocking(move || f(&inner)).await?
     }
 
-    fn hot(&self) -> std::sync::MutexGuard<'_, Hot> {
-        self.inner.hot.lock().unwrap_or_else(|p| p.into_inner())
+    fn hot(&self) -> &Hot {
+        &self.inner.hot
+    }
+
+    /// The running totals (entries and bytes), without a look at the database.
+    pub fn totals(&self) -> Totals {
+        self.inner.totals.snapshot()
     }
 
     pub async fn blob(&self, digest: &Digest) -> CacheResult<Option<BlobRecord>> {
@@ -211,9 +301,21 @@ impl Cache {
         self.inner.blob(digest)
     }
 
+    /// Opens a published blob at `offset`. Data that is gone or not the recorded size is
+    /// [`CacheError::BlobDataMissing`], and its record is dropped on the way (repair at
+    /// first read: the blob is a miss from now on, never served wrong).
     pub async fn open_blob(&self, digest: &Digest, record: &BlobRecord, offset: u64) -> CacheResult<BlobReader> {
-        let (d, loc) = (digest.clone(), record.location.clone());
-        self.blocking(move |i| Ok(i.store.open(&d, &loc, offset)?)).await
+        let (d, loc, size) = (digest.clone(), record.location.clone(), record.size);
+        self.blocking(move |i| match i.store.open_checked(&d, &loc, offset, size) {
+            Ok(reader) => Ok(reader),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::InvalidData) => {
+                tracing::warn!(digest = %d, error = %e, "stored blob is missing or truncated; dropping its record");
+                i.remove_blob(&d)?;
+                Err(CacheError::BlobDataMissing(d))
+            }
+            Err(e) => Err(e.into()),
+        })
+        .await
     }
 
     pub async fn open_staged(&self, fill_id: u64, offset: u64) -> CacheResult<BlobReader> {
@@ -233,7 +335,8 @@ impl Cache {
     }
 
     /// Commits verified staged bytes and publishes the record with one compare-and-swap
-    /// (absent → present). Returns the record now in force.
+    /// (absent → present), in one transaction with its last-use entry and the end of its
+    /// journal entry. Returns the record now in force.
     pub async fn publish(
         &self,
         digest: &Digest,
@@ -244,28 +347,20 @@ impl Cache {
         let d = digest.clone();
         self.blocking(move |i| {
             let location = staged.commit(&d)?;
+            let now = now_ms();
             let record = BlobRecord {
                 size,
                 location,
-                created_ms: now_ms(),
-                last_access_ms: now_ms(),
+                created_ms: now,
+                last_access_ms: now,
             };
-            let value = encode(&record)?;
-            let swapped = i
-                .blobs
-                .compare_and_swap(keys::digest(&d), None as Option<&[u8]>, Some(value))?;
-            i.fills.remove(keys::fill(fill_id))?;
+            let existing = i.insert_blob(&d, &record, Some(fill_id))?;
             i.db.flush()?;
-            match swapped {
-                Ok(()) => {
-                    i.blob_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-                    Ok(record)
-                }
-                Err(current) => {
+            match existing {
+                None => Ok(record),
+                Some(existing) => {
                     // Someone published first; keep theirs. Only remove ours when it
                     // lives elsewhere (a content-addressed file is the same file).
-                    let existing: BlobRecord = decode(current.current.as_deref())?
-                        .ok_or_else(|| CacheError::Corrupt("CAS conflict without a value".into()))?;
                     if existing.location != record.location {
                         i.store.remove(&d, &record.location)?;
                     }
@@ -296,35 +391,37 @@ impl Cache {
         .await
     }
 
-    /// Entry counts and sizes, for metrics and `cache stats`.
+    /// Entry counts and sizes, for metrics and `cache stats`: the running totals and the
+    /// database's size on disk, in constant time.
     pub async fn stats(&self) -> CacheResult<CacheStats> {
-        // Counts and the running blob total, not a scan of every record (metrics scrape
-        // this). The sled store's chunks are part of the database's size.
+        // The sled store's chunks are part of the database's size.
         let files_store = self.store_name() == "files";
+        let totals = self.totals();
         self.blocking(move |i| {
             Ok(CacheStats {
-                blobs: i.blobs.len() as u64,
-                blob_bytes: if files_store {
-                    i.blob_bytes.load(std::sync::atomic::Ordering::Relaxed)
-                } else {
-                    0
-                },
-                manifests: i.manifests.len() as u64,
-                tags: i.tags.len() as u64,
+                blobs: totals.blobs,
+                blob_bytes: if files_store { totals.blob_bytes } else { 0 },
+                manifests: totals.manifests,
+                tags: totals.tags,
                 db_bytes: i.db.size_on_disk()?,
             })
         })
         .await
     }
 
-    /// Every published blob with its record.
-    pub async fn list_blobs(&self) -> CacheResult<Vec<(Digest, BlobRecord)>> {
-        self.blocking(|i| {
-            let mut out = Vec::new();
-            for item in i.blobs.iter() {
+    /// Up to `limit` published blobs in digest order, after `after` (a page of a scan
+    /// that never holds the whole cache).
+    pub async fn blobs_page(&self, after: Option<Digest>, limit: usize) -> CacheResult<Vec<(Digest, BlobRecord)>> {
+        self.blocking(move |i| {
+            let start = after.as_ref().map(|d| keys::digest(d).to_vec());
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for item in page(&i.blobs, start) {
                 let (k, v) = item?;
                 if let (Some(d), Ok(r)) = (keys::parse_digest(&k), serde_json::from_slice::<BlobRecord>(&v)) {
                     out.push((d, r));
+                    if out.len() >= limit {
+                        break;
+                    }
                 }
             }
             Ok(out)
@@ -332,9 +429,22 @@ impl Cache {
         .await
     }
 
+    /// Re-hashes stored blobs against their digests and sizes, in one trip to the
+    /// blocking pool: for each, whether its bytes are intact.
+    pub async fn rehash_blobs(&self, blobs: Vec<(Digest, BlobRecord)>) -> CacheResult<Vec<bool>> {
+        self.blocking(move |i| {
+            let mut buf = vec![0u8; 1 << 20];
+            Ok(blobs
+                .iter()
+                .map(|(d, r)| i.rehash(d, r, &mut buf).unwrap_or(false))
+                .collect())
+        })
+        .await
+    }
+
     /// Removes everything: records, manifests, tags, lists, signatures and blob data.
     pub async fn purge(&self) -> CacheResult<u64> {
-        *self.hot() = Hot::default();
+        self.hot().clear();
         self.blocking(|i| {
             let mut removed = 0;
             for item in i.blobs.iter() {
@@ -345,12 +455,14 @@ impl Cache {
                 removed += 1;
             }
             i.blobs.clear()?;
-            i.blob_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
-            i.manifest_meta.clear()?;
-            for tree in [&i.manifests, &i.tags, &i.tag_lists, &i.signatures, &i.responses] {
+            for tree in [&i.manifests, &i.tags, &i.tag_lists, &i.signatures] {
                 removed += tree.len() as u64;
                 tree.clear()?;
             }
+            for tree in [&i.manifest_meta, &i.lru, &i.removals, &i.responses] {
+                tree.clear()?;
+            }
+            i.totals.load(Totals::default());
             i.db.flush()?;
             Ok(removed)
         })
@@ -369,7 +481,7 @@ impl Cache {
         .await
     }
 
-    /// Writes everything to disk (shutdown, tests).
+    /// Writes everything to disk (tests; shutdown uses [`Cache::close`]).
     pub async fn flush(&self) -> CacheResult<()> {
         self.blocking(|i| {
             i.db.flush()?;
@@ -379,24 +491,90 @@ impl Cache {
     }
 }
 
+/// The entries of `tree` after `start` (exclusive), in key order.
+fn page(tree: &sled::Tree, start: Option<Vec<u8>>) -> sled::Iter {
+    match start {
+        Some(k) => tree.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+        None => tree.iter(),
+    }
+}
+
 impl Inner {
-    /// Removes a blob's record and then its bytes; returns the record it had.
-    fn remove_blob(&self, d: &Digest) -> CacheResult<Option<BlobRecord>> {
-        let Some(old) = self.blobs.remove(keys::digest(d))? else {
-            return Ok(None);
-        };
-        let record: Option<BlobRecord> = decode(Some(&old))?;
-        if let Some(r) = &record {
-            self.store.remove(d, &r.location)?;
-            self.blob_bytes.fetch_sub(
-                r.size.min(self.blob_bytes.load(std::sync::atomic::Ordering::Relaxed)),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+    /// Whether a stored blob's bytes hash to its digest and have its size.
+    fn rehash(&self, d: &Digest, r: &BlobRecord, buf: &mut [u8]) -> io::Result<bool> {
+        use std::io::Read as _;
+        let mut reader = self.store.open_checked(d, &r.location, 0, r.size)?;
+        let mut hasher = crate::oci::DigestHasher::new();
+        loop {
+            match reader.read(buf)? {
+                0 => break,
+                n => hasher.update(&buf[..n]),
+            }
         }
-        Ok(record)
+        Ok(hasher.len() == r.size && &hasher.finish() == d)
     }
 
     fn blob(&self, digest: &Digest) -> CacheResult<Option<BlobRecord>> {
         decode(self.blobs.get(keys::digest(digest))?.as_deref())
+    }
+
+    /// Inserts a blob record and its last-use entry unless a record exists (returned
+    /// then), ending the fill's journal entry in the same transaction.
+    fn insert_blob(&self, d: &Digest, record: &BlobRecord, fill_id: Option<u64>) -> CacheResult<Option<BlobRecord>> {
+        let key = keys::digest(d);
+        let value = encode(record)?;
+        let lru_key = keys::lru(record.last_access_ms, Kind::Blob, d);
+        let existing = committed(
+            (&self.blobs, &self.lru, &self.fills).transaction(|(blobs, lru, fills)| {
+                if let Some(id) = fill_id {
+                    fills.remove(&keys::fill(id))?;
+                }
+                if let Some(current) = blobs.get(key)? {
+                    return Ok(Some(current));
+                }
+                blobs.insert(key, value.as_slice())?;
+                lru.insert(&lru_key[..], &record.size.to_be_bytes()[..])?;
+                Ok(None)
+            }),
+        )?;
+        match existing {
+            None => {
+                add(&self.totals.blobs, 1);
+                add(&self.totals.blob_bytes, record.size);
+                Ok(None)
+            }
+            Some(current) => decode(Some(&current))?
+                .map(Some)
+                .ok_or_else(|| CacheError::Corrupt("CAS conflict without a value".into())),
+        }
+    }
+
+    /// Removes a blob's record (with its last-use entry, leaving a tombstone) and then its
+    /// bytes; returns the record it had.
+    fn remove_blob(&self, d: &Digest) -> CacheResult<Option<BlobRecord>> {
+        let key = keys::digest(d);
+        let removed = committed((&self.blobs, &self.lru, &self.removals).transaction(
+            |(blobs, lru, removals)| -> TxResult<_> {
+                let Some(old) = blobs.remove(key)? else {
+                    return Ok(None);
+                };
+                let record: Option<BlobRecord> = serde_json::from_slice(&old).ok();
+                if let Some(r) = &record {
+                    lru.remove(&keys::lru(r.last_access_ms, Kind::Blob, d)[..])?;
+                    if let Ok(location) = serde_json::to_vec(&r.location) {
+                        removals.insert(key, location)?;
+                    }
+                }
+                Ok(Some(record))
+            },
+        ))?;
+        let Some(record) = removed else { return Ok(None) };
+        sub(&self.totals.blobs, 1);
+        if let Some(r) = &record {
+            sub(&self.totals.blob_bytes, r.size);
+            self.store.remove(d, &r.location)?;
+            self.removals.remove(key)?;
+        }
+        Ok(record)
     }
 }

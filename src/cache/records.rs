@@ -129,12 +129,58 @@ impl CacheStats {
     }
 }
 
-/// What startup repair found and fixed.
+/// What opening the cache found and fixed. After a clean stop nothing is scanned and
+/// this is the default; after an unclean one every record and stored file is checked.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RepairReport {
+    /// Whether the records and the stored data were scanned (the last stop was unclean).
+    pub scanned: bool,
     pub interrupted_fills: usize,
+    /// Removals a crash cut between the record and the data (from their tombstones).
+    pub interrupted_removals: usize,
     pub records_without_data: usize,
     pub data_without_record: usize,
+    /// Records missing from the last-use index, put back.
+    pub index_entries_restored: usize,
+}
+
+/// The cache's running totals: kept in memory, saved with the clean-stop marker, and
+/// counted again by the scan after an unclean stop.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub manifests: u64,
+    pub manifest_bytes: u64,
+    pub tags: u64,
+}
+
+impl Totals {
+    /// What the cache holds as `max_size` counts it: blob bytes, manifest bytes, and an
+    /// estimate of the database's own records (it shrinks as entries go, unlike the size
+    /// of sled's files, which sled reuses rather than returns).
+    pub fn usage(&self) -> u64 {
+        self.blob_bytes + self.manifest_bytes + RECORD_OVERHEAD * (self.blobs + self.manifests + self.tags)
+    }
+}
+
+/// Bytes of database per record beyond its content: the record itself, its index entry
+/// and sled's per-entry overhead.
+pub const RECORD_OVERHEAD: u64 = 256;
+
+/// A manifest's entry beside its bytes: its size and when it was last used.
+pub(super) fn manifest_meta(size: u64, last_use_ms: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&size.to_be_bytes());
+    v[8..].copy_from_slice(&last_use_ms.to_be_bytes());
+    v
+}
+
+pub(super) fn parse_manifest_meta(value: &[u8]) -> Option<(u64, u64)> {
+    if value.len() != 16 {
+        return None;
+    }
+    Some((super::keys::be_u64(&value[..8])?, super::keys::be_u64(&value[8..])?))
 }
 
 pub(super) fn encode<T: Serialize>(value: &T) -> CacheResult<Vec<u8>> {

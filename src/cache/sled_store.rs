@@ -217,6 +217,15 @@ impl BlobStore for SledBlobStore {
 
     fn list(&self) -> io::Result<Vec<(Option<Digest>, BlobLocation)>> {
         let mut out = Vec::new();
+        self.for_each_stored(&mut |d, l| {
+            out.push((d, l));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// One location per fill id, read off the chunk keys in order.
+    fn for_each_stored(&self, f: &mut dyn FnMut(Option<Digest>, BlobLocation) -> io::Result<()>) -> io::Result<()> {
         let mut last: Option<u64> = None;
         for k in self.chunks.iter().keys() {
             let k = k.map_err(io::Error::other)?;
@@ -225,10 +234,10 @@ impl BlobStore for SledBlobStore {
             }
             let fill_id = u64::from_be_bytes(k[..8].try_into().map_err(io::Error::other)?);
             if last != Some(fill_id) {
-                out.push((None, BlobLocation::Sled { fill_id }));
+                f(None, BlobLocation::Sled { fill_id })?;
                 last = Some(fill_id);
             }
         }
-        Ok(out)
+        Ok(())
     }
 }

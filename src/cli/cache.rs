@@ -1,24 +1,40 @@
 //! `pullgate cache stats|ls|verify|evict|purge`: inspect and repair the cache in a data
 //! directory. They open the database themselves, so they refuse (clearly) while a
-//! running pullgate holds it.
+//! running pullgate holds it, and close it cleanly when done. They stream: output is
+//! written as the cache is read, page by page, never collected whole.
 
-use crate::cache::{BlobRecord, Cache, TagRecord, now_ms};
+use crate::cache::{Cache, TagRecord, now_ms};
 use crate::config::{Config, format_duration, format_size as human_bytes};
+use crate::oci::Digest;
 use crate::oci::image::{ImageManifest, index_entries};
 use crate::oci::pattern::RepoPatterns;
-use crate::oci::{Digest, DigestHasher};
 use crate::proxy::ProxyStats;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashSet;
-use std::io::Read;
-use std::time::Duration;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
+/// Entries read from the database per page.
+const PAGE: usize = 1024;
+
+type Out<'a> = &'a mut (dyn Write + Send);
+
+fn io_err(e: std::io::Error) -> String {
+    format!("writing the output: {e}")
+}
+
+/// Opens the cache, saying on stderr when an unclean stop had to be repaired.
 pub async fn open(config: &Config) -> Result<Cache, String> {
     let (cache, report) = crate::app::open_cache(config).map_err(|e| e.to_string())?;
-    if report != Default::default() {
-        eprintln!("repaired after an unclean stop: {report:?}");
+    if report.scanned {
+        eprintln!("scanned the cache after an unclean stop: {report:?}");
     }
     Ok(cache)
+}
+
+/// Closes the cache cleanly (the next start scans nothing).
+async fn close(cache: &Cache) -> Result<(), String> {
+    cache.close().await.map_err(|e| e.to_string())
 }
 
 fn age(ms: u64) -> String {
@@ -26,11 +42,14 @@ fn age(ms: u64) -> String {
     format_duration(Duration::from_secs(d.as_secs().max(1)))
 }
 
-pub async fn stats(config: &Config) -> Result<String, String> {
+/// Sizes, entries, and the hit ratio of the last proxy run: the cache's running totals,
+/// read in constant time.
+pub async fn stats(config: &Config, out: Out<'_>) -> Result<usize, String> {
     let cache = open(config).await?;
     let s = cache.stats().await.map_err(|e| e.to_string())?;
-    let mut out = format!(
-        "data_dir:   {}\nblob store: {}\nsize:       {} ({} of blobs, {} database)\nblobs:      {}\nmanifests:  {}\ntags:       {}\n",
+    writeln!(
+        out,
+        "data_dir:   {}\nblob store: {}\nsize:       {} ({} of blobs, {} database)\nblobs:      {}\nmanifests:  {}\ntags:       {}",
         config.data_dir.display(),
         cache.store_name(),
         human_bytes(s.total_bytes()),
@@ -39,7 +58,8 @@ pub async fn stats(config: &Config) -> Result<String, String> {
         s.blobs,
         s.manifests,
         s.tags
-    );
+    )
+    .map_err(io_err)?;
     match cache
         .meta::<ProxyStats>(ProxyStats::KEY)
         .await
@@ -50,18 +70,21 @@ pub async fn stats(config: &Config) -> Result<String, String> {
                 .hit_ratio()
                 .map(|r| format!("{:.1}%", r * 100.0))
                 .unwrap_or_else(|| "n/a".into());
-            out.push_str(&format!(
-                "hit ratio:  {ratio} ({} hits, {} misses) since the proxy started {} ago\nserved:     {} from the cache, {} from upstream\n",
+            writeln!(
+                out,
+                "hit ratio:  {ratio} ({} hits, {} misses) since the proxy started {} ago\nserved:     {} from the cache, {} from upstream",
                 p.hits,
                 p.misses,
                 age(p.started_ms),
                 human_bytes(p.bytes_from_cache),
                 human_bytes(p.bytes_from_upstream)
-            ));
+            )
+            .map_err(io_err)?;
         }
-        None => out.push_str("hit ratio:  n/a (no proxy run recorded yet)\n"),
+        None => writeln!(out, "hit ratio:  n/a (no proxy run recorded yet)").map_err(io_err)?,
     }
-    Ok(out)
+    close(&cache).await?;
+    Ok(0)
 }
 
 /// `--repo PATTERN`, compiled; `None` matches everything.
@@ -76,110 +99,188 @@ fn repo_matches(pattern: Option<&RepoPatterns>, upstream: &str, repo: &str) -> b
     pattern.is_none_or(|p| p.matches(repo) || p.matches(&format!("{upstream}/{repo}")))
 }
 
-pub async fn ls(config: &Config, upstream: Option<&str>, repo: Option<&str>) -> Result<String, String> {
+/// Calls `f` on every tag mapping in (upstream, repository, tag) order, a page at a time.
+async fn for_each_tag(
+    cache: &Cache,
+    mut f: impl AsyncFnMut(String, String, String, TagRecord) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut after = None;
+    loop {
+        let page = cache.tags_page(after.take(), PAGE).await.map_err(|e| e.to_string())?;
+        let full = page.len() == PAGE;
+        for (u, r, t, rec) in page {
+            after = Some((u.clone(), r.clone(), t.clone()));
+            f(u, r, t, rec).await?;
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// Cached tags, optionally of one upstream or matching a repository pattern.
+pub async fn ls(config: &Config, upstream: Option<&str>, repo: Option<&str>, out: Out<'_>) -> Result<usize, String> {
     let repo = repo_pattern(repo)?;
     let cache = open(config).await?;
-    let mut tags = cache.list_tags().await.map_err(|e| e.to_string())?;
-    tags.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
-    let mut out = String::from("IMAGE\tDIGEST\tMEDIA TYPE\tCHECKED\n");
-    let mut n = 0;
-    for (u, r, t, rec) in tags {
+    writeln!(out, "IMAGE\tDIGEST\tMEDIA TYPE\tCHECKED").map_err(io_err)?;
+    let mut n = 0u64;
+    for_each_tag(&cache, async |u, r, t, rec| {
         if upstream.is_some_and(|want| want != u) || !repo_matches(repo.as_ref(), &u, &r) {
-            continue;
+            return Ok(());
         }
         n += 1;
-        out.push_str(&format!(
-            "{u}/{r}:{t}\t{}\t{}\t{} ago\n",
+        writeln!(
+            out,
+            "{u}/{r}:{t}\t{}\t{}\t{} ago",
             rec.digest,
             rec.media_type,
             age(rec.fetched_ms)
-        ));
+        )
+        .map_err(io_err)
+    })
+    .await?;
+    writeln!(out, "{n} tags").map_err(io_err)?;
+    close(&cache).await?;
+    Ok(0)
+}
+
+/// Progress for a long command: a bar on a terminal, else a line on stderr every few
+/// seconds (logs of a job or a pipe), both with the rate and the time left.
+struct Progress {
+    bar: Option<ProgressBar>,
+    what: &'static str,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+/// How often the line form of [`Progress`] reports.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+impl Progress {
+    fn new(what: &'static str, total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style.progress_chars("=> "));
+            bar.set_message(what);
+            bar
+        });
+        Progress {
+            bar,
+            what,
+            total,
+            done: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
     }
-    out.push_str(&format!("{n} tags\n"));
-    Ok(out)
-}
 
-fn progress(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style.progress_chars("=> "));
-    bar.set_message(what.to_string());
-    bar
-}
-
-/// Re-hashes a stored blob; `Ok(false)` when its bytes do not match.
-async fn blob_is_intact(cache: &Cache, digest: &Digest, record: &BlobRecord) -> bool {
-    let Ok(reader) = cache.open_blob(digest, record, 0).await else {
-        return false;
-    };
-    let (size, digest_ok) = {
-        let digest = digest.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut reader = reader;
-            let mut hasher = DigestHasher::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => hasher.update(&buf[..n]),
-                    Err(_) => return (0, false),
-                }
+    fn inc(&mut self, n: u64) {
+        self.done += n;
+        match &self.bar {
+            Some(bar) => bar.inc(n),
+            None if self.last_line.elapsed() >= PROGRESS_EVERY => {
+                self.last_line = Instant::now();
+                let secs = self.started.elapsed().as_secs_f64().max(0.001);
+                let rate = self.done as f64 / secs;
+                let left = self.total.saturating_sub(self.done) as f64 / rate.max(0.001);
+                eprintln!(
+                    "{}: {}/{} ({rate:.0}/s, ETA {})",
+                    self.what,
+                    self.done,
+                    self.total,
+                    format_duration(Duration::from_secs(left.ceil() as u64))
+                );
             }
-            let len = hasher.len();
-            (len, hasher.finish() == digest)
-        })
-        .await
-        .unwrap_or((0, false))
-    };
-    digest_ok && size == record.size
+            None => {}
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
-/// Re-hashes every blob and manifest; removes and reports the bad ones.
-pub async fn verify(config: &Config) -> Result<(String, usize), String> {
+/// Re-hashes every blob and manifest; removes and reports the bad ones, and checks the
+/// last-use index against the records.
+pub async fn verify(config: &Config, out: Out<'_>) -> Result<usize, String> {
     let cache = open(config).await?;
-    let blobs = cache.list_blobs().await.map_err(|e| e.to_string())?;
-    let manifests = cache.list_manifests().await.map_err(|e| e.to_string())?;
-    let bar = progress((blobs.len() + manifests.len()) as u64, "verifying");
-    let mut bad = Vec::new();
-    for (digest, record) in &blobs {
-        if !blob_is_intact(&cache, digest, record).await {
-            cache.remove_blob(digest).await.map_err(|e| e.to_string())?;
-            bad.push(format!("blob {digest}: bytes do not match; removed"));
+    let totals = cache.totals();
+    let mut progress = Progress::new("verifying", totals.blobs + totals.manifests);
+    let (mut blobs, mut manifests, mut bad) = (0u64, 0u64, 0usize);
+    let mut after = None;
+    loop {
+        let page = cache.blobs_page(after.take(), PAGE).await.map_err(|e| e.to_string())?;
+        let full = page.len() == PAGE;
+        after = page.last().map(|(d, _)| d.clone());
+        let digests: Vec<Digest> = page.iter().map(|(d, _)| d.clone()).collect();
+        let intact = cache.rehash_blobs(page).await.map_err(|e| e.to_string())?;
+        for (digest, ok) in digests.iter().zip(intact) {
+            if !ok {
+                cache.remove_blob(digest).await.map_err(|e| e.to_string())?;
+                writeln!(out, "blob {digest}: bytes do not match; removed").map_err(io_err)?;
+                bad += 1;
+            }
         }
-        bar.inc(1);
-    }
-    for digest in &manifests {
-        // The cache checks a manifest's bytes against its digest as it reads them.
-        let ok = matches!(cache.manifest(digest).await, Ok(Some(_)));
-        if !ok {
-            cache.remove_manifest(digest).await.map_err(|e| e.to_string())?;
-            bad.push(format!("manifest {digest}: bytes do not match; removed"));
+        blobs += digests.len() as u64;
+        progress.inc(digests.len() as u64);
+        if !full {
+            break;
         }
-        bar.inc(1);
     }
-    bar.finish_and_clear();
-    cache.flush().await.map_err(|e| e.to_string())?;
-    let mut out = bad.join("\n");
-    if !out.is_empty() {
-        out.push('\n');
+    let mut after = None;
+    loop {
+        let page = cache
+            .manifests_page(after.take(), PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let full = page.len() == PAGE;
+        after = page.last().cloned();
+        for digest in &page {
+            // The cache checks a manifest's bytes against its digest as it reads them.
+            if !matches!(cache.manifest(digest).await, Ok(Some(_))) {
+                cache.remove_manifest(digest).await.map_err(|e| e.to_string())?;
+                writeln!(out, "manifest {digest}: bytes do not match; removed").map_err(io_err)?;
+                bad += 1;
+            }
+        }
+        manifests += page.len() as u64;
+        progress.inc(page.len() as u64);
+        if !full {
+            break;
+        }
     }
-    out.push_str(&format!(
-        "verified {} blobs and {} manifests: {} bad entries removed\n",
-        blobs.len(),
-        manifests.len(),
-        bad.len()
-    ));
-    Ok((out, bad.len()))
+    progress.finish();
+    for problem in cache.check_index().await.map_err(|e| e.to_string())? {
+        writeln!(out, "last-use index: {problem}").map_err(io_err)?;
+        bad += 1;
+    }
+    writeln!(
+        out,
+        "verified {blobs} blobs and {manifests} manifests: {bad} bad entries removed"
+    )
+    .map_err(io_err)?;
+    close(&cache).await?;
+    Ok(bad)
 }
 
 /// Manifests and blobs reachable from `roots` (indexes to their children, images to
-/// their config and layers), as far as they are stored.
-async fn closure(cache: &Cache, roots: impl IntoIterator<Item = Digest>) -> (HashSet<Digest>, HashSet<Digest>) {
-    let (mut manifests, mut blobs) = (HashSet::new(), HashSet::new());
+/// their config and layers), as far as they are stored; manifests already in `seen`
+/// are not read again.
+async fn closure(
+    cache: &Cache,
+    roots: impl IntoIterator<Item = Digest>,
+    seen: &mut HashSet<Digest>,
+    mut blob: impl FnMut(Digest),
+) {
     let mut todo: Vec<Digest> = roots.into_iter().collect();
     while let Some(d) = todo.pop() {
-        if !manifests.insert(d.clone()) {
+        if !seen.insert(d.clone()) {
             continue;
         }
         let Ok(Some(m)) = cache.manifest(&d).await else {
@@ -193,79 +294,96 @@ async fn closure(cache: &Cache, roots: impl IntoIterator<Item = Digest>) -> (Has
         if let Ok(image) = ImageManifest::parse(&m.bytes) {
             for desc in image.config.iter().chain(&image.layers) {
                 if let Ok(b) = Digest::parse(&desc.digest) {
-                    blobs.insert(b);
+                    blob(b);
                 }
             }
         }
     }
-    (manifests, blobs)
 }
 
 /// Evicts by repository pattern (its tags, and the manifests and blobs only they
-/// reach) or by age (blobs cached and tags checked longer ago than `older_than`).
-pub async fn evict(config: &Config, older_than: Option<Duration>, repo: Option<&str>) -> Result<String, String> {
+/// reach) and/or by age (tags checked, and manifests and blobs last used, longer ago
+/// than `older_than`).
+pub async fn evict(
+    config: &Config,
+    older_than: Option<Duration>,
+    repo: Option<&str>,
+    out: Out<'_>,
+) -> Result<usize, String> {
     if older_than.is_none() && repo.is_none() {
         return Err("say what to evict: --older-than DURATION and/or --repo PATTERN".into());
     }
     let pattern = repo_pattern(repo)?;
     let cache = open(config).await?;
-    let tags = cache.list_tags().await.map_err(|e| e.to_string())?;
     let cutoff = older_than.map(|d| now_ms().saturating_sub(d.as_millis() as u64));
     let old = |rec: &TagRecord| cutoff.is_some_and(|c| rec.fetched_ms < c);
-    let (mut gone, mut kept): (Vec<_>, Vec<_>) = tags.into_iter().partition(|(u, r, _, rec)| match &pattern {
-        Some(p) => repo_matches(Some(p), u, r),
-        None => old(rec),
-    });
-    if repo.is_some() && cutoff.is_some() {
-        // Both given: only the matching repositories' tags that are also old.
-        let (still_kept, really_gone): (Vec<_>, Vec<_>) = gone.into_iter().partition(|(_, _, _, rec)| !old(rec));
-        kept.extend(still_kept);
-        gone = really_gone;
-    }
-    let digests = |v: &Vec<(String, String, String, TagRecord)>| -> Vec<Digest> {
-        v.iter()
-            .filter_map(|(_, _, _, rec)| Digest::parse(&rec.digest).ok())
-            .collect()
-    };
-    let (gone_m, gone_b) = closure(&cache, digests(&gone)).await;
-    let (kept_m, kept_b) = closure(&cache, digests(&kept)).await;
-    let mut removed_blobs = 0u64;
-    let mut freed = 0u64;
-    for (u, r, t, _) in &gone {
-        cache.remove_tag(u, r, t).await.map_err(|e| e.to_string())?;
-    }
-    let mut removed_manifests = 0;
-    for m in gone_m.difference(&kept_m) {
-        cache.remove_manifest(m).await.map_err(|e| e.to_string())?;
-        removed_manifests += 1;
-    }
-    let mut doomed: HashSet<Digest> = gone_b.difference(&kept_b).cloned().collect();
-    if let Some(c) = cutoff
-        && repo.is_none()
-    {
-        for (d, rec) in cache.list_blobs().await.map_err(|e| e.to_string())? {
-            if rec.created_ms < c && !kept_b.contains(&d) {
-                doomed.insert(d);
+    // The tags to remove: the pattern's (only the old ones when both are given), or
+    // every old one.
+    let mut gone_roots = Vec::new();
+    let mut tags = 0u64;
+    for_each_tag(&cache, async |u, r, t, rec| {
+        let gone = match &pattern {
+            Some(p) => repo_matches(Some(p), &u, &r) && (cutoff.is_none() || old(&rec)),
+            None => old(&rec),
+        };
+        if gone {
+            cache.remove_tag(&u, &r, &t).await.map_err(|e| e.to_string())?;
+            tags += 1;
+            gone_roots.extend(Digest::parse(&rec.digest).ok());
+        }
+        Ok(())
+    })
+    .await?;
+    let (mut manifests, mut blobs, mut freed) = (0u64, 0u64, 0u64);
+    if pattern.is_some() {
+        // What only the removed tags reach: their closure, less what any kept tag reaches.
+        let mut gone_manifests = HashSet::new();
+        let mut gone_blobs = HashSet::new();
+        closure(&cache, gone_roots, &mut gone_manifests, |b| {
+            gone_blobs.insert(b);
+        })
+        .await;
+        let mut kept_manifests = HashSet::new();
+        for_each_tag(&cache, async |_, _, _, rec| {
+            let root = Digest::parse(&rec.digest).ok();
+            closure(&cache, root, &mut kept_manifests, |b| {
+                gone_blobs.remove(&b);
+            })
+            .await;
+            Ok(())
+        })
+        .await?;
+        for m in gone_manifests.difference(&kept_manifests) {
+            if cache.manifest(m).await.ok().flatten().is_some() {
+                cache.remove_manifest(m).await.map_err(|e| e.to_string())?;
+                manifests += 1;
             }
         }
-    }
-    for d in &doomed {
-        if let Ok(Some(rec)) = cache.blob(d).await {
-            freed += rec.size;
-            cache.remove_blob(d).await.map_err(|e| e.to_string())?;
-            removed_blobs += 1;
+        for d in &gone_blobs {
+            if let Ok(Some(rec)) = cache.blob(d).await {
+                cache.remove_blob(d).await.map_err(|e| e.to_string())?;
+                freed += rec.size;
+                blobs += 1;
+            }
         }
+    } else if let Some(cutoff) = cutoff {
+        let evicted = cache.evict_unused_since(cutoff).await.map_err(|e| e.to_string())?;
+        (manifests, blobs, freed) = (evicted.manifests, evicted.blobs, evicted.bytes);
     }
-    cache.flush().await.map_err(|e| e.to_string())?;
-    Ok(format!(
-        "evicted {} tags, {removed_manifests} manifests, {removed_blobs} blobs ({} freed)\n",
-        gone.len(),
+    writeln!(
+        out,
+        "evicted {tags} tags, {manifests} manifests, {blobs} blobs ({} freed)",
         human_bytes(freed)
-    ))
+    )
+    .map_err(io_err)?;
+    close(&cache).await?;
+    Ok(0)
 }
 
-pub async fn purge(config: &Config) -> Result<String, String> {
+pub async fn purge(config: &Config, out: Out<'_>) -> Result<usize, String> {
     let cache = open(config).await?;
     let n = cache.purge().await.map_err(|e| e.to_string())?;
-    Ok(format!("purged {n} entries from {}\n", config.data_dir.display()))
+    writeln!(out, "purged {n} entries from {}", config.data_dir.display()).map_err(io_err)?;
+    close(&cache).await?;
+    Ok(0)
 }

@@ -40,7 +40,7 @@ pub enum CacheCommand {
     Verify,
     /// Remove content by age and/or repository pattern.
     Evict {
-        /// e.g. 30d: tags checked and blobs cached longer ago than this.
+        /// e.g. 30d: tags checked, and manifests and blobs last used, longer ago than this.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
         older_than: Option<std::time::Duration>,
         /// e.g. "registry.redhat.io/ubi8/*": those tags and what only they reach.
@@ -126,19 +126,23 @@ pub fn run(cli: Cli) -> ExitCode {
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };
+            // Written as the commands go (they stream), through one buffer.
+            let mut out = std::io::BufWriter::new(std::io::stdout());
             let result = runtime.block_on(async {
                 match command {
-                    CacheCommand::Stats => cache::stats(&config).await.map(|o| (o, 0)),
-                    CacheCommand::Ls { upstream, repo } => cache::ls(&config, upstream.as_deref(), repo.as_deref())
-                        .await
-                        .map(|o| (o, 0)),
-                    CacheCommand::Verify => cache::verify(&config).await,
-                    CacheCommand::Evict { older_than, repo } => {
-                        cache::evict(&config, older_than, repo.as_deref()).await.map(|o| (o, 0))
+                    CacheCommand::Stats => cache::stats(&config, &mut out).await,
+                    CacheCommand::Ls { upstream, repo } => {
+                        cache::ls(&config, upstream.as_deref(), repo.as_deref(), &mut out).await
                     }
-                    CacheCommand::Purge => cache::purge(&config).await.map(|o| (o, 0)),
+                    CacheCommand::Verify => cache::verify(&config, &mut out).await,
+                    CacheCommand::Evict { older_than, repo } => {
+                        cache::evict(&config, older_than, repo.as_deref(), &mut out).await
+                    }
+                    CacheCommand::Purge => cache::purge(&config, &mut out).await,
                 }
             });
+            let flushed = std::io::Write::flush(&mut out).map_err(|e| format!("writing the output: {e}"));
+            let result = result.and_then(|bad| flushed.map(|()| (String::new(), bad)));
             report(result)
         }
         Command::Prefetch {

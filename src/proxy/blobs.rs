@@ -6,7 +6,7 @@
 use super::fill::{Fill, Lookup};
 use super::read::{self, BlobStream};
 use super::{CacheStatus, Proxy, ProxyError, ProxyResult, Target};
-use crate::cache::BlobRecord;
+use crate::cache::{BlobRecord, CacheError};
 use crate::oci::Digest;
 use crate::oci::range::{ByteSpan, RangeSpec};
 use crate::upstream::UpstreamError;
@@ -32,6 +32,14 @@ enum Source {
 impl Proxy {
     /// A blob GET, whole or the `range` the client asked for.
     pub async fn blob(&self, target: &Target, digest: &Digest, range: Option<RangeSpec>) -> ProxyResult<BlobAnswer> {
+        match self.blob_once(target, digest, range).await {
+            // The record's data was gone (the cache dropped the record): now a miss.
+            Err(ProxyError::Cache(CacheError::BlobDataMissing(_))) => self.blob_once(target, digest, range).await,
+            other => other,
+        }
+    }
+
+    async fn blob_once(&self, target: &Target, digest: &Digest, range: Option<RangeSpec>) -> ProxyResult<BlobAnswer> {
         // Registered as a reader before the lookup, so nothing found can be evicted
         // before it is served.
         let reading = self.cache.reading(digest);
@@ -65,8 +73,8 @@ impl Proxy {
         let body = match source {
             Source::Published(record) => read::published(
                 self.metrics.served_from_cache.clone(),
-                self.cache.clone(),
-                (digest.clone(), record, reading),
+                self.cache.open_blob(digest, &record, first).await?,
+                reading,
                 first,
                 end,
             ),

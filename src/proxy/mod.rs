@@ -260,12 +260,12 @@ impl Proxy {
     }
 
     /// Stops running fills (their staged bytes are discarded, nothing half published),
-    /// saves the statistics and recorded reads, and flushes the database.
+    /// saves the statistics, and closes the cache cleanly (recorded reads written back,
+    /// the database flushed, the marker that spares the next start a scan).
     pub async fn shutdown(&self) -> ProxyResult<()> {
         self.fills.stop_all(Duration::from_secs(5)).await;
         let _ = self.save_stats().await;
-        let _ = self.cache.write_back_access().await;
-        Ok(self.cache.flush().await?)
+        Ok(self.cache.close().await?)
     }
 
     /// Saves this run's counters to the database for `pullgate cache stats`.

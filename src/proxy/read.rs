@@ -4,8 +4,7 @@
 //! whatever the blob size.
 
 use super::fill::{Fill, FillError};
-use crate::cache::{BlobReader, BlobRecord, Cache, ReaderGuard, buffers};
-use crate::oci::Digest;
+use crate::cache::{BlobReader, Cache, ReaderGuard, buffers};
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use std::io::{self, Read};
@@ -42,21 +41,13 @@ async fn read_some(mut reader: BlobReader, max: usize) -> io::Result<(BlobReader
     .map_err(io::Error::other)?
 }
 
-/// Bytes `first..end` of a published blob; `reading` (the client's registration as a
-/// reader, which keeps eviction away) is held until the stream ends.
-pub fn published(
-    served: Counter,
-    cache: Cache,
-    (digest, record, reading): (Digest, BlobRecord, ReaderGuard),
-    first: u64,
-    end: u64,
-) -> BlobStream {
+/// Bytes `first..end` of a published blob from `reader` (opened at `first`);
+/// `reading` (the client's registration as a reader, which keeps eviction away) is held
+/// until the stream ends.
+pub fn published(served: Counter, reader: BlobReader, reading: ReaderGuard, first: u64, end: u64) -> BlobStream {
     async_stream(move |tx| async move {
         let _reading = reading;
-        let mut reader = cache
-            .open_blob(&digest, &record, first)
-            .await
-            .map_err(io::Error::other)?;
+        let mut reader = reader;
         let mut pos = first;
         while pos < end {
             let want = ((end - pos) as usize).min(READ_CHUNK);

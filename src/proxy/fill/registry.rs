@@ -92,13 +92,18 @@ impl FillRegistry {
     /// Evicts least recently used content beyond `max_size`, if one is set.
     pub async fn enforce_limit(&self, cache: &Cache) {
         let Some(max) = self.max_size else { return };
+        let started = std::time::Instant::now();
         match cache.enforce_limit(max, self.running_digests()).await {
             Ok(e) if e.blobs + e.manifests > 0 => {
+                let took = started.elapsed();
                 self.metrics.evictions.inc_by(e.blobs + e.manifests);
+                self.metrics.evicted_bytes.inc_by(e.bytes);
+                self.metrics.eviction_pass_duration.observe(took.as_secs_f64());
                 info!(
                     blobs = e.blobs,
                     manifests = e.manifests,
                     bytes = e.bytes,
+                    ms = took.as_millis() as u64,
                     "evicted least recently used content"
                 );
             }
