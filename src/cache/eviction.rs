@@ -19,6 +19,9 @@ pub struct Evicted {
     pub blobs: u64,
     pub manifests: u64,
     pub bytes: u64,
+    /// How long the pass worked (from its start on the blocking pool, not counting the
+    /// wait for a thread there).
+    pub took: std::time::Duration,
 }
 
 /// A read not yet written back to its record.
@@ -98,10 +101,13 @@ impl Cache {
         if self.totals().usage() <= max_size {
             return Ok(Evicted::default());
         }
+        // No flush: an eviction a crash undoes leaves records whose data is gone, which
+        // the scan after an unclean stop, or the first read, drops.
         self.blocking(move |i| {
+            let started = std::time::Instant::now();
             i.write_back_access()?;
-            let evicted = i.evict_while(&protected, |i, _| i.totals.snapshot().usage() > max_size)?;
-            i.db.flush()?;
+            let mut evicted = i.evict_while(&protected, |i, _| i.totals.snapshot().usage() > max_size)?;
+            evicted.took = started.elapsed();
             Ok(evicted)
         })
         .await
@@ -112,9 +118,7 @@ impl Cache {
     pub async fn evict_unused_since(&self, cutoff_ms: u64) -> CacheResult<Evicted> {
         self.blocking(move |i| {
             i.write_back_access()?;
-            let evicted = i.evict_while(&HashSet::new(), |_, last_use| last_use < cutoff_ms)?;
-            i.db.flush()?;
-            Ok(evicted)
+            i.evict_while(&HashSet::new(), |_, last_use| last_use < cutoff_ms)
         })
         .await
     }
@@ -194,6 +198,7 @@ impl Inner {
         protected: &HashSet<Digest>,
         mut more: impl FnMut(&Inner, u64) -> bool,
     ) -> CacheResult<Evicted> {
+        let started = std::time::Instant::now();
         let mut evicted = Evicted::default();
         for item in self.lru.iter() {
             let (key, value) = item?;
@@ -243,6 +248,7 @@ impl Inner {
                 }
             }
         }
+        evicted.took = started.elapsed();
         Ok(evicted)
     }
 

@@ -140,7 +140,7 @@ pub struct RepairReport {
     pub interrupted_removals: usize,
     pub records_without_data: usize,
     pub data_without_record: usize,
-    /// Records missing from the last-use index, put back.
+    /// Entries put into a last-use index that was missing (a cache from before it).
     pub index_entries_restored: usize,
 }
 

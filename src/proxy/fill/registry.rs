@@ -25,6 +25,10 @@ pub struct FillRegistry {
     pub(super) shutdown: tokio_util::sync::CancellationToken,
     /// `[cache] max_size`, enforced after every publish.
     max_size: Option<u64>,
+    /// Held by the eviction pass running now: fills that end together start one pass,
+    /// not one each competing for the same entries (the running pass re-reads the
+    /// totals as it goes, so it also covers what they published).
+    evicting: tokio::sync::Mutex<()>,
     /// Every fill task, until it has finished and dropped what it holds (the cache
     /// among it), so shutdown can wait for them.
     tasks: tokio_util::task::TaskTracker,
@@ -49,6 +53,7 @@ impl FillRegistry {
             slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_fills.max(1))),
             shutdown: tokio_util::sync::CancellationToken::new(),
             max_size,
+            evicting: tokio::sync::Mutex::new(()),
             tasks: tokio_util::task::TaskTracker::new(),
         }
     }
@@ -89,21 +94,21 @@ impl FillRegistry {
         self.count(&running);
     }
 
-    /// Evicts least recently used content beyond `max_size`, if one is set.
+    /// Evicts least recently used content beyond `max_size`, if one is set, unless a
+    /// pass is running already.
     pub async fn enforce_limit(&self, cache: &Cache) {
         let Some(max) = self.max_size else { return };
-        let started = std::time::Instant::now();
+        let Ok(_pass) = self.evicting.try_lock() else { return };
         match cache.enforce_limit(max, self.running_digests()).await {
             Ok(e) if e.blobs + e.manifests > 0 => {
-                let took = started.elapsed();
                 self.metrics.evictions.inc_by(e.blobs + e.manifests);
                 self.metrics.evicted_bytes.inc_by(e.bytes);
-                self.metrics.eviction_pass_duration.observe(took.as_secs_f64());
+                self.metrics.eviction_pass_duration.observe(e.took.as_secs_f64());
                 info!(
                     blobs = e.blobs,
                     manifests = e.manifests,
                     bytes = e.bytes,
-                    ms = took.as_millis() as u64,
+                    ms = e.took.as_millis() as u64,
                     "evicted least recently used content"
                 );
             }
