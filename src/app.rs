@@ -3,7 +3,9 @@
 //! and the proxy, puts the HTTP router in front of them, and runs it until shutdown
 //! (then drains, stops fills and flushes the database).
 
-use crate::cache::{Cache, CacheError, RepairReport};
+use crate::cache::fleet::FleetSettings;
+use crate::cache::s3::S3Settings;
+use crate::cache::{BlobStoreKind, Cache, CacheError, RepairReport, StoreSettings};
 use crate::config::{Config, ConfigError, UpstreamConfig};
 use crate::http::auth::ClientAuth;
 use crate::http::server::{LIFECYCLE, Limits, TlsFiles, TlsState};
@@ -39,9 +41,36 @@ pub enum StartError {
     Serve(#[source] std::io::Error),
 }
 
+/// The blob store the config names, with its settings and credentials read.
+pub fn store_settings(config: &Config) -> Result<StoreSettings, ConfigError> {
+    Ok(match (config.cache.blob_store, &config.cache.s3) {
+        (BlobStoreKind::S3, Some(s3)) => StoreSettings::S3(Box::new(S3Settings {
+            endpoint: s3.endpoint.clone(),
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone(),
+            prefix: s3.prefix.clone(),
+            credentials: config.read_s3_credentials()?,
+            allow_http: s3.allow_http,
+            ca_pem: match &s3.ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|e| ConfigError::Invalid {
+                    key: "cache.s3.ca_file".into(),
+                    reason: format!("{}: {e}", path.display()),
+                })?),
+                None => None,
+            },
+            part_size: s3.part_size.0 as usize,
+            fleet: FleetSettings {
+                report_interval: s3.report_interval.0,
+                eviction_grace: s3.eviction_grace.0,
+            },
+        })),
+        (kind, _) => kind.into(),
+    })
+}
+
 /// Opens the cache in `config.data_dir` (the cache commands use it too).
-pub fn open_cache(config: &Config) -> Result<(Cache, RepairReport), CacheError> {
-    Cache::open(&config.data_dir, config.cache.blob_store)
+pub fn open_cache(config: &Config) -> Result<(Cache, RepairReport), StartError> {
+    Ok(Cache::open(&config.data_dir, store_settings(config)?)?)
 }
 
 /// One upstream's client settings, with its credentials and CA file read.

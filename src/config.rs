@@ -171,10 +171,66 @@ pub struct CacheConfig {
     /// Upstream blob downloads running at once; more wait for a slot.
     #[serde(default = "default_max_concurrent_fills")]
     pub max_concurrent_fills: usize,
+    /// The S3-compatible bucket of `blob_store = "s3"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
 }
 
 fn default_max_concurrent_fills() -> usize {
     64
+}
+
+/// `[cache.s3]`: the bucket replicas share (Ceph RGW / OpenShift Data Foundation, MinIO,
+/// AWS S3, Garage).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The S3 endpoint URL; none: AWS S3 in `region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// A key prefix, so several pullgate fleets can share one bucket.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// Files holding the access key id and the secret access key; without them the
+    /// standard `AWS_*` environment variables (or an injected web-identity token) apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Allow a plain-HTTP endpoint.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Extra CA certificates (PEM) trusted for the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Bytes per uploaded part (5MiB to 5GiB).
+    #[serde(default = "default_part_size")]
+    pub part_size: ByteSize,
+    /// How often each replica reports what it used, heartbeats and reads the others'.
+    #[serde(default = "default_report_interval")]
+    pub report_interval: HumanDuration,
+    /// How long a blob marked for eviction waits for a use that saves it.
+    #[serde(default = "default_eviction_grace")]
+    pub eviction_grace: HumanDuration,
+}
+
+fn default_report_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_eviction_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_part_size() -> ByteSize {
+    ByteSize(8 << 20)
 }
 
 impl Default for CacheConfig {
@@ -184,6 +240,7 @@ impl Default for CacheConfig {
             blob_store: BlobStoreKind::Files,
             max_size: None,
             max_concurrent_fills: default_max_concurrent_fills(),
+            s3: None,
         }
     }
 }
@@ -400,6 +457,7 @@ impl Config {
         if self.server.header_read_timeout.0.is_zero() {
             return Err(invalid("server.header_read_timeout", "must be greater than zero"));
         }
+        self.validate_s3()?;
         if self.cache.max_size.is_some_and(|m| m.0 < 1024 * 1024) {
             return Err(invalid("cache.max_size", "must be at least 1MiB"));
         }
@@ -521,6 +579,94 @@ impl Config {
         Ok(())
     }
 
+    fn validate_s3(&self) -> Result<(), ConfigError> {
+        let s3 = match (&self.cache.blob_store, &self.cache.s3) {
+            (BlobStoreKind::S3, Some(s3)) => s3,
+            (BlobStoreKind::S3, None) => {
+                return Err(invalid(
+                    "cache.s3",
+                    "blob_store = \"s3\" needs a [cache.s3] table with its bucket",
+                ));
+            }
+            (_, Some(_)) => return Err(invalid("cache.s3", "is set but blob_store is not \"s3\"")),
+            (_, None) => return Ok(()),
+        };
+        let key = |k: &str| format!("cache.s3.{k}");
+        if s3.bucket.is_empty()
+            || !s3
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return Err(invalid(key("bucket"), format!("{:?} is not a bucket name", s3.bucket)));
+        }
+        if let Some(endpoint) = &s3.endpoint {
+            let url = url::Url::parse(endpoint).map_err(|e| invalid(key("endpoint"), format!("{endpoint:?}: {e}")))?;
+            match url.scheme() {
+                "https" => {}
+                "http" if s3.allow_http => {}
+                "http" => {
+                    return Err(invalid(
+                        key("endpoint"),
+                        "is plain HTTP: set allow_http = true to use it",
+                    ));
+                }
+                _ => return Err(invalid(key("endpoint"), format!("{endpoint:?} must be an http(s) URL"))),
+            }
+        }
+        if s3.prefix.starts_with('/')
+            || !s3
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+        {
+            return Err(invalid(
+                key("prefix"),
+                format!("{:?} must be a key prefix such as \"pullgate/\"", s3.prefix),
+            ));
+        }
+        if !(5 << 20..=5 << 30).contains(&s3.part_size.0) {
+            return Err(invalid(key("part_size"), "must be between 5MiB and 5GiB"));
+        }
+        if s3.report_interval.0 < Duration::from_millis(100) {
+            return Err(invalid(key("report_interval"), "must be at least 100ms"));
+        }
+        let least = crate::cache::fleet::least_eviction_grace(s3.report_interval.0);
+        if s3.eviction_grace.0 < least {
+            return Err(invalid(
+                key("eviction_grace"),
+                format!(
+                    "must be at least {} (twice report_interval plus 1s: a stream's use must reach the evictor before the deletion)",
+                    humantime::format_duration(least)
+                ),
+            ));
+        }
+        if s3.access_key_id_file.is_some() != s3.secret_access_key_file.is_some() {
+            return Err(invalid(
+                key("access_key_id_file"),
+                "access_key_id_file and secret_access_key_file go together",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `[cache.s3]` credentials from their files, if configured.
+    pub fn read_s3_credentials(&self) -> Result<Option<(Secret, Secret)>, ConfigError> {
+        let Some(s3) = &self.cache.s3 else { return Ok(None) };
+        let (Some(id), Some(secret)) = (&s3.access_key_id_file, &s3.secret_access_key_file) else {
+            return Ok(None);
+        };
+        let read = |k: &str, p: &Path| {
+            std::fs::read_to_string(p)
+                .map(|v| Secret::new(v.trim()))
+                .map_err(|e| invalid(format!("cache.s3.{k}"), format!("cannot read {}: {e}", p.display())))
+        };
+        Ok(Some((
+            read("access_key_id_file", id)?,
+            read("secret_access_key_file", secret)?,
+        )))
+    }
+
     /// Reads every upstream's credentials (`password_file` or `auth_file`), so a missing
     /// or unreadable secret fails at startup. Returns (username, password) per upstream.
     pub fn read_secrets(&self) -> Result<Vec<Option<(String, Secret)>>, ConfigError> {
@@ -611,6 +757,17 @@ mod tests {
         assert!(err("bogus = 1").contains("bogus"));
         assert!(err("[cache]\ntag_ttl = \"5 parsecs\"").contains("tag_ttl"));
         assert!(err("[cache]\nblob_store = \"s3\"").contains("blob_store"));
+        assert!(err("[cache]\nblob_store = \"nope\"").contains("blob_store"));
+        assert!(err("[cache]\nblob_store = \"s3\"").contains("cache.s3"));
+        assert!(
+            err("[cache]\nblob_store = \"s3\"\n[cache.s3]\nbucket = \"b\"\nendpoint = \"http://x\"")
+                .contains("allow_http")
+        );
+        assert!(
+            err("[cache]\nblob_store = \"s3\"\n[cache.s3]\nbucket = \"b\"\npart_size = \"1MiB\"").contains("part_size")
+        );
+        assert!(err("[cache]\nblob_store = \"s3\"\n[cache.s3]\nbucket = \"b\"\nsurprise = 1").contains("surprise"));
+        assert!(err("[cache.s3]\nbucket = \"b\"").contains("cache.s3"));
         assert!(err("listen = \"nope\"").contains("`listen`"));
         assert!(err("default_upstream = \"x\"").contains("default_upstream"));
         assert!(err("[[upstream]]\nname = \"a\"\nurl = \"ftp://a\"").contains("upstream[0].url"));

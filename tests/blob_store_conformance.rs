@@ -1,5 +1,5 @@
-//! One conformance suite for every `BlobStore` implementation, plus the cache's
-//! publish-by-CAS and startup repair, run against both the `files` and `sled` stores.
+//! One conformance suite for every `BlobStore` implementation (`files`, `sled`, and `s3`
+//! on a real Garage), plus the cache's publish-by-CAS and startup repair.
 
 mod common;
 
@@ -49,7 +49,7 @@ fn conformance(store: &dyn BlobStore) {
     // Odd write sizes cross the sled store's 8 KiB chunk boundaries in every way.
     let data = pattern(1 + 8191 + 8193 + 100_000 + 8192 + 1, 7);
     let digest = Digest::of(&data);
-    let mut staged = store.begin(1).expect("begin");
+    let mut staged = store.begin_for(1, &digest).expect("begin");
     let mut written = 0usize;
     for size in [1usize, 8191, 8193, 100_000, 8192, 1] {
         staged.write(&data[written..written + size]).expect("write");
@@ -100,14 +100,14 @@ fn conformance(store: &dyn BlobStore) {
 
     // An empty blob is a blob.
     let empty = Digest::of(b"");
-    let staged = store.begin(2).expect("begin");
+    let staged = store.begin_for(2, &empty).expect("begin");
     let empty_loc = staged.commit(&empty).expect("commit empty");
     assert_eq!(store.stored_size(&empty, &empty_loc).unwrap(), Some(0));
     assert!(read_all(store.open(&empty, &empty_loc, 0).unwrap()).is_empty());
 
     // A discarded fill leaves nothing behind.
     let other = pattern(20_000, 9);
-    let mut staged = store.begin(3).expect("begin");
+    let mut staged = store.begin_for(3, &Digest::of(&other)).expect("begin");
     staged.write(&other).unwrap();
     staged.discard();
     let listed = store.list().unwrap();
@@ -130,7 +130,7 @@ fn conformance(store: &dyn BlobStore) {
     );
 
     // Crash leftovers of a fill can be discarded by id.
-    let mut staged = store.begin(4).unwrap();
+    let mut staged = store.begin_for(4, &Digest::of(&other)).unwrap();
     staged.write(&other).unwrap();
     drop(staged); // as if the process died: nothing cleans up on drop
     store.discard_staged(4).unwrap();
@@ -141,6 +141,15 @@ fn conformance(store: &dyn BlobStore) {
 fn files_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let store = pullgate::cache::files::FileBlobStore::open(dir.path()).unwrap();
+    conformance(&store);
+}
+
+#[test]
+fn s3_store_conforms_on_garage() {
+    let garage = common::garage::Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
+    let store = pullgate::cache::s3::S3BlobStore::open(dir.path(), &db, &garage.settings("conformance")).unwrap();
     conformance(&store);
 }
 
@@ -259,4 +268,77 @@ async fn manifests_read_back_from_the_database_are_checked_against_their_digest(
     }
     // Asked again, it is not served from memory either.
     assert!(cache.manifest(&wrong).await.is_err());
+}
+
+/// Two caches (two replicas) on one Garage bucket: what one publishes the other adopts
+/// (blob, manifest, tag mapping); an object that vanished is a miss at its first read;
+/// an upload a crash interrupted is aborted at the next start and never becomes an
+/// object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_caches_share_content_and_repair_at_startup() {
+    use pullgate::cache::{StoreSettings, TagRecord};
+    let garage = common::garage::Garage::start();
+    let settings = StoreSettings::S3(Box::new(garage.settings("replicas")));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, _) = Cache::open(dir_a.path(), settings.clone()).unwrap();
+    let (b, _) = Cache::open(dir_b.path(), settings.clone()).unwrap();
+    let (kept, lost) = (pattern(6 << 20, 1), pattern(40_000, 2));
+    let kept_d = publish(&a, &kept).await;
+    let lost_d = publish(&a, &lost).await;
+
+    // B never saw them: it adopts them from the bucket.
+    for (d, bytes) in [(&kept_d, &kept), (&lost_d, &lost)] {
+        let record = b.blob(d).await.unwrap().expect("adopted from the shared store");
+        assert_eq!(record.size, bytes.len() as u64);
+        let mut got = Vec::new();
+        b.open_blob(d, &record, 0).await.unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(&got, bytes);
+    }
+    let manifest = bytes::Bytes::from_static(br#"{"schemaVersion":2}"#);
+    let m = Digest::of(&manifest);
+    a.put_manifest(&m, "application/vnd.oci.image.manifest.v1+json", manifest.clone())
+        .await
+        .unwrap();
+    let shared = b.manifest(&m).await.unwrap().expect("manifest from the shared store");
+    assert_eq!(
+        (shared.bytes, shared.media_type.as_str()),
+        (manifest, "application/vnd.oci.image.manifest.v1+json")
+    );
+    let record = TagRecord {
+        digest: m.to_string(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        fetched_ms: 42,
+    };
+    a.put_tag("up", "ubi9/ubi", "latest", record.clone()).await.unwrap();
+    assert_eq!(b.tag("up", "ubi9/ubi", "latest").await.unwrap(), Some(record));
+    assert_eq!(b.tag("up", "ubi9/ubi", "nope").await.unwrap(), None);
+
+    // A removes one; B, which recorded it, finds out at its first read.
+    a.remove_blob(&lost_d).await.unwrap();
+    let record = b.blob(&lost_d).await.unwrap().expect("B still has its record");
+    match b.open_blob(&lost_d, &record, 0).await {
+        Err(pullgate::cache::CacheError::BlobDataMissing(d)) => assert_eq!(d, lost_d),
+        Err(e) => panic!("expected BlobDataMissing, got {e}"),
+        Ok(_) => panic!("an evicted object must not open"),
+    }
+
+    // A fill a crash interrupts: its upload is aborted at the next start.
+    let interrupted = pattern(7 << 20, 3);
+    let interrupted_d = Digest::of(&interrupted);
+    let (_id, mut staged) = a.begin_fill(&interrupted_d).await.unwrap();
+    staged.write(&interrupted).unwrap();
+    drop(staged); // dropped without discard, as a crash leaves it
+    a.flush().await.unwrap();
+    drop(a);
+    let (a, report) = common::reopen_cache(dir_a.path(), settings.clone()).await;
+    assert!(report.scanned && report.interrupted_fills == 1, "{report:?}");
+    assert_eq!(
+        report.records_without_data, 0,
+        "shared objects are not checked at start"
+    );
+    assert!(
+        a.blob(&interrupted_d).await.unwrap().is_none(),
+        "no object for an upload never completed"
+    );
+    assert!(b.blob(&kept_d).await.unwrap().is_some());
 }

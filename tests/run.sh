@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this).
 # Installs what the interop tests need (Debian's skopeo, docker-registry, podman, gpg and
-# systemd-analyze for the unit file)
+# systemd-analyze for the unit file, and Garage from crates.io for the shared-store tests)
 # when it is missing, checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,14 @@ command -v skopeo >/dev/null || { echo "skopeo is required (apt-get install skop
 command -v podman >/dev/null || { echo "podman is required (apt-get install podman)" >&2; exit 1; }
 command -v gpg >/dev/null || { echo "gpg is required (apt-get install gnupg)" >&2; exit 1; }
 command -v systemd-analyze >/dev/null || { echo "systemd-analyze is required (apt-get install systemd)" >&2; exit 1; }
+
+# Garage, the S3-compatible object store the shared-store tests run against (crates.io;
+# built once into ~/.cargo/bin: about 40 minutes on 2 cores the first time).
+if ! command -v garage >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
+    echo "tests/run.sh: building Garage 2.5.0 with cargo install (once; it stays in ~/.cargo/bin)" >&2
+    cargo install garage --version 2.5.0 --locked --no-default-features --features bundled-libs,sqlite
+fi
+[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ] || command -v garage >/dev/null || { echo "garage is required (cargo install garage)" >&2; exit 1; }
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

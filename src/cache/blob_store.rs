@@ -16,6 +16,8 @@ pub enum BlobLocation {
     Files,
     /// Chunks in sled keyed by the fill that wrote them.
     Sled { fill_id: u64 },
+    /// `<prefix>blobs/sha256/<hex>` in the S3 bucket, named by the digest.
+    S3,
 }
 
 /// A reader positioned at some offset of a blob.
@@ -53,6 +55,17 @@ pub trait BlobStore: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Starts staging the bytes of fill `fill_id`.
     fn begin(&self, fill_id: u64) -> io::Result<Box<dyn StagedBlob>>;
+    /// Starts staging the bytes of fill `fill_id` of `digest` (a store that writes to
+    /// the final name as it goes needs it); the default is [`BlobStore::begin`].
+    fn begin_for(&self, fill_id: u64, digest: &Digest) -> io::Result<Box<dyn StagedBlob>> {
+        let _ = digest;
+        self.begin(fill_id)
+    }
+    /// Whether other processes share this store's data (an object store several replicas
+    /// use): then data this cache has no record of is not an orphan to remove.
+    fn shares_data(&self) -> bool {
+        false
+    }
     /// Opens the staged bytes of a running fill at `offset`.
     fn open_staged(&self, fill_id: u64, offset: u64) -> io::Result<BlobReader>;
     /// Opens a published blob at `offset`.

@@ -41,6 +41,14 @@ pub struct ReaderGuard {
     digest: Digest,
 }
 
+impl ReaderGuard {
+    /// Renews the reader's use of the blob (a long stream keeps its blob recent, so a
+    /// fleet's evictor sees it in use).
+    pub fn touch(&self) {
+        self.cache.touch_blob(&self.digest);
+    }
+}
+
 impl Drop for ReaderGuard {
     fn drop(&mut self) {
         let mut readers = self.cache.inner.readers.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,7 +106,8 @@ impl Cache {
     /// Evicts least recently used entries until the cache fits in `max_size`, sparing
     /// `protected` digests (running fills) and blobs with readers.
     pub async fn enforce_limit(&self, max_size: u64, protected: HashSet<Digest>) -> CacheResult<Evicted> {
-        if self.totals().usage() <= max_size {
+        // A shared bucket is kept in bounds by the fleet's evictor (`fleet_round`).
+        if self.totals().usage() <= max_size || self.inner.fleet.is_some() {
             return Ok(Evicted::default());
         }
         // No flush: an eviction a crash undoes leaves records whose data is gone, which
@@ -155,10 +164,10 @@ impl Inner {
                             .get(k)?
                             .and_then(|v| serde_json::from_slice::<BlobRecord>(&v).ok())
                         else {
-                            return Ok(());
+                            return Ok(None);
                         };
                         if record.last_access_ms >= ms {
-                            return Ok(());
+                            return Ok(None);
                         }
                         lru.remove(&keys::lru(record.last_access_ms, Kind::Blob, &d)[..])?;
                         record.last_access_ms = ms;
@@ -166,8 +175,13 @@ impl Inner {
                             blobs.insert(k, value)?;
                         }
                         lru.insert(&keys::lru(ms, Kind::Blob, &d)[..], &record.size.to_be_bytes()[..])?;
-                        Ok(())
-                    }))?;
+                        Ok(Some(record.size))
+                    }))
+                    .map(|moved| {
+                        if let (Some(size), Some(fleet)) = (moved, &self.fleet) {
+                            fleet.used(&d, ms, size);
+                        }
+                    })?;
                 }
                 AccessKey::Manifest(d) => {
                     let k = keys::digest(&d);

@@ -31,13 +31,19 @@ impl Cache {
                     .transpose()
             })
             .await?;
-        if let Some(m) = &found {
-            if Digest::of(&m.bytes) != *digest {
-                return Err(CacheError::ManifestMismatch(digest.clone()));
+        match &found {
+            Some(m) => {
+                if Digest::of(&m.bytes) != *digest {
+                    return Err(CacheError::ManifestMismatch(digest.clone()));
+                }
+                self.hot().put_manifest(digest, m);
+                Ok(found)
             }
-            self.hot().put_manifest(digest, m);
+            None => {
+                let d = digest.clone();
+                self.blocking(move |i| i.adopt_manifest(&d)).await
+            }
         }
-        Ok(found)
     }
 
     /// Stores a manifest the caller has verified against `digest`.
@@ -49,7 +55,12 @@ impl Cache {
         self.hot().put_manifest(digest, &manifest);
         let d = digest.clone();
         let value = manifest.encode();
-        self.blocking(move |i| i.put_manifest(&d, value, now_ms())).await
+        self.blocking(move |i| {
+            i.put_manifest(&d, value, now_ms())?;
+            i.share_manifest(&d, &manifest.media_type, manifest.bytes);
+            Ok(())
+        })
+        .await
     }
 
     pub async fn remove_manifest(&self, digest: &Digest) -> CacheResult<()> {
@@ -82,21 +93,27 @@ impl Cache {
             return Ok(Some(r));
         }
         let k = key.clone();
+        let (u, r, t) = (upstream.to_string(), repo.to_string(), tag.to_string());
         let found: Option<TagRecord> = self.blocking(move |i| decode(i.tags.get(k)?.as_deref())).await?;
-        if let Some(r) = &found {
-            self.hot().put_tag(key, r);
+        match &found {
+            Some(rec) => {
+                self.hot().put_tag(key, rec);
+                Ok(found)
+            }
+            None => self.blocking(move |i| i.adopt_tag(&u, &r, &t)).await,
         }
-        Ok(found)
     }
 
     pub async fn put_tag(&self, upstream: &str, repo: &str, tag: &str, record: TagRecord) -> CacheResult<()> {
         let key = keys::scoped(upstream, repo, tag);
         self.hot().put_tag(key.clone(), &record);
         let value = encode(&record)?;
+        let (u, r, t) = (upstream.to_string(), repo.to_string(), tag.to_string());
         self.blocking(move |i| {
             if i.tags.insert(key, value)?.is_none() {
                 add(&i.totals.tags, 1);
             }
+            i.share_tag(&u, &r, &t, &record);
             Ok(())
         })
         .await

@@ -11,11 +11,14 @@ pub mod buffers;
 pub mod bulk;
 pub mod eviction;
 pub mod files;
+pub mod fleet;
 mod hot;
 mod keys;
 mod metadata;
 mod records;
 mod repair;
+pub mod s3;
+mod shared;
 pub mod sled_store;
 
 pub use blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
@@ -31,6 +34,7 @@ use keys::Kind;
 use records::{decode, encode};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,6 +82,37 @@ pub enum BlobStoreKind {
     #[default]
     Files,
     Sled,
+    S3,
+}
+
+/// The blob store to open, with what it needs.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    Files,
+    Sled,
+    S3(Box<s3::S3Settings>),
+}
+
+impl From<BlobStoreKind> for StoreSettings {
+    /// `S3` needs its settings: [`StoreSettings::S3`]; from the kind alone it is the
+    /// `AWS_*` environment's bucket (`AWS_BUCKET`), which `open` refuses if unset.
+    fn from(kind: BlobStoreKind) -> Self {
+        match kind {
+            BlobStoreKind::Files => StoreSettings::Files,
+            BlobStoreKind::Sled => StoreSettings::Sled,
+            BlobStoreKind::S3 => StoreSettings::S3(Box::new(s3::S3Settings {
+                endpoint: std::env::var("AWS_ENDPOINT").ok(),
+                bucket: std::env::var("AWS_BUCKET").unwrap_or_default(),
+                region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+                prefix: String::new(),
+                credentials: None,
+                allow_http: false,
+                ca_pem: None,
+                part_size: 8 << 20,
+                fleet: fleet::FleetSettings::default(),
+            })),
+        }
+    }
 }
 
 /// How long opening waits for a sled lock that a handle of this same process is still
@@ -150,6 +185,14 @@ struct Inner {
     tag_lists: sled::Tree,
     fills: sled::Tree,
     store: Box<dyn BlobStore>,
+    /// The bucket other replicas share, when the store is `s3`: a local miss looks
+    /// there before it is a miss (see [`shared`]).
+    shared: Option<s3::S3BlobStore>,
+    /// Keys recently looked up in the shared store and not found, until when: a miss
+    /// costs at most one request to it.
+    shared_misses: quick_cache::sync::Cache<Vec<u8>, Instant>,
+    /// This replica's part in the fleet sharing the bucket (see [`fleet`]).
+    fleet: Option<fleet::Fleet>,
     /// `data_dir/lock`, held (flock) while the cache is open: a second process gets
     /// [`CacheError::Locked`]. Declared last, so it is released after the database.
     _lock: std::fs::File,
@@ -158,6 +201,22 @@ struct Inner {
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
+}
+
+/// This data directory's replica id: random, made once and kept in the database.
+fn replica_id(db: &sled::Db) -> CacheResult<String> {
+    use std::hash::{BuildHasher, Hasher};
+    let key = keys::meta("replica_id");
+    let meta = db.open_tree("responses")?;
+    if let Some(id) = meta.get(&key)? {
+        return Ok(String::from_utf8_lossy(&id).into_owned());
+    }
+    // std's hasher keys are random per process: a random id without another crate.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    let id = format!("{:016x}", h.finish());
+    meta.insert(&key, id.as_bytes())?;
+    Ok(id)
 }
 
 /// Takes `data_dir/lock` for this process, or says who has it.
@@ -200,23 +259,34 @@ fn open_db(data_dir: &Path) -> CacheResult<sled::Db> {
 impl Cache {
     /// Opens (or creates) the database under `data_dir/db` and the chosen blob store.
     /// After a clean [`Cache::close`] nothing is scanned; otherwise startup repair runs.
-    pub fn open(data_dir: &Path, kind: BlobStoreKind) -> CacheResult<(Cache, RepairReport)> {
-        Self::open_wrapped(data_dir, kind, |store| store)
+    pub fn open(data_dir: &Path, store: impl Into<StoreSettings>) -> CacheResult<(Cache, RepairReport)> {
+        Self::open_wrapped(data_dir, store, |store| store)
     }
 
     /// Like [`Cache::open`], with the blob store wrapped by `wrap` (fault injection in
     /// tests; instrumentation).
     pub fn open_wrapped(
         data_dir: &Path,
-        kind: BlobStoreKind,
+        store: impl Into<StoreSettings>,
         wrap: impl FnOnce(Box<dyn BlobStore>) -> Box<dyn BlobStore>,
     ) -> CacheResult<(Cache, RepairReport)> {
         std::fs::create_dir_all(data_dir)?;
         let lock = lock_data_dir(data_dir)?;
         let db = open_db(data_dir)?;
-        let store: Box<dyn BlobStore> = match kind {
-            BlobStoreKind::Files => Box::new(files::FileBlobStore::open(data_dir)?),
-            BlobStoreKind::Sled => Box::new(sled_store::SledBlobStore::open(&db)?),
+        let mut shared = None;
+        let mut fleet = None;
+        let store: Box<dyn BlobStore> = match store.into() {
+            StoreSettings::Files => Box::new(files::FileBlobStore::open(data_dir)?),
+            StoreSettings::Sled => Box::new(sled_store::SledBlobStore::open(&db)?),
+            StoreSettings::S3(settings) => {
+                if settings.bucket.is_empty() {
+                    return Err(CacheError::Io(io::Error::other("the s3 blob store needs a bucket")));
+                }
+                let s3 = s3::S3BlobStore::open(data_dir, &db, &settings)?;
+                shared = Some(s3.clone());
+                fleet = Some(fleet::Fleet::new(replica_id(&db)?, settings.fleet.clone()));
+                Box::new(s3)
+            }
         };
         let store = wrap(store);
         let inner = Inner {
@@ -234,6 +304,9 @@ impl Cache {
             readers: Default::default(),
             totals: Counters::default(),
             hot: Hot::new(),
+            shared,
+            shared_misses: quick_cache::sync::Cache::new(4096),
+            fleet,
             db,
             store,
             _lock: lock,
@@ -273,6 +346,13 @@ impl Cache {
         self.inner.store.name()
     }
 
+    /// Whether publishing a blob is itself a step that can fail after verification (a
+    /// shared store completes an upload then), so a fill must not release its last byte
+    /// before the publish.
+    pub fn publish_can_fail_after_verify(&self) -> bool {
+        self.inner.store.shares_data()
+    }
+
     async fn blocking<T, F>(&self, f: F) -> CacheResult<T>
     where
         T: Send + 'static,
@@ -291,9 +371,15 @@ impl Cache {
         self.inner.totals.snapshot()
     }
 
+    /// A published blob's record: local, or (with a shared store) adopted from what
+    /// another replica published.
     pub async fn blob(&self, digest: &Digest) -> CacheResult<Option<BlobRecord>> {
         let d = digest.clone();
-        self.blocking(move |i| i.blob(&d)).await
+        self.blocking(move |i| match i.blob(&d)? {
+            Some(r) => Ok(Some(r)),
+            None => i.adopt_blob(&d),
+        })
+        .await
     }
 
     /// Synchronous lookup, for the fill registry's double-check under its lock.
@@ -328,7 +414,7 @@ impl Cache {
         self.blocking(move |i| {
             let fill_id = i.db.generate_id()?;
             i.fills.insert(keys::fill(fill_id), d.hex().as_bytes())?;
-            let staged = i.store.begin(fill_id)?;
+            let staged = i.store.begin_for(fill_id, &d)?;
             Ok((fill_id, staged))
         })
         .await
@@ -357,7 +443,12 @@ impl Cache {
             let existing = i.insert_blob(&d, &record, Some(fill_id))?;
             i.db.flush()?;
             match existing {
-                None => Ok(record),
+                None => {
+                    if let Some(fleet) = &i.fleet {
+                        fleet.used(&d, now, size);
+                    }
+                    Ok(record)
+                }
                 Some(existing) => {
                     // Someone published first; keep theirs. Only remove ours when it
                     // lives elsewhere (a content-addressed file is the same file).
@@ -389,6 +480,24 @@ impl Cache {
             Ok(())
         })
         .await
+    }
+
+    /// How often the fleet's rounds are due, when the store is shared.
+    pub fn fleet_report_interval(&self) -> Option<std::time::Duration> {
+        self.inner.fleet.as_ref().map(|f| f.settings.report_interval)
+    }
+
+    /// One round of the fleet's work when the store is shared (reports, heartbeat,
+    /// merging, and on the evictor eviction beyond `max_size`); nothing otherwise.
+    pub async fn fleet_round(
+        &self,
+        max_size: Option<u64>,
+        protected: HashSet<Digest>,
+    ) -> CacheResult<fleet::FleetRound> {
+        if self.inner.fleet.is_none() {
+            return Ok(fleet::FleetRound::default());
+        }
+        self.blocking(move |i| i.fleet_round(max_size, &protected)).await
     }
 
     /// Entry counts and sizes, for metrics and `cache stats`: the running totals and the

@@ -21,7 +21,7 @@ enum Stored {
 
 fn stored(digest: Option<&Digest>, location: &BlobLocation) -> Option<Stored> {
     match location {
-        BlobLocation::Files => Some(Stored::Digest(raw_digest(digest?.hex().as_bytes())?)),
+        BlobLocation::Files | BlobLocation::S3 => Some(Stored::Digest(raw_digest(digest?.hex().as_bytes())?)),
         BlobLocation::Sled { fill_id } => Some(Stored::Fill(*fill_id)),
     }
 }
@@ -86,11 +86,16 @@ impl Inner {
         let rebuild_index = self.lru.is_empty();
         // What is stored, as a sorted list (names only: no stat per blob; a wrong size is
         // caught when the blob is opened), then each record looked up in it.
+        // A shared store's data is not all this cache's: nothing is listed, and every
+        // record counts as present (one whose object went is a miss at its first read).
+        let shared = self.store.shares_data();
         let mut stored_keys = Vec::new();
-        self.store.for_each_stored(&mut |digest, location| {
-            stored_keys.extend(stored(digest.as_ref(), &location));
-            Ok(())
-        })?;
+        if !shared {
+            self.store.for_each_stored(&mut |digest, location| {
+                stored_keys.extend(stored(digest.as_ref(), &location));
+                Ok(())
+            })?;
+        }
         stored_keys.sort_unstable();
         stored_keys.dedup();
         let mut recorded = vec![false; stored_keys.len()];
@@ -100,12 +105,17 @@ impl Inner {
             let digest = keys::parse_digest(&k);
             let record: Option<BlobRecord> = serde_json::from_slice(&v).ok();
             let found = match (&digest, &record) {
-                (Some(d), Some(r)) => stored(Some(d), &r.location).and_then(|s| stored_keys.binary_search(&s).ok()),
+                (Some(_), Some(_)) if shared => Some(None),
+                (Some(d), Some(r)) => stored(Some(d), &r.location)
+                    .and_then(|s| stored_keys.binary_search(&s).ok())
+                    .map(Some),
                 _ => None,
             };
             match (digest, record, found) {
                 (Some(d), Some(r), Some(at)) => {
-                    recorded[at] = true;
+                    if let Some(at) = at {
+                        recorded[at] = true;
+                    }
                     totals.blobs += 1;
                     totals.blob_bytes += r.size;
                     if rebuild_index {

@@ -112,16 +112,18 @@ pub struct Proxy {
     cache: Cache,
     tag_ttl: Duration,
     fills: Arc<FillRegistry>,
+    /// `[cache] max_size` (also the bound of a shared bucket).
+    max_size: Option<u64>,
     signatures_extension: bool,
     metrics: Arc<Metrics>,
     started_ms: u64,
 }
 
 /// How often the housekeeping task runs an eviction pass (blobs spared while clients
-/// read them are evicted once they are done), and every how many passes it saves the
-/// statistics and the recorded reads.
+/// read them are evicted once they are done; a fleet's round runs at least as often as
+/// its report interval), and how often it saves the statistics and the recorded reads.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
-const SAVE_EVERY_PASSES: u64 = 15;
+const SAVE_EVERY: Duration = Duration::from_secs(30);
 
 impl Proxy {
     pub fn new(
@@ -149,6 +151,7 @@ impl Proxy {
                 settings.max_concurrent_fills,
                 settings.max_size,
             )),
+            max_size: settings.max_size,
             signatures_extension: settings.signatures_extension,
             metrics,
             started_ms: now_ms(),
@@ -247,12 +250,29 @@ impl Proxy {
     /// Runs until dropped: an eviction pass every [`HOUSEKEEPING_EVERY`], and now and
     /// then the statistics and recorded reads saved.
     pub async fn housekeeping(self: Arc<Self>) {
-        let mut passes = 0u64;
+        let every = self
+            .cache
+            .fleet_report_interval()
+            .map_or(HOUSEKEEPING_EVERY, |i| i.min(HOUSEKEEPING_EVERY));
+        let mut saved = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(HOUSEKEEPING_EVERY).await;
-            passes += 1;
+            tokio::time::sleep(every).await;
             self.fills.enforce_limit(&self.cache).await;
-            if passes.is_multiple_of(SAVE_EVERY_PASSES) {
+            match self
+                .cache
+                .fleet_round(self.max_size, self.fills.running_digests())
+                .await
+            {
+                Ok(round) if round.evicted > 0 => {
+                    self.metrics.evictions.inc_by(round.evicted);
+                    self.metrics.evicted_bytes.inc_by(round.evicted_bytes);
+                    tracing::info!(?round, "the fleet's evictor evicted least recently used blobs");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "the fleet round failed"),
+            }
+            if saved.elapsed() >= SAVE_EVERY {
+                saved = tokio::time::Instant::now();
                 let _ = self.save_stats().await;
                 let _ = self.cache.write_back_access().await;
             }

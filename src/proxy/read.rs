@@ -15,6 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 /// not all be delivered (the HTTP layer then aborts the body).
 pub type BlobStream = ReceiverStream<io::Result<Bytes>>;
 
+use crate::cache::fleet::STREAM_RENEWS_USE_EVERY as RENEW_USE_EVERY;
+
 /// Largest read handed to the client in one frame.
 pub const READ_CHUNK: usize = buffers::BUFFER_SIZE;
 
@@ -46,10 +48,15 @@ async fn read_some(mut reader: BlobReader, max: usize) -> io::Result<(BlobReader
 /// until the stream ends.
 pub fn published(served: Counter, reader: BlobReader, reading: ReaderGuard, first: u64, end: u64) -> BlobStream {
     async_stream(move |tx| async move {
-        let _reading = reading;
         let mut reader = reader;
         let mut pos = first;
+        let mut renewed = std::time::Instant::now();
         while pos < end {
+            // A long stream keeps its blob in use (a fleet's evictor spares it).
+            if renewed.elapsed() >= RENEW_USE_EVERY {
+                reading.touch();
+                renewed = std::time::Instant::now();
+            }
             let want = ((end - pos) as usize).min(READ_CHUNK);
             let (r, bytes) = read_some(reader, want).await?;
             reader = r;

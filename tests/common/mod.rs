@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_upstream;
+pub mod garage;
 pub mod registry;
 pub mod signing;
 pub mod tls;
@@ -349,11 +350,11 @@ impl Drop for SmallDisk {
 /// is retried for up to 5 s.
 pub async fn reopen_cache(
     data_dir: &Path,
-    kind: pullgate::config::BlobStoreKind,
+    store: impl Into<pullgate::cache::StoreSettings> + Clone,
 ) -> (pullgate::cache::Cache, pullgate::cache::RepairReport) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match pullgate::cache::Cache::open(data_dir, kind) {
+        match pullgate::cache::Cache::open(data_dir, store.clone()) {
             Ok(opened) => return opened,
             // A handle of this process (a winding-down stream) still holds the lock.
             Err(pullgate::cache::CacheError::Locked { .. }) if std::time::Instant::now() < deadline => {

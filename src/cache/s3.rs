@@ -1,0 +1,717 @@
+//! The `s3` blob store: blob bytes as objects `<prefix>blobs/sha256/<hex>` in an
+//! S3-compatible bucket (Ceph RGW / OpenShift Data Foundation, MinIO, AWS S3, Garage),
+//! through the `object_store` crate, shared by every replica that names the same bucket
+//! and prefix. A fill stages its bytes in a local file (readers following the fill read
+//! it) and uploads them as a multipart upload to the final key as they arrive; the
+//! upload is completed only at commit, which the cache calls after the digest and size
+//! verified, and aborted otherwise: an object exists only whole and verified.
+//! Conditional writes are not relied on: two replicas completing the same key write the
+//! same bytes. Uploads of fills a crash interrupted are journaled (fill id → key and
+//! upload id) and aborted at the next start; a bucket lifecycle rule cleans up any
+//! other (see the README). Also the shared side tables: manifests at
+//! `<prefix>manifests/sha256/<hex>` (byte-exact, media type as `Content-Type`) and tag
+//! mappings at `<prefix>tags/<upstream>/<repo>/<tag>`.
+//!
+//! `object_store` is async and this interface is not: calls run on the store's own small
+//! runtime and the calling thread (a blocking-pool thread, or startup) waits for them.
+
+use super::blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
+use super::files::FileBlobStore;
+use super::records::TagRecord;
+use crate::oci::Digest;
+use crate::secret::Secret;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as Key;
+use object_store::{
+    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartId, ObjectStore,
+    ObjectStoreExt, PutOptions, PutPayload, RetryConfig,
+};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the `s3` store is built from (the composition root reads the config and the
+/// credential files).
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    /// The S3 endpoint, e.g. `https://s3.openshift-storage.svc` or
+    /// `http://127.0.0.1:3900`; none: AWS by region.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    /// Prepended to every key (`team-a/pullgate/`): several pullgates can share a bucket.
+    pub prefix: String,
+    /// Access key id and secret; none: the standard `AWS_*` environment variables or
+    /// the web-identity token OpenShift and EKS inject.
+    pub credentials: Option<(Secret, Secret)>,
+    pub allow_http: bool,
+    /// Extra CA certificates (PEM) trusted for the endpoint.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Bytes per uploaded part (at least 5 MiB, as S3 wants of every part but the last).
+    pub part_size: usize,
+    /// How the replicas sharing the bucket report their uses and evict.
+    pub fleet: super::fleet::FleetSettings,
+}
+
+/// The replicas' heartbeats: the live ones (ids), and those gone long enough to forget.
+pub struct Replicas {
+    pub live: Vec<String>,
+    pub stale: Vec<String>,
+}
+
+/// Parts of one fill being uploaded at once (bounds memory to this many parts).
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// The client and its runtime, shared by the store, its staged blobs and its readers.
+struct Client {
+    s3: AmazonS3,
+    prefix: String,
+    /// Dropped with `shutdown_background` (it may be dropped on an async thread).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn io_error(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e.to_string()),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+impl Client {
+    /// Runs `fut` on the store's runtime and waits for it (from any thread).
+    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> io::Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| io::Error::other("the object store's runtime stopped"))
+    }
+
+    fn key(&self, rest: &str) -> Key {
+        Key::from(format!("{}{rest}", self.prefix))
+    }
+
+    fn blob_key(&self, d: &Digest) -> Key {
+        self.key(&format!("blobs/sha256/{}", d.hex()))
+    }
+}
+
+#[derive(Clone)]
+pub struct S3BlobStore {
+    client: Arc<Client>,
+    /// Where running fills stage their bytes for the readers that follow them.
+    staging: FileBlobStore,
+    part_size: usize,
+    /// Fill id → JSON `[key, upload id]` of its multipart upload, so an upload a crash
+    /// interrupted is aborted at the next start.
+    uploads: sled::Tree,
+}
+
+impl S3BlobStore {
+    fn empty_reader(&self) -> BlobReader {
+        Box::new(S3Reader {
+            client: self.client.clone(),
+            stream: None,
+            current: Bytes::new(),
+        })
+    }
+
+    pub fn open(data_dir: &Path, db: &sled::Db, settings: &S3Settings) -> io::Result<S3BlobStore> {
+        // object_store's reqwest is built without a rustls provider, like the upstream
+        // client's; installing ring twice is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pullgate-s3")
+            .enable_all()
+            .build()?;
+        let mut options = ClientOptions::new()
+            .with_allow_http(settings.allow_http)
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(60));
+        if let Some(pem) = &settings.ca_pem {
+            for cert in object_store::Certificate::from_pem_bundle(pem).map_err(io_error)? {
+                options = options.with_root_certificate(cert);
+            }
+        }
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 4,
+            retry_timeout: Duration::from_secs(20),
+        };
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_client_options(options)
+            .with_retry(retry)
+            .with_allow_http(settings.allow_http);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
+        }
+        if let Some((id, secret)) = &settings.credentials {
+            builder = builder
+                .with_access_key_id(id.expose())
+                .with_secret_access_key(secret.expose());
+        }
+        let s3 = builder.build().map_err(io_error)?;
+        let prefix = match settings.prefix.trim_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        Ok(S3BlobStore {
+            client: Arc::new(Client {
+                s3,
+                prefix,
+                handle: runtime.handle().clone(),
+                runtime: Some(runtime),
+            }),
+            staging: FileBlobStore::open(data_dir)?,
+            part_size: settings.part_size.max(5 << 20),
+            uploads: db.open_tree("s3_uploads").map_err(io::Error::other)?,
+        })
+    }
+
+    fn journal(&self, fill_id: u64, key: &Key, upload: &MultipartId) -> io::Result<()> {
+        let value = serde_json::to_vec(&(key.as_ref(), upload)).map_err(io::Error::other)?;
+        self.uploads
+            .insert(fill_id.to_be_bytes(), value)
+            .map_err(io::Error::other)?;
+        Ok(())
+    }
+
+    // ---- the shared side tables -------------------------------------------------------
+
+    /// A manifest another replica stored: its media type and bytes (unchecked: the
+    /// caller verifies them against the digest).
+    pub fn manifest(&self, d: &Digest) -> io::Result<Option<(String, Bytes)>> {
+        let (client, key) = (
+            self.client.clone(),
+            self.client.key(&format!("manifests/sha256/{}", d.hex())),
+        );
+        self.client.run(async move {
+            match client.s3.get(&key).await {
+                Ok(got) => {
+                    let media_type = got
+                        .attributes
+                        .get(&Attribute::ContentType)
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
+                    let bytes = got.bytes().await.map_err(io_error)?;
+                    Ok(Some((media_type, bytes)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(io_error(e)),
+            }
+        })?
+    }
+
+    pub fn put_manifest(&self, d: &Digest, media_type: &str, bytes: Bytes) -> io::Result<()> {
+        let (client, key) = (
+            self.client.clone(),
+            self.client.key(&format!("manifests/sha256/{}", d.hex())),
+        );
+        let options = PutOptions {
+            attributes: Attributes::from_iter([(Attribute::ContentType, media_type.to_string())]),
+            ..Default::default()
+        };
+        self.client.run(async move {
+            client
+                .s3
+                .put_opts(&key, PutPayload::from(bytes), options)
+                .await
+                .map(|_| ())
+                .map_err(io_error)
+        })?
+    }
+
+    fn tag_key(&self, upstream: &str, repo: &str, tag: &str) -> Key {
+        self.client.key(&format!("tags/{upstream}/{repo}/{tag}"))
+    }
+
+    /// A tag mapping as the last replica to fetch it recorded it.
+    pub fn tag(&self, upstream: &str, repo: &str, tag: &str) -> io::Result<Option<TagRecord>> {
+        let (client, key) = (self.client.clone(), self.tag_key(upstream, repo, tag));
+        self.client.run(async move {
+            match client.s3.get(&key).await {
+                Ok(got) => {
+                    let bytes = got.bytes().await.map_err(io_error)?;
+                    Ok(serde_json::from_slice(&bytes).ok())
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(io_error(e)),
+            }
+        })?
+    }
+
+    pub fn put_tag(&self, upstream: &str, repo: &str, tag: &str, record: &TagRecord) -> io::Result<()> {
+        let (client, key) = (self.client.clone(), self.tag_key(upstream, repo, tag));
+        let value = serde_json::to_vec(record).map_err(io::Error::other)?;
+        self.client.run(async move {
+            client
+                .s3
+                .put(&key, PutPayload::from(value))
+                .await
+                .map(|_| ())
+                .map_err(io_error)
+        })?
+    }
+
+    /// The size of a blob another replica published, `None` when there is none.
+    pub fn blob_size(&self, d: &Digest) -> io::Result<Option<u64>> {
+        self.stored_size(d, &BlobLocation::S3)
+    }
+
+    // ---- the fleet's coordination (see `fleet`) ----------------------------------------
+
+    /// Every object under `dir`, with its last-modified time in ms.
+    fn listing(&self, dir: &str) -> io::Result<Vec<(String, u64, u64)>> {
+        let (client, prefix) = (self.client.clone(), self.client.key(dir));
+        self.client.run(async move {
+            let mut out = Vec::new();
+            let mut listing = client.s3.list(Some(&prefix));
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(io_error)?;
+                if let Some(name) = meta.location.filename() {
+                    out.push((
+                        name.to_string(),
+                        meta.size,
+                        meta.last_modified.timestamp_millis().max(0) as u64,
+                    ));
+                }
+            }
+            Ok(out)
+        })?
+    }
+
+    fn put_object(&self, key: Key, body: Vec<u8>) -> io::Result<()> {
+        let client = self.client.clone();
+        self.client.run(async move {
+            client
+                .s3
+                .put(&key, PutPayload::from(body))
+                .await
+                .map(|_| ())
+                .map_err(io_error)
+        })?
+    }
+
+    fn get_object(&self, key: Key) -> io::Result<Bytes> {
+        let client = self.client.clone();
+        self.client.run(async move {
+            let got = client.s3.get(&key).await.map_err(io_error)?;
+            got.bytes().await.map_err(io_error)
+        })?
+    }
+
+    fn delete_object(&self, key: Key) -> io::Result<()> {
+        let client = self.client.clone();
+        self.client.run(async move {
+            match client.s3.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(io_error(e)),
+            }
+        })?
+    }
+
+    /// Writes this replica's heartbeat and reads everyone's: live are those within
+    /// `window` of this one's (the store's clock), stale those ten windows older.
+    pub fn heartbeat(&self, id: &str, window: Duration) -> io::Result<Replicas> {
+        self.put_object(self.client.key(&format!("replicas/{id}")), Vec::new())?;
+        let beats = self.listing("replicas")?;
+        let now = beats
+            .iter()
+            .find(|(name, _, _)| name == id)
+            .map(|(_, _, at)| *at)
+            .unwrap_or_else(super::now_ms);
+        let window = window.as_millis() as u64;
+        let mut replicas = Replicas {
+            live: Vec::new(),
+            stale: Vec::new(),
+        };
+        for (name, _, at) in beats {
+            let age = now.saturating_sub(at);
+            if age <= window {
+                replicas.live.push(name);
+            } else if age > window * 10 {
+                replicas.stale.push(name);
+            }
+        }
+        Ok(replicas)
+    }
+
+    pub fn forget_replica(&self, id: &str) -> io::Result<()> {
+        self.delete_object(self.client.key(&format!("replicas/{id}")))
+    }
+
+    pub fn put_report(&self, name: &str, body: Vec<u8>) -> io::Result<()> {
+        self.put_object(self.client.key(&format!("access/{name}")), body)
+    }
+
+    /// The access reports in the bucket, with their age.
+    pub fn reports(&self) -> io::Result<Vec<(String, Duration)>> {
+        let now = super::now_ms();
+        Ok(self
+            .listing("access")?
+            .into_iter()
+            .map(|(name, _, at)| (name, Duration::from_millis(now.saturating_sub(at))))
+            .collect())
+    }
+
+    pub fn report(&self, name: &str) -> io::Result<Bytes> {
+        self.get_object(self.client.key(&format!("access/{name}")))
+    }
+
+    pub fn delete_report(&self, name: &str) -> io::Result<()> {
+        self.delete_object(self.client.key(&format!("access/{name}")))
+    }
+
+    /// Every blob object: digest, size, and when it was written (ms).
+    pub fn blobs_with_times(&self) -> io::Result<Vec<(Digest, u64, u64)>> {
+        Ok(self
+            .listing("blobs/sha256")?
+            .into_iter()
+            .filter_map(|(name, size, at)| Some((Digest::from_hex(&name).ok()?, size, at)))
+            .collect())
+    }
+}
+
+/// A fill's bytes: staged locally for its readers, and uploaded part by part.
+struct S3Staged {
+    client: Arc<Client>,
+    local: Box<dyn StagedBlob>,
+    uploads: sled::Tree,
+    fill_id: u64,
+    key: Key,
+    upload: MultipartId,
+    part_size: usize,
+    buffer: Vec<u8>,
+    next_part: usize,
+    in_flight: VecDeque<tokio::task::JoinHandle<object_store::Result<PartId>>>,
+    parts: Vec<PartId>,
+}
+
+impl S3Staged {
+    /// Sends the buffer as the next part; waits while too many are in flight.
+    fn send_part(&mut self) -> io::Result<()> {
+        let data = Bytes::from(std::mem::take(&mut self.buffer));
+        let (client, key, upload, idx) = (
+            self.client.clone(),
+            self.key.clone(),
+            self.upload.clone(),
+            self.next_part,
+        );
+        self.next_part += 1;
+        self.in_flight.push_back(
+            self.client
+                .handle
+                .spawn(async move { client.s3.put_part(&key, &upload, idx, PutPayload::from(data)).await }),
+        );
+        while self.in_flight.len() > PARTS_IN_FLIGHT {
+            self.wait_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn wait_oldest(&mut self) -> io::Result<()> {
+        if let Some(part) = self.in_flight.pop_front() {
+            let id = self.client.run(part)?.map_err(io::Error::other)?.map_err(io_error)?;
+            self.parts.push(id);
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        for part in self.in_flight.drain(..) {
+            part.abort();
+        }
+        let (client, key, upload) = (self.client.clone(), self.key.clone(), self.upload.clone());
+        if let Err(e) = self
+            .client
+            .run(async move { client.s3.abort_multipart(&key, &upload).await })
+            .and_then(|r| r.map_err(io_error))
+        {
+            tracing::warn!(key = %self.key, error = %e, "could not abort a multipart upload; the bucket's lifecycle rule will");
+        }
+        let _ = self.uploads.remove(self.fill_id.to_be_bytes());
+    }
+}
+
+impl StagedBlob for S3Staged {
+    fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        self.local.write(bytes)?;
+        while !bytes.is_empty() {
+            let take = (self.part_size - self.buffer.len()).min(bytes.len());
+            self.buffer.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buffer.len() == self.part_size {
+                self.send_part()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn reserve(&mut self, size: u64) {
+        self.local.reserve(size);
+    }
+
+    fn readable_len(&self) -> u64 {
+        self.local.readable_len()
+    }
+
+    /// Uploads what is left, waits for every part and completes the upload: only now
+    /// does the object exist.
+    fn commit(mut self: Box<Self>, _digest: &Digest) -> io::Result<BlobLocation> {
+        if self.buffer.is_empty() && self.next_part == 0 {
+            // The empty blob: S3 refuses an empty part, so the upload is abandoned for
+            // a plain PUT of no bytes.
+            self.abort();
+            let (client, key) = (self.client.clone(), self.key.clone());
+            let put = self
+                .client
+                .run(async move { client.s3.put(&key, PutPayload::default()).await })
+                .and_then(|r| r.map(|_| ()).map_err(io_error));
+            self.local.discard();
+            return put.map(|()| BlobLocation::S3);
+        }
+        let completed = (|| {
+            if !self.buffer.is_empty() {
+                self.send_part()?;
+            }
+            while !self.in_flight.is_empty() {
+                self.wait_oldest()?;
+            }
+            let (client, key, upload, parts) = (
+                self.client.clone(),
+                self.key.clone(),
+                self.upload.clone(),
+                std::mem::take(&mut self.parts),
+            );
+            self.client
+                .run(async move { client.s3.complete_multipart(&key, &upload, parts).await })?
+                .map_err(io_error)
+        })();
+        if let Err(e) = completed {
+            self.abort();
+            self.local.discard();
+            return Err(e);
+        }
+        let _ = self.uploads.remove(self.fill_id.to_be_bytes());
+        // Readers that opened the staged file keep it through their handles.
+        self.local.discard();
+        Ok(BlobLocation::S3)
+    }
+
+    fn discard(mut self: Box<Self>) {
+        self.abort();
+        self.local.discard();
+    }
+}
+
+/// A published blob read with one ranged GET, its body pulled as the reader reads.
+struct S3Reader {
+    client: Arc<Client>,
+    stream: Option<futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>>,
+    current: Bytes,
+}
+
+impl Read for S3Reader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            let Some(mut stream) = self.stream.take() else {
+                return Ok(0);
+            };
+            let (stream, next) = self.client.run(async move {
+                let next = stream.next().await;
+                (stream, next)
+            })?;
+            match next {
+                Some(chunk) => {
+                    self.current = chunk.map_err(io_error)?;
+                    self.stream = Some(stream);
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = self.current.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Every read may wait for the network: always on the blocking pool.
+impl BlobRead for S3Reader {}
+
+impl BlobStore for S3BlobStore {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn shares_data(&self) -> bool {
+        true
+    }
+
+    fn begin(&self, fill_id: u64) -> io::Result<Box<dyn StagedBlob>> {
+        Err(io::Error::other(format!(
+            "the s3 store stages fill {fill_id} under its digest: use begin_for"
+        )))
+    }
+
+    /// Starts the multipart upload to the blob's final key (nothing is visible there
+    /// until it completes) and journals it.
+    fn begin_for(&self, fill_id: u64, digest: &Digest) -> io::Result<Box<dyn StagedBlob>> {
+        let key = self.client.blob_key(digest);
+        let (client, k) = (self.client.clone(), key.clone());
+        let upload = self
+            .client
+            .run(async move { client.s3.create_multipart(&k).await })?
+            .map_err(io_error)?;
+        self.journal(fill_id, &key, &upload)?;
+        Ok(Box::new(S3Staged {
+            client: self.client.clone(),
+            local: self.staging.begin(fill_id)?,
+            uploads: self.uploads.clone(),
+            fill_id,
+            key,
+            upload,
+            part_size: self.part_size,
+            buffer: Vec::new(),
+            next_part: 0,
+            in_flight: VecDeque::new(),
+            parts: Vec::new(),
+        }))
+    }
+
+    fn open_staged(&self, fill_id: u64, offset: u64) -> io::Result<BlobReader> {
+        self.staging.open_staged(fill_id, offset)
+    }
+
+    fn open(&self, digest: &Digest, location: &BlobLocation, offset: u64) -> io::Result<BlobReader> {
+        let (client, key) = (self.client.clone(), self.client.blob_key(digest));
+        let options = GetOptions {
+            range: (offset > 0).then_some(GetRange::Offset(offset)),
+            ..Default::default()
+        };
+        let got = match self
+            .client
+            .run(async move { client.s3.get_opts(&key, options).await })?
+        {
+            Ok(got) => got,
+            // S3 answers 416 to a range starting at the end, which object_store does not
+            // type: a HEAD tells an empty tail from a real failure.
+            Err(e @ object_store::Error::Generic { .. }) if offset > 0 => {
+                return match self.stored_size(digest, location)? {
+                    Some(size) if offset == size => Ok(self.empty_reader()),
+                    _ => Err(io_error(e)),
+                };
+            }
+            Err(e) => return Err(io_error(e)),
+        };
+        Ok(Box::new(S3Reader {
+            client: self.client.clone(),
+            stream: Some(got.into_stream()),
+            current: Bytes::new(),
+        }))
+    }
+
+    /// The GET is made at once: a blob another replica evicted is `NotFound` here, and
+    /// a reading from offset `size` (an empty range) needs no request.
+    fn open_checked(&self, digest: &Digest, location: &BlobLocation, offset: u64, size: u64) -> io::Result<BlobReader> {
+        if offset >= size {
+            return Ok(self.empty_reader());
+        }
+        self.open(digest, location, offset)
+    }
+
+    fn stored_size(&self, digest: &Digest, _location: &BlobLocation) -> io::Result<Option<u64>> {
+        let (client, key) = (self.client.clone(), self.client.blob_key(digest));
+        self.client.run(async move {
+            match client.s3.head(&key).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(io_error(e)),
+            }
+        })?
+    }
+
+    fn remove(&self, digest: &Digest, _location: &BlobLocation) -> io::Result<()> {
+        let (client, key) = (self.client.clone(), self.client.blob_key(digest));
+        self.client.run(async move {
+            match client.s3.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(io_error(e)),
+            }
+        })?
+    }
+
+    /// The local staging file, and the multipart upload the journal names.
+    fn discard_staged(&self, fill_id: u64) -> io::Result<()> {
+        self.staging.discard_staged(fill_id)?;
+        if let Some(v) = self.uploads.get(fill_id.to_be_bytes()).map_err(io::Error::other)? {
+            if let Ok((key, upload)) = serde_json::from_slice::<(String, MultipartId)>(&v) {
+                let client = self.client.clone();
+                let key = Key::from(key);
+                let aborted = self
+                    .client
+                    .run(async move { client.s3.abort_multipart(&key, &upload).await })?;
+                if let Err(e) = aborted
+                    && !matches!(e, object_store::Error::NotFound { .. })
+                {
+                    tracing::warn!(error = %e, "could not abort an interrupted multipart upload; the bucket's lifecycle rule will");
+                }
+            }
+            self.uploads.remove(fill_id.to_be_bytes()).map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// The bucket takes and gives back an object, and local staging takes a file.
+    fn probe(&self) -> io::Result<()> {
+        self.staging.probe()?;
+        let client = self.client.clone();
+        let key = self
+            .client
+            .key(&format!("probe/{}-{}", std::process::id(), super::now_ms()));
+        self.client.run(async move {
+            client
+                .s3
+                .put(&key, PutPayload::from_static(b"ok"))
+                .await
+                .map_err(io_error)?;
+            client.s3.delete(&key).await.map_err(io_error)
+        })?
+    }
+
+    /// Every blob object under the prefix (startup repair does not ask a shared store:
+    /// another replica's objects are not this cache's to judge).
+    fn list(&self) -> io::Result<Vec<(Option<Digest>, BlobLocation)>> {
+        let (client, prefix) = (self.client.clone(), self.client.key("blobs/sha256"));
+        self.client.run(async move {
+            let mut out = Vec::new();
+            let mut listing = client.s3.list(Some(&prefix));
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(io_error)?;
+                if let Some(d) = meta.location.filename().and_then(|n| Digest::from_hex(n).ok()) {
+                    out.push((Some(d), BlobLocation::S3));
+                }
+            }
+            Ok(out)
+        })?
+    }
+}

@@ -1,0 +1,190 @@
+//! A real Garage (the S3-compatible distributed object store, from crates.io) for the
+//! tests: `garage server --single-node --default-bucket` with its own config in a temp
+//! dir, on free loopback ports, with a key and a bucket from the environment; stopped on
+//! drop. Restartable on the same ports and data (an outage in the middle of a test).
+//! `tests/run.sh` installs `garage` when it is missing; a test that needs it fails loudly.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub const ACCESS_KEY: &str = "GKpullgatetests0001";
+pub const SECRET_KEY: &str = "pullgate-tests-secret-key-0123456789abcdef";
+pub const BUCKET: &str = "pullgate";
+
+pub struct Garage {
+    child: Option<Child>,
+    dir: TempDir,
+    pub endpoint: String,
+    s3_port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind :0")
+        .port()
+}
+
+/// The `garage` binary: on PATH, or in cargo's bin directory.
+pub fn garage_bin() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("garage"))
+        .find(|p| p.is_file());
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|d| d.join("bin/garage"))
+        .filter(|p| p.is_file());
+    on_path.or(cargo_bin).unwrap_or_else(|| {
+        panic!("this test needs Garage: `cargo install garage --locked --no-default-features --features bundled-libs,sqlite` (tests/run.sh does it)")
+    })
+}
+
+impl Garage {
+    pub fn start() -> Garage {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s3_port, rpc_port) = (free_port(), free_port());
+        let config = format!(
+            "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\n\
+             rpc_bind_addr = \"127.0.0.1:{rpc_port}\"\nrpc_public_addr = \"127.0.0.1:{rpc_port}\"\n\
+             rpc_secret = \"{secret}\"\n\n[s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
+             root_domain = \".s3.garage.localhost\"\n",
+            meta = dir.path().join("meta").display(),
+            data = dir.path().join("data").display(),
+            secret = "0f".repeat(32),
+        );
+        std::fs::write(dir.path().join("garage.toml"), config).expect("write garage.toml");
+        let mut garage = Garage {
+            child: None,
+            dir,
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+            s3_port,
+        };
+        garage.resume();
+        garage
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("garage.toml")
+    }
+
+    /// Starts Garage (again) on the same ports and data, and waits until the bucket
+    /// takes an object.
+    pub fn resume(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("garage.log")).expect("garage log");
+        let child = Command::new(garage_bin())
+            .arg("-c")
+            .arg(self.config_path())
+            .args(["server", "--single-node", "--default-bucket"])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", ACCESS_KEY)
+            .env("GARAGE_DEFAULT_SECRET_KEY", SECRET_KEY)
+            .env("GARAGE_DEFAULT_BUCKET", BUCKET)
+            .env("RUST_LOG", "garage=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start garage");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// On a thread of its own: tests call this from inside their tokio runtime.
+    fn wait_ready(&self) {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.wait_ready_blocking())
+                .join()
+                .expect("readiness probe")
+        })
+    }
+
+    fn wait_ready_blocking(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        pullgate::upstream::install_crypto_provider();
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(BUCKET)
+            .with_region("garage")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_allow_http(true)
+            .build()
+            .expect("S3 client");
+        loop {
+            let probe = object_store::path::Path::from("readiness");
+            let ok = runtime.block_on(async {
+                use object_store::ObjectStoreExt as _;
+                store.put(&probe, object_store::PutPayload::from_static(b"ok")).await
+            });
+            if ok.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Garage did not take an object within 60 s: {ok:?}\n{}",
+                std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops Garage (SIGKILL: an outage, not a shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.s3_port
+    }
+
+    /// The `[cache]` table for a pullgate using this Garage's bucket under `prefix`;
+    /// the key files go into `dir`.
+    pub fn cache_toml(&self, dir: &Path, prefix: &str, extra: &str) -> String {
+        let (id, secret) = (dir.join("s3-access-key"), dir.join("s3-secret-key"));
+        std::fs::write(&id, ACCESS_KEY).expect("key file");
+        std::fs::write(&secret, SECRET_KEY).expect("secret file");
+        format!(
+            "[cache]\nblob_store = \"s3\"\n{extra}\n[cache.s3]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\nregion = \"garage\"\nprefix = \"{prefix}\"\nallow_http = true\naccess_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n",
+            self.endpoint,
+            id.display(),
+            secret.display()
+        )
+    }
+
+    /// The store settings for a cache in a test process.
+    pub fn settings(&self, prefix: &str) -> pullgate::cache::s3::S3Settings {
+        pullgate::cache::s3::S3Settings {
+            endpoint: Some(self.endpoint.clone()),
+            bucket: BUCKET.into(),
+            region: "garage".into(),
+            prefix: prefix.into(),
+            credentials: Some((
+                pullgate::secret::Secret::new(ACCESS_KEY),
+                pullgate::secret::Secret::new(SECRET_KEY),
+            )),
+            allow_http: true,
+            ca_pem: None,
+            part_size: 5 << 20,
+            fleet: Default::default(),
+        }
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
