@@ -634,7 +634,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 fn the_kubernetes_and_monitoring_files_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let mut kinds = Vec::new();
-    for dir in ["kubernetes", "monitoring"] {
+    for dir in ["kubernetes", "kubernetes-shared-store", "monitoring"] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
@@ -656,14 +656,42 @@ fn the_kubernetes_and_monitoring_files_parse() {
             }
         }
     }
-    for k in ["StatefulSet", "Service", "Route", "ConfigMap", "PrometheusRule"] {
+    for k in [
+        "StatefulSet",
+        "Deployment",
+        "Service",
+        "Route",
+        "ConfigMap",
+        "PrometheusRule",
+        "ObjectBucketClaim",
+        "Secret",
+        "PodDisruptionBudget",
+    ] {
         assert!(kinds.iter().any(|x| x == k), "a {k} is shipped: {kinds:?}");
     }
-    // The ConfigMap's pullgate.toml is a valid configuration.
-    let cm = std::fs::read_to_string(root.join("kubernetes/configmap.yaml")).unwrap();
-    let v: serde_yaml::Value = serde_yaml::from_str(&cm).unwrap();
-    let toml = v["data"]["pullgate.toml"].as_str().expect("data.pullgate.toml");
-    pullgate::config::Config::from_toml_str(toml).expect("the ConfigMap's config is valid");
+    // Each ConfigMap's pullgate.toml is a valid configuration; the shared-store one uses
+    // the bucket.
+    for dir in ["kubernetes", "kubernetes-shared-store"] {
+        let cm = std::fs::read_to_string(root.join(dir).join("configmap.yaml")).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&cm).unwrap();
+        let toml = v["data"]["pullgate.toml"].as_str().expect("data.pullgate.toml");
+        let config = pullgate::config::Config::from_toml_str(toml)
+            .unwrap_or_else(|e| panic!("{dir}: the ConfigMap's config is invalid: {e}"));
+        let shared = config.cache.blob_store == pullgate::config::BlobStoreKind::S3;
+        assert_eq!(shared, dir == "kubernetes-shared-store", "{dir}: blob_store");
+    }
+    // Every file the kustomization names exists.
+    for dir in ["kubernetes", "kubernetes-shared-store"] {
+        let k = std::fs::read_to_string(root.join(dir).join("kustomization.yaml")).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&k).unwrap();
+        for r in v["resources"].as_sequence().expect("resources") {
+            let name = r.as_str().unwrap();
+            assert!(
+                root.join(dir).join(name).is_file(),
+                "{dir}/kustomization.yaml names {name}"
+            );
+        }
+    }
 }
 
 /// A minimal forward proxy: CONNECT tunnels and absolute-form requests, each piped to

@@ -99,7 +99,9 @@ async fn a_replica_serves_what_another_cached_with_the_upstream_gone() {
             .any(|l| l.contains("egress") || l.contains("upstream unavailable")),
         "B asked nothing of the upstream: {log:?}"
     );
-    let _ = a.stop();
+    common::assert_no_secrets(&log, &[common::garage::SECRET_KEY]);
+    let (_, log) = a.stop();
+    common::assert_no_secrets(&log, &[common::garage::SECRET_KEY]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,4 +345,187 @@ async fn the_fleet_evicts_beyond_max_size_but_not_under_a_reader_on_another_repl
     assert!(gone >= 2, "the least recently used blobs went ({gone} of 4)");
     let _ = a.stop();
     let _ = b.stop();
+}
+
+/// A bucket that does not exist, or credentials it refuses, stop `serve` at start with
+/// an error naming the bucket; `check-config --online` reaches the bucket and says so,
+/// and never prints the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_bucket_or_key_is_a_clear_error_at_start_and_check_config_online_reaches_the_bucket() {
+    let garage = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, cache: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, common::config_toml(dir.path(), "http://127.0.0.1:1", &cache, "")).unwrap();
+        path
+    };
+    let good = write("good.toml", garage.cache_toml(dir.path(), "checked", ""));
+    let out = common::pullgate(&["check-config", "--config", good.to_str().unwrap(), "--online"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "check-config --online on a good bucket: {stderr}");
+    assert!(stderr.contains("reachable"), "it says the bucket was reached: {stderr}");
+
+    let no_bucket = write(
+        "no-bucket.toml",
+        garage
+            .cache_toml(dir.path(), "checked", "")
+            .replace(&format!("bucket = \"{BUCKET}\""), "bucket = \"no-such-bucket\""),
+    );
+    let secret_file = dir.path().join("wrong-secret");
+    std::fs::write(&secret_file, "not-the-secret-key-0123456789").unwrap();
+    let wrong_key = write(
+        "wrong-key.toml",
+        garage.cache_toml(dir.path(), "checked", "").replace(
+            &dir.path().join("s3-secret-key").display().to_string(),
+            &secret_file.display().to_string(),
+        ),
+    );
+    for (config, what, why) in [
+        (&no_bucket, "no-such-bucket", "does not exist"),
+        (&wrong_key, "pullgate", "refuses the credentials"),
+    ] {
+        let path = config.to_str().unwrap();
+        let checked = common::pullgate(&["check-config", "--config", path, "--online"]);
+        let served = std::process::Command::new(common::pullgate_bin())
+            .args(["serve", "--config", path])
+            .output()
+            .expect("run pullgate serve");
+        for (out, command) in [(&checked, "check-config --online"), (&served, "serve")] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{command} with {path} must fail: {stderr}");
+            assert!(
+                stderr.contains(&format!("bucket \"{what}\"")),
+                "{command}: the error names the bucket: {stderr}"
+            );
+            if command == "serve" {
+                assert!(stderr.contains(why), "serve says why: {stderr}");
+            }
+            let lines: Vec<String> = stderr.lines().map(String::from).collect();
+            common::assert_no_secrets(&lines, &[common::garage::SECRET_KEY, "not-the-secret-key-0123456789"]);
+        }
+    }
+}
+
+/// The store answering `503 SlowDown` to some writes (as S3 and RGW do under load) costs
+/// retries with backoff, not fills: every pull succeeds and its objects are complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_says_slow_down_is_retried_with_backoff() {
+    let garage = Garage::start();
+    let s3 = bucket(&garage);
+    let front = common::garage::SlowDownFront::start(&garage.endpoint, 3).await;
+    let fake = FakeRedHat::start().await;
+    let img = fake.add_image("ubi9/ubi", "latest", &[12 << 20, 3000]);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = garage
+        .cache_toml(dir.path(), "slow", "")
+        .replace(&garage.endpoint, &front.endpoint);
+    let toml = common::config_toml(dir.path(), &fake.registry_url, &cache, "");
+    std::fs::write(dir.path().join("pullgate.toml"), toml).unwrap();
+    let server = ServeProcess::start(&dir.path().join("pullgate.toml"), &[]);
+    let refused_at_start = front.refused.load(SeqCst);
+    let client = common::client();
+    for (layer, bytes) in img.layer_digests.iter().zip(&img.layers) {
+        let url = format!("{}/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}", server.url());
+        let body = body_bytes(client.get(url).send().await.unwrap()).await.unwrap();
+        assert_eq!(&body[..], &bytes[..], "the pull succeeds");
+        let key = format!("slow/blobs/sha256/{}", &layer["sha256:".len()..]);
+        common::eventually("the blob's object", Duration::from_secs(20), async || {
+            object_exists(&s3, &key).await
+        })
+        .await;
+        let stored = s3
+            .get(&object_store::path::Path::from(key))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(&stored[..], &bytes[..], "the object is complete");
+    }
+    assert!(
+        front.refused.load(SeqCst) > refused_at_start,
+        "the store said SlowDown during the fills"
+    );
+    let (_, log) = server.stop();
+    assert!(
+        !log.iter().any(|l| l.contains("blob fill failed")),
+        "no fill failed: {log:?}"
+    );
+}
+
+/// `cache stats`, `verify` and `evict` on a replica that never served act on the
+/// fleet's bucket: they count what another replica cached, find and remove an object
+/// whose bytes are wrong, and evict from the bucket, never printing the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_commands_act_on_the_shared_bucket() {
+    let garage = Garage::start();
+    let s3 = bucket(&garage);
+    let fake = FakeRedHat::start().await;
+    let img = fake.add_image("ubi9/ubi", "latest", &[300_000, 200_000, 1000]);
+    let root = tempfile::tempdir().unwrap();
+    let a = replica(&root.path().join("a"), &fake.registry_url, &garage, "cli", "");
+    let client = common::client();
+    for layer in &img.layer_digests {
+        let url = format!("{}/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}", a.url());
+        body_bytes(client.get(url).send().await.unwrap()).await.unwrap();
+    }
+    let (status, _) = a.stop();
+    assert!(status.success());
+
+    let b = root.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    let config = b.join("pullgate.toml");
+    std::fs::write(
+        &config,
+        common::config_toml(&b, &fake.registry_url, &garage.cache_toml(&b, "cli", ""), ""),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = common::pullgate(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        common::assert_no_secrets(
+            &text.lines().map(String::from).collect::<Vec<_>>(),
+            &[common::garage::SECRET_KEY],
+        );
+        (out.status, text)
+    };
+    let (status, text) = run(&["cache", "stats", "--config", config]);
+    assert!(status.success(), "{text}");
+    assert!(text.contains("blob store: s3"), "{text}");
+    assert!(
+        text.contains("blobs:      3"),
+        "B counts the three blobs A cached: {text}"
+    );
+
+    let bad = &img.layer_digests[1];
+    let bad_key = object_store::path::Path::from(format!("cli/blobs/sha256/{}", &bad["sha256:".len()..]));
+    s3.put(&bad_key, vec![0u8; 200_000].into()).await.unwrap();
+    let (status, text) = run(&["cache", "verify", "--config", config]);
+    assert_eq!(status.code(), Some(1), "verify finds the bad object: {text}");
+    assert!(
+        text.contains(&format!("blob {bad}: bytes do not match; removed")),
+        "{text}"
+    );
+    assert!(
+        !object_exists(&s3, bad_key.as_ref()).await,
+        "the bad object is gone from the bucket"
+    );
+    for good in [&img.layer_digests[0], &img.layer_digests[2]] {
+        let key = format!("cli/blobs/sha256/{}", &good["sha256:".len()..]);
+        assert!(object_exists(&s3, &key).await, "verify keeps the good {good}");
+    }
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, text) = run(&["cache", "evict", "--older-than", "1s", "--config", config]);
+    assert!(status.success(), "{text}");
+    assert!(text.contains("2 blobs"), "{text}");
+    for layer in &img.layer_digests {
+        let key = format!("cli/blobs/sha256/{}", &layer["sha256:".len()..]);
+        assert!(!object_exists(&s3, &key).await, "evicted from the bucket: {layer}");
+    }
 }

@@ -226,6 +226,29 @@ impl Inner {
         Ok(round)
     }
 
+    /// Learns the whole bucket: every blob object (adopted with its upload time as its
+    /// last use when unknown) and every replica's reports. For the cache commands, which
+    /// act on the fleet's content rather than on what this replica happened to see.
+    /// Returns the blobs adopted.
+    pub(super) fn learn_bucket(&self) -> CacheResult<u64> {
+        let Some(shared) = &self.shared else { return Ok(0) };
+        let mut adopted = 0;
+        for (digest, size, created_ms) in shared.blobs_with_times()? {
+            let u = Use {
+                digest,
+                last_use_ms: created_ms,
+                size,
+            };
+            adopted += u64::from(self.merge_use(&u)?);
+        }
+        for (key, _) in shared.reports()? {
+            for u in decode_report(&shared.report(&key)?) {
+                adopted += u64::from(self.merge_use(&u)?);
+            }
+        }
+        Ok(adopted)
+    }
+
     /// Records a use another replica reported: moves the blob's last-use entry, or adopts
     /// the blob if this replica did not know it. Returns whether it was adopted.
     fn merge_use(&self, u: &Use) -> CacheResult<bool> {

@@ -487,6 +487,17 @@ impl Cache {
         self.inner.fleet.as_ref().map(|f| f.settings.report_interval)
     }
 
+    /// Whether the blob store is shared with other replicas (the `s3` store).
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
+    }
+
+    /// On a shared store, learns every blob in the bucket and every replica's reported
+    /// uses (see `fleet`); returns the blobs this replica did not know.
+    pub async fn learn_bucket(&self) -> CacheResult<u64> {
+        self.blocking(|i| i.learn_bucket()).await
+    }
+
     /// One round of the fleet's work when the store is shared (reports, heartbeat,
     /// merging, and on the evictor eviction beyond `max_size`); nothing otherwise.
     pub async fn fleet_round(
@@ -504,12 +515,12 @@ impl Cache {
     /// database's size on disk, in constant time.
     pub async fn stats(&self) -> CacheResult<CacheStats> {
         // The sled store's chunks are part of the database's size.
-        let files_store = self.store_name() == "files";
+        let blobs_outside_db = self.store_name() != "sled";
         let totals = self.totals();
         self.blocking(move |i| {
             Ok(CacheStats {
                 blobs: totals.blobs,
-                blob_bytes: if files_store { totals.blob_bytes } else { 0 },
+                blob_bytes: if blobs_outside_db { totals.blob_bytes } else { 0 },
                 manifests: totals.manifests,
                 tags: totals.tags,
                 db_bytes: i.db.size_on_disk()?,

@@ -65,6 +65,9 @@ pub struct Replicas {
     pub stale: Vec<String>,
 }
 
+/// How long the startup check of the bucket waits before the replica starts anyway.
+const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Parts of one fill being uploaded at once (bounds memory to this many parts).
 const PARTS_IN_FLIGHT: usize = 2;
 
@@ -88,51 +91,15 @@ impl Drop for Client {
 fn io_error(e: object_store::Error) -> io::Error {
     match e {
         object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e.to_string()),
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
+        }
         other => io::Error::other(other.to_string()),
     }
 }
 
 impl Client {
-    /// Runs `fut` on the store's runtime and waits for it (from any thread).
-    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> io::Result<T> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv()
-            .map_err(|_| io::Error::other("the object store's runtime stopped"))
-    }
-
-    fn key(&self, rest: &str) -> Key {
-        Key::from(format!("{}{rest}", self.prefix))
-    }
-
-    fn blob_key(&self, d: &Digest) -> Key {
-        self.key(&format!("blobs/sha256/{}", d.hex()))
-    }
-}
-
-#[derive(Clone)]
-pub struct S3BlobStore {
-    client: Arc<Client>,
-    /// Where running fills stage their bytes for the readers that follow them.
-    staging: FileBlobStore,
-    part_size: usize,
-    /// Fill id → JSON `[key, upload id]` of its multipart upload, so an upload a crash
-    /// interrupted is aborted at the next start.
-    uploads: sled::Tree,
-}
-
-impl S3BlobStore {
-    fn empty_reader(&self) -> BlobReader {
-        Box::new(S3Reader {
-            client: self.client.clone(),
-            stream: None,
-            current: Bytes::new(),
-        })
-    }
-
-    pub fn open(data_dir: &Path, db: &sled::Db, settings: &S3Settings) -> io::Result<S3BlobStore> {
+    fn connect(settings: &S3Settings) -> io::Result<Client> {
         // object_store's reqwest is built without a rustls provider, like the upstream
         // client's; installing ring twice is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -174,17 +141,121 @@ impl S3BlobStore {
             "" => String::new(),
             p => format!("{p}/"),
         };
+        Ok(Client {
+            s3,
+            prefix,
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Puts, reads back and deletes a probe object under the prefix.
+    fn probe(self: &Arc<Self>) -> io::Result<()> {
+        let client = self.clone();
+        let key = self.key(&format!("probe/{}-{}", std::process::id(), super::now_ms()));
+        self.run(async move {
+            client
+                .s3
+                .put(&key, PutPayload::from_static(b"ok"))
+                .await
+                .map_err(io_error)?;
+            client
+                .s3
+                .get(&key)
+                .await
+                .map_err(io_error)?
+                .bytes()
+                .await
+                .map_err(io_error)?;
+            client.s3.delete(&key).await.map_err(io_error)
+        })?
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it (from any thread).
+    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> io::Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| io::Error::other("the object store's runtime stopped"))
+    }
+
+    fn key(&self, rest: &str) -> Key {
+        Key::from(format!("{}{rest}", self.prefix))
+    }
+
+    fn blob_key(&self, d: &Digest) -> Key {
+        self.key(&format!("blobs/sha256/{}", d.hex()))
+    }
+}
+
+#[derive(Clone)]
+pub struct S3BlobStore {
+    client: Arc<Client>,
+    /// Where running fills stage their bytes for the readers that follow them.
+    staging: FileBlobStore,
+    part_size: usize,
+    /// Fill id → JSON `[key, upload id]` of its multipart upload, so an upload a crash
+    /// interrupted is aborted at the next start.
+    uploads: sled::Tree,
+}
+
+impl S3BlobStore {
+    fn empty_reader(&self) -> BlobReader {
+        Box::new(S3Reader {
+            client: self.client.clone(),
+            stream: None,
+            current: Bytes::new(),
+        })
+    }
+
+    /// Connects to the bucket and checks it: a bucket that does not exist or refuses the
+    /// credentials is an error (the configuration is wrong); an unreachable store is
+    /// only logged (the replica starts not ready and serves what it holds locally).
+    pub fn open(data_dir: &Path, db: &sled::Db, settings: &S3Settings) -> io::Result<S3BlobStore> {
+        let client = Arc::new(Client::connect(settings)?);
+        let at = format!(
+            "bucket {:?} at {}",
+            settings.bucket,
+            settings.endpoint.as_deref().unwrap_or("AWS")
+        );
+        let checked = client.clone();
+        let probe = client.run(async move {
+            tokio::time::timeout(STARTUP_PROBE_TIMEOUT, async move {
+                tokio::task::spawn_blocking(move || checked.probe())
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)))
+            })
+            .await
+        })?;
+        match probe {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) => {
+                let what = match e.kind() {
+                    io::ErrorKind::NotFound => "does not exist",
+                    _ => "refuses the credentials",
+                };
+                return Err(io::Error::new(e.kind(), format!("{at} {what}: {e}")));
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "{at} did not answer at startup; not ready until it does"),
+            Err(_) => tracing::warn!(
+                "{at} did not answer within {STARTUP_PROBE_TIMEOUT:?} at startup; not ready until it does"
+            ),
+        }
         Ok(S3BlobStore {
-            client: Arc::new(Client {
-                s3,
-                prefix,
-                handle: runtime.handle().clone(),
-                runtime: Some(runtime),
-            }),
+            client,
             staging: FileBlobStore::open(data_dir)?,
             part_size: settings.part_size.max(5 << 20),
             uploads: db.open_tree("s3_uploads").map_err(io::Error::other)?,
         })
+    }
+
+    /// Reaches the bucket with these settings and writes, reads back and deletes an
+    /// object under the prefix (`check-config --online`), without a local cache.
+    pub fn check_bucket(settings: &S3Settings) -> io::Result<()> {
+        let client = Arc::new(Client::connect(settings)?);
+        client.probe()
     }
 
     fn journal(&self, fill_id: u64, key: &Key, upload: &MultipartId) -> io::Result<()> {
@@ -684,18 +755,7 @@ impl BlobStore for S3BlobStore {
     /// The bucket takes and gives back an object, and local staging takes a file.
     fn probe(&self) -> io::Result<()> {
         self.staging.probe()?;
-        let client = self.client.clone();
-        let key = self
-            .client
-            .key(&format!("probe/{}-{}", std::process::id(), super::now_ms()));
-        self.client.run(async move {
-            client
-                .s3
-                .put(&key, PutPayload::from_static(b"ok"))
-                .await
-                .map_err(io_error)?;
-            client.s3.delete(&key).await.map_err(io_error)
-        })?
+        self.client.probe()
     }
 
     /// Every blob object under the prefix (startup repair does not ask a shared store:

@@ -29,6 +29,12 @@ pub async fn open(config: &Config) -> Result<Cache, String> {
     if report.scanned {
         eprintln!("scanned the cache after an unclean stop: {report:?}");
     }
+    if cache.is_shared() {
+        // The commands act on the fleet's bucket, not only on what this replica saw.
+        eprintln!("reading the shared bucket's blobs and the replicas' reported uses…");
+        let adopted = cache.learn_bucket().await.map_err(|e| e.to_string())?;
+        eprintln!("learnt {adopted} blobs from the shared bucket");
+    }
     Ok(cache)
 }
 

@@ -75,6 +75,10 @@ pub enum Command {
     CheckConfig {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Also reach what the configuration names over the network: the `s3` store's
+        /// bucket (an object is written, read back and deleted under the prefix).
+        #[arg(long)]
+        online: bool,
     },
     /// Inspect and repair the cache (stop the proxy first: they open the database).
     Cache {
@@ -118,7 +122,7 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, online } => check_config(&config, online),
         Command::Cache { command, config } => {
             let Some(config) = load_or_report(&config) else {
                 return ExitCode::from(2);
@@ -217,18 +221,40 @@ fn report(result: Result<(String, usize), String>) -> ExitCode {
     }
 }
 
-/// `check-config`: the effective configuration, once it and its secret files are valid.
-fn check_config(path: &Path) -> ExitCode {
-    match Config::load(path).and_then(|c| c.read_secrets().map(|_| c)) {
-        Ok(c) => {
-            print!("{}", c.to_toml());
-            ExitCode::SUCCESS
-        }
+/// `check-config`: the effective configuration, once it and its secret files are valid
+/// (and, `--online`, once the bucket it names takes and gives back an object).
+fn check_config(path: &Path, online: bool) -> ExitCode {
+    let config = match Config::load(path).and_then(|c| c.read_secrets().map(|_| c)) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("pullgate: {}: {e}", path.display());
-            ExitCode::from(2)
+            return ExitCode::from(2);
+        }
+    };
+    if online {
+        let settings = match crate::app::store_settings(&config) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("pullgate: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        if let crate::cache::StoreSettings::S3(s3) = settings {
+            let at = format!("bucket {:?} at {}", s3.bucket, s3.endpoint.as_deref().unwrap_or("AWS"));
+            match crate::cache::s3::S3BlobStore::check_bucket(&s3) {
+                Ok(()) => eprintln!(
+                    "pullgate: {at}: reachable, an object written, read back and deleted under {:?}",
+                    s3.prefix
+                ),
+                Err(e) => {
+                    eprintln!("pullgate: {at}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
         }
     }
+    print!("{}", config.to_toml());
+    ExitCode::SUCCESS
 }
 
 fn load_or_report(path: &Path) -> Option<Config> {

@@ -188,3 +188,84 @@ impl Drop for Garage {
         self.stop();
     }
 }
+
+/// Fault injection in front of Garage: an HTTP forwarder that answers every `nth`
+/// request carrying a body (PUT, POST) with S3's `503 SlowDown` instead of passing it on.
+/// The client signs for the forwarder's host, which is passed on unchanged, so Garage
+/// checks the same signature. Bodies are buffered (test-sized objects only).
+pub struct SlowDownFront {
+    pub endpoint: String,
+    /// Requests answered with 503 SlowDown so far.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowDownFront {
+    pub async fn start(garage_endpoint: &str, nth: usize) -> SlowDownFront {
+        use axum::body::Body;
+        use axum::extract::Request;
+        use axum::response::Response;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind :0");
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let refused = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let (target, client) = (garage_endpoint.to_string(), reqwest::Client::new());
+        let counter = refused.clone();
+        let forward = move |req: Request| {
+            let (target, client, seen, refused) = (target.clone(), client.clone(), seen.clone(), counter.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let with_body = matches!(parts.method, http::Method::PUT | http::Method::POST);
+                if with_body && seen.fetch_add(1, SeqCst) % nth == 0 {
+                    refused.fetch_add(1, SeqCst);
+                    return Response::builder()
+                        .status(503)
+                        .header("content-type", "application/xml")
+                        .body(Body::from(
+                            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+                        ))
+                        .unwrap();
+                }
+                let body = axum::body::to_bytes(body, usize::MAX).await.expect("request body");
+                let url = format!(
+                    "{target}{}",
+                    parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                );
+                let mut headers = parts.headers.clone();
+                headers.remove(http::header::CONNECTION);
+                let answer = client
+                    .request(parts.method, url)
+                    .headers(headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("Garage answers");
+                let mut response = Response::builder().status(answer.status());
+                for (name, value) in answer.headers() {
+                    if name != http::header::TRANSFER_ENCODING && name != http::header::CONNECTION {
+                        response = response.header(name, value);
+                    }
+                }
+                response
+                    .body(Body::from(answer.bytes().await.expect("Garage's body")))
+                    .unwrap()
+            }
+        };
+        let app = axum::Router::new().fallback(forward);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        SlowDownFront {
+            endpoint,
+            refused,
+            task,
+        }
+    }
+}
+
+impl Drop for SlowDownFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
