@@ -173,6 +173,11 @@ async fn garage_stopped_during_a_fill_is_a_clean_error_and_serving_resumes() {
             .status(),
         200
     );
+    let cached_blob = format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{}", cached.layer_digests[0]);
+    assert_eq!(
+        body_bytes(get(cached_blob.clone()).await).await.unwrap(),
+        cached.layers[0]
+    );
     assert_eq!(get("/readyz".into()).await.status(), 200);
 
     fake.frame_delay_ms.store(20, SeqCst);
@@ -187,13 +192,19 @@ async fn garage_stopped_during_a_fill_is_a_clean_error_and_serving_resumes() {
         get("/readyz".into()).await.status() == 503
     })
     .await;
-    // A manifest held locally still serves.
+    // A manifest held locally still serves; a blob, whose bytes are in the bucket, is a
+    // 503 the client may retry (never a 500, never a refill that cannot be stored).
     assert_eq!(
         get("/v2/registry.redhat.io/ubi9/ubi/manifests/cached".into())
             .await
             .status(),
         200
     );
+    let unavailable = get(cached_blob.clone()).await;
+    assert_eq!(unavailable.status(), 503, "a cached blob with the store down");
+    assert!(unavailable.headers().contains_key("retry-after"));
+    let cold = format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{}", cached.config_digest);
+    assert_eq!(get(cold).await.status(), 503, "a cold blob with the store down");
 
     garage.resume();
     let key = format!("outage/blobs/sha256/{}", &layer["sha256:".len()..]);
@@ -205,7 +216,11 @@ async fn garage_stopped_during_a_fill_is_a_clean_error_and_serving_resumes() {
     fake.frame_delay_ms.store(0, SeqCst);
     let body = body_bytes(get(format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}")).await).await;
     assert_eq!(body.unwrap(), img.layers[0], "serving resumes");
-    let _ = cached;
+    assert_eq!(
+        body_bytes(get(cached_blob).await).await.unwrap(),
+        cached.layers[0],
+        "the cached blob serves again"
+    );
     let _ = server.stop();
 }
 

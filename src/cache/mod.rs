@@ -59,6 +59,10 @@ pub enum CacheError {
     /// been dropped, so the blob is a miss now.
     #[error("stored blob {0} is missing or truncated; its record was dropped")]
     BlobDataMissing(Digest),
+    /// The shared blob store (the bucket) did not answer: the blob is neither served
+    /// nor filled until it does.
+    #[error("the shared blob store did not answer: {0}")]
+    StoreUnavailable(io::Error),
     #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -399,7 +403,7 @@ impl Cache {
                 i.remove_blob(&d)?;
                 Err(CacheError::BlobDataMissing(d))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(i.store_failed(e)),
         })
         .await
     }
@@ -414,8 +418,13 @@ impl Cache {
         self.blocking(move |i| {
             let fill_id = i.db.generate_id()?;
             i.fills.insert(keys::fill(fill_id), d.hex().as_bytes())?;
-            let staged = i.store.begin_for(fill_id, &d)?;
-            Ok((fill_id, staged))
+            match i.store.begin_for(fill_id, &d) {
+                Ok(staged) => Ok((fill_id, staged)),
+                Err(e) => {
+                    i.fills.remove(keys::fill(fill_id))?;
+                    Err(i.store_failed(e))
+                }
+            }
         })
         .await
     }
@@ -616,6 +625,18 @@ fn page(tree: &sled::Tree, start: Option<Vec<u8>>) -> sled::Iter {
     match start {
         Some(k) => tree.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
         None => tree.iter(),
+    }
+}
+
+impl Inner {
+    /// A blob store failure as the cache reports it: on a shared store, the bucket not
+    /// answering (a client may retry); otherwise an I/O error of this machine.
+    fn store_failed(&self, e: io::Error) -> CacheError {
+        if self.store.shares_data() {
+            CacheError::StoreUnavailable(e)
+        } else {
+            CacheError::Io(e)
+        }
     }
 }
 

@@ -81,6 +81,8 @@ pub enum ErrorKind {
 
 /// How long a client is told to wait when upstream gives no `Retry-After`.
 const DEFAULT_RETRY_AFTER: u64 = 60;
+/// Seconds a client is told to wait when the shared blob store does not answer.
+const STORE_RETRY_AFTER: u64 = 10;
 
 impl ProxyError {
     pub fn kind(&self) -> ErrorKind {
@@ -108,6 +110,9 @@ impl ProxyError {
                 | UpstreamError::RealmRefused { .. } => ErrorKind::UpstreamFailed,
             },
             ProxyError::Verification(_) => ErrorKind::UpstreamFailed,
+            _ if self.store_unavailable() => ErrorKind::Unavailable {
+                retry_after: STORE_RETRY_AFTER,
+            },
             ProxyError::Cache(_) | ProxyError::Fill(_) => ErrorKind::Internal,
         }
     }
@@ -122,8 +127,18 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::TooManyRequests { .. }) => {
                 "upstream rate limit reached; retry later".into()
             }
+            _ if self.store_unavailable() => "the cache's shared blob store is not answering; retry later".into(),
             ProxyError::Cache(_) | ProxyError::Fill(_) => "internal storage error".into(),
             other => other.to_string(),
+        }
+    }
+
+    /// The shared blob store did not answer (directly, or for a fill).
+    fn store_unavailable(&self) -> bool {
+        match self {
+            ProxyError::Cache(e) => matches!(e, CacheError::StoreUnavailable(_)),
+            ProxyError::Fill(FillError::Cache(e)) => matches!(**e, CacheError::StoreUnavailable(_)),
+            _ => false,
         }
     }
 }
