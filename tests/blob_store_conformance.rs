@@ -91,6 +91,25 @@ fn conformance(store: &dyn BlobStore) {
             assert!(answered > 0, "files: read_now never answered at offset {offset}");
         }
     }
+    // A range: the reader gives the range's bytes first (a store may go on past its end;
+    // a remote store asks for the range alone).
+    let size = data.len() as u64;
+    for range in [0..100u64, 8191..8193, 50_000..size, size - 1..size, 7..7] {
+        let mut reader = store
+            .open_checked(&digest, &location, range.clone(), size)
+            .expect("open range");
+        let mut got = vec![0u8; (range.end - range.start) as usize];
+        reader.read_exact(&mut got).expect("the range's bytes");
+        assert_eq!(
+            got,
+            &data[range.start as usize..range.end as usize],
+            "{}: range {range:?}",
+            store.name()
+        );
+        if store.name() == "s3" {
+            assert_eq!(reader.read(&mut [0u8; 1]).unwrap(), 0, "s3: a GET of the range alone");
+        }
+    }
     assert_eq!(store.stored_size(&digest, &location).unwrap(), Some(data.len() as u64));
     assert!(
         store.list().unwrap().iter().any(|(_, l)| l == &location),
@@ -203,7 +222,7 @@ async fn cache_repair(kind: BlobStoreKind) {
     assert_eq!(report.interrupted_fills, 1, "{kind:?}: {report:?}");
     let kept_d = Digest::of(&kept);
     let record = cache.blob(&kept_d).await.unwrap().expect("published blob survives");
-    let mut reader = cache.open_blob(&kept_d, &record, 0).await.unwrap();
+    let mut reader = cache.open_blob(&kept_d, &record, 0..record.size).await.unwrap();
     let mut got = Vec::new();
     reader.read_to_end(&mut got).unwrap();
     assert_eq!(got, kept);
@@ -291,7 +310,11 @@ async fn s3_caches_share_content_and_repair_at_startup() {
         let record = b.blob(d).await.unwrap().expect("adopted from the shared store");
         assert_eq!(record.size, bytes.len() as u64);
         let mut got = Vec::new();
-        b.open_blob(d, &record, 0).await.unwrap().read_to_end(&mut got).unwrap();
+        b.open_blob(d, &record, 0..record.size)
+            .await
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
         assert_eq!(&got, bytes);
     }
     let manifest = bytes::Bytes::from_static(br#"{"schemaVersion":2}"#);
@@ -316,7 +339,7 @@ async fn s3_caches_share_content_and_repair_at_startup() {
     // A removes one; B, which recorded it, finds out at its first read.
     a.remove_blob(&lost_d).await.unwrap();
     let record = b.blob(&lost_d).await.unwrap().expect("B still has its record");
-    match b.open_blob(&lost_d, &record, 0).await {
+    match b.open_blob(&lost_d, &record, 0..record.size).await {
         Err(pullgate::cache::CacheError::BlobDataMissing(d)) => assert_eq!(d, lost_d),
         Err(e) => panic!("expected BlobDataMissing, got {e}"),
         Ok(_) => panic!("an evicted object must not open"),

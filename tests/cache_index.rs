@@ -231,7 +231,7 @@ async fn a_blob_whose_data_vanished_is_dropped_at_its_first_read() {
     assert!(!report.scanned, "a clean stop: nothing was checked at open");
     for d in [&d, &truncated] {
         let record = cache.blob(d).await.unwrap().expect("still recorded");
-        match cache.open_blob(d, &record, 0).await {
+        match cache.open_blob(d, &record, 0..record.size).await {
             Err(pullgate::cache::CacheError::BlobDataMissing(missing)) => assert_eq!(&missing, d),
             Err(e) => panic!("expected BlobDataMissing, got {e}"),
             Ok(_) => panic!("a blob without its data must not open"),

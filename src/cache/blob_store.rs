@@ -70,12 +70,19 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open_staged(&self, fill_id: u64, offset: u64) -> io::Result<BlobReader>;
     /// Opens a published blob at `offset`.
     fn open(&self, digest: &Digest, location: &BlobLocation, offset: u64) -> io::Result<BlobReader>;
-    /// Opens a published blob at `offset` when its bytes are there and `size` long
-    /// (`NotFound` or `InvalidData` otherwise), where the store can tell cheaply; the
-    /// default only opens it.
-    fn open_checked(&self, digest: &Digest, location: &BlobLocation, offset: u64, size: u64) -> io::Result<BlobReader> {
+    /// Opens a published blob to read `range` (from its start; the reader may stop at
+    /// its end, which a remote store asks for alone) when its bytes are there and `size`
+    /// long (`NotFound` or `InvalidData` otherwise), where the store can tell cheaply;
+    /// the default only opens it at the range's start.
+    fn open_checked(
+        &self,
+        digest: &Digest,
+        location: &BlobLocation,
+        range: std::ops::Range<u64>,
+        size: u64,
+    ) -> io::Result<BlobReader> {
         let _ = size;
-        self.open(digest, location, offset)
+        self.open(digest, location, range.start)
     }
     /// The size of a published blob's bytes, `None` when they are missing.
     fn stored_size(&self, digest: &Digest, location: &BlobLocation) -> io::Result<Option<u64>>;

@@ -163,9 +163,10 @@ impl BlobStore for FileBlobStore {
         &self,
         digest: &Digest,
         _location: &BlobLocation,
-        offset: u64,
+        range: std::ops::Range<u64>,
         size: u64,
     ) -> io::Result<BlobReader> {
+        let offset = range.start;
         let file = File::open(self.blob_path(digest))?;
         let len = file.metadata()?.len();
         if len != size {

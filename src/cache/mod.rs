@@ -391,12 +391,17 @@ impl Cache {
         self.inner.blob(digest)
     }
 
-    /// Opens a published blob at `offset`. Data that is gone or not the recorded size is
+    /// Opens a published blob to read `range` (see `BlobStore::open_checked`). Data that is gone or not the recorded size is
     /// [`CacheError::BlobDataMissing`], and its record is dropped on the way (repair at
     /// first read: the blob is a miss from now on, never served wrong).
-    pub async fn open_blob(&self, digest: &Digest, record: &BlobRecord, offset: u64) -> CacheResult<BlobReader> {
+    pub async fn open_blob(
+        &self,
+        digest: &Digest,
+        record: &BlobRecord,
+        range: std::ops::Range<u64>,
+    ) -> CacheResult<BlobReader> {
         let (d, loc, size) = (digest.clone(), record.location.clone(), record.size);
-        self.blocking(move |i| match i.store.open_checked(&d, &loc, offset, size) {
+        self.blocking(move |i| match i.store.open_checked(&d, &loc, range, size) {
             Ok(reader) => Ok(reader),
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::InvalidData) => {
                 tracing::warn!(digest = %d, error = %e, "stored blob is missing or truncated; dropping its record");
@@ -644,7 +649,7 @@ impl Inner {
     /// Whether a stored blob's bytes hash to its digest and have its size.
     fn rehash(&self, d: &Digest, r: &BlobRecord, buf: &mut [u8]) -> io::Result<bool> {
         use std::io::Read as _;
-        let mut reader = self.store.open_checked(d, &r.location, 0, r.size)?;
+        let mut reader = self.store.open_checked(d, &r.location, 0..r.size, r.size)?;
         let mut hasher = crate::oci::DigestHasher::new();
         loop {
             match reader.read(buf)? {

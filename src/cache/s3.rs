@@ -202,6 +202,25 @@ pub struct S3BlobStore {
 }
 
 impl S3BlobStore {
+    /// One GET of the blob's object (or of `range` of it), its body pulled as the
+    /// reader reads.
+    fn get(&self, digest: &Digest, range: impl Into<Option<GetRange>>) -> io::Result<BlobReader> {
+        let (client, key) = (self.client.clone(), self.client.blob_key(digest));
+        let options = GetOptions {
+            range: range.into(),
+            ..Default::default()
+        };
+        let got = self
+            .client
+            .run(async move { client.s3.get_opts(&key, options).await })?
+            .map_err(io_error)?;
+        Ok(Box::new(S3Reader {
+            client: self.client.clone(),
+            stream: Some(got.into_stream()),
+            current: Bytes::new(),
+        }))
+    }
+
     fn empty_reader(&self) -> BlobReader {
         Box::new(S3Reader {
             client: self.client.clone(),
@@ -674,40 +693,37 @@ impl BlobStore for S3BlobStore {
     }
 
     fn open(&self, digest: &Digest, location: &BlobLocation, offset: u64) -> io::Result<BlobReader> {
-        let (client, key) = (self.client.clone(), self.client.blob_key(digest));
-        let options = GetOptions {
-            range: (offset > 0).then_some(GetRange::Offset(offset)),
-            ..Default::default()
-        };
-        let got = match self
-            .client
-            .run(async move { client.s3.get_opts(&key, options).await })?
-        {
-            Ok(got) => got,
+        if offset == 0 {
+            return self.get(digest, None);
+        }
+        match self.get(digest, GetRange::Offset(offset)) {
             // S3 answers 416 to a range starting at the end, which object_store does not
             // type: a HEAD tells an empty tail from a real failure.
-            Err(e @ object_store::Error::Generic { .. }) if offset > 0 => {
-                return match self.stored_size(digest, location)? {
-                    Some(size) if offset == size => Ok(self.empty_reader()),
-                    _ => Err(io_error(e)),
-                };
-            }
-            Err(e) => return Err(io_error(e)),
-        };
-        Ok(Box::new(S3Reader {
-            client: self.client.clone(),
-            stream: Some(got.into_stream()),
-            current: Bytes::new(),
-        }))
+            Err(e) if e.kind() == io::ErrorKind::Other => match self.stored_size(digest, location)? {
+                Some(size) if offset == size => Ok(self.empty_reader()),
+                _ => Err(e),
+            },
+            other => other,
+        }
     }
 
-    /// The GET is made at once: a blob another replica evicted is `NotFound` here, and
-    /// a reading from offset `size` (an empty range) needs no request.
-    fn open_checked(&self, digest: &Digest, location: &BlobLocation, offset: u64, size: u64) -> io::Result<BlobReader> {
-        if offset >= size {
+    /// One GET of just `range`, made at once: a blob another replica evicted is
+    /// `NotFound` here, and an empty range needs no request.
+    fn open_checked(
+        &self,
+        digest: &Digest,
+        location: &BlobLocation,
+        range: std::ops::Range<u64>,
+        size: u64,
+    ) -> io::Result<BlobReader> {
+        let end = range.end.min(size);
+        if range.start >= end {
             return Ok(self.empty_reader());
         }
-        self.open(digest, location, offset)
+        if end == size {
+            return self.open(digest, location, range.start);
+        }
+        self.get(digest, GetRange::Bounded(range.start..end))
     }
 
     fn stored_size(&self, digest: &Digest, _location: &BlobLocation) -> io::Result<Option<u64>> {

@@ -73,7 +73,7 @@ impl Proxy {
         let body = match source {
             Source::Published(record) => read::published(
                 self.metrics.served_from_cache.clone(),
-                self.cache.open_blob(digest, &record, first).await?,
+                self.cache.open_blob(digest, &record, first..end).await?,
                 reading,
                 first,
                 end,

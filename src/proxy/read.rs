@@ -101,7 +101,7 @@ pub fn filling(
                     // Published before this reader opened anything: read the blob itself.
                     reader = Some(
                         cache
-                            .open_blob(&fill.digest, record, pos)
+                            .open_blob(&fill.digest, record, pos..end)
                             .await
                             .map_err(io::Error::other)?,
                     );
@@ -139,7 +139,7 @@ pub fn filling(
                             Some(Ok(record)) => {
                                 reader = Some(
                                     cache
-                                        .open_blob(&fill.digest, &record, pos)
+                                        .open_blob(&fill.digest, &record, pos..end)
                                         .await
                                         .map_err(io::Error::other)?,
                                 )
