@@ -20,6 +20,14 @@ fn read_all(mut r: BlobReader) -> Vec<u8> {
     out
 }
 
+/// `read_all` where the server reads: on the blocking pool (a read may wait for the
+/// network, which an async thread must not).
+async fn read_all_blocking(r: BlobReader) -> Vec<u8> {
+    tokio::task::spawn_blocking(move || read_all(r))
+        .await
+        .expect("reader thread")
+}
+
 /// Reads as the serving path does: `read_now` in small odd steps while it answers,
 /// `Read` when it says the read would wait; must give the same bytes as `read_all`.
 fn read_all_now(mut r: BlobReader) -> (Vec<u8>, usize) {
@@ -222,10 +230,8 @@ async fn cache_repair(kind: BlobStoreKind) {
     assert_eq!(report.interrupted_fills, 1, "{kind:?}: {report:?}");
     let kept_d = Digest::of(&kept);
     let record = cache.blob(&kept_d).await.unwrap().expect("published blob survives");
-    let mut reader = cache.open_blob(&kept_d, &record, 0..record.size).await.unwrap();
-    let mut got = Vec::new();
-    reader.read_to_end(&mut got).unwrap();
-    assert_eq!(got, kept);
+    let reader = cache.open_blob(&kept_d, &record, 0..record.size).await.unwrap();
+    assert_eq!(read_all_blocking(reader).await, kept);
     if kind == BlobStoreKind::Files {
         assert_eq!(report.records_without_data, 1, "{report:?}");
         assert_eq!(report.data_without_record, 1, "{report:?}");
@@ -309,13 +315,8 @@ async fn s3_caches_share_content_and_repair_at_startup() {
     for (d, bytes) in [(&kept_d, &kept), (&lost_d, &lost)] {
         let record = b.blob(d).await.unwrap().expect("adopted from the shared store");
         assert_eq!(record.size, bytes.len() as u64);
-        let mut got = Vec::new();
-        b.open_blob(d, &record, 0..record.size)
-            .await
-            .unwrap()
-            .read_to_end(&mut got)
-            .unwrap();
-        assert_eq!(&got, bytes);
+        let reader = b.open_blob(d, &record, 0..record.size).await.unwrap();
+        assert_eq!(&read_all_blocking(reader).await, bytes);
     }
     let manifest = bytes::Bytes::from_static(br#"{"schemaVersion":2}"#);
     let m = Digest::of(&manifest);

@@ -158,7 +158,8 @@ async fn garage_stopped_during_a_fill_is_a_clean_error_and_serving_resumes() {
     let s3 = bucket(&garage);
     let fake = FakeRedHat::start().await;
     let cached = fake.add_image("ubi9/ubi", "cached", &[10_000]);
-    let img = fake.add_image("ubi9/ubi", "latest", &[12 << 20]);
+    // 24 MiB at one 64 KiB frame per 20 ms: the download outlasts the upload's retries.
+    let img = fake.add_image("ubi9/ubi", "latest", &[24 << 20]);
     let layer = img.layer_digests[0].clone();
     let dir = tempfile::tempdir().unwrap();
     let server = replica(dir.path(), &fake.registry_url, &garage, "outage", "");
@@ -427,7 +428,7 @@ async fn a_wrong_bucket_or_key_is_a_clear_error_at_start_and_check_config_online
 async fn a_store_that_says_slow_down_is_retried_with_backoff() {
     let garage = Garage::start();
     let s3 = bucket(&garage);
-    let front = common::garage::SlowDownFront::start(&garage.endpoint, 3).await;
+    let front = common::garage::SlowDownFront::start(&garage.endpoint, common::garage::Refuse::EveryNthWrite(3)).await;
     let fake = FakeRedHat::start().await;
     let img = fake.add_image("ubi9/ubi", "latest", &[12 << 20, 3000]);
     let dir = tempfile::tempdir().unwrap();
@@ -543,4 +544,51 @@ async fn the_cache_commands_act_on_the_shared_bucket() {
         let key = format!("cli/blobs/sha256/{}", &layer["sha256:".len()..]);
         assert!(!object_exists(&s3, &key).await, "evicted from the bucket: {layer}");
     }
+}
+
+/// An upload that fails after the download (the bucket refuses to complete it): the
+/// client already has its verified body, but nothing is cached and nothing is visible —
+/// the next pull fetches the blob from upstream again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refused_at_completion_leaves_nothing_cached() {
+    let garage = Garage::start();
+    let s3 = bucket(&garage);
+    let front = common::garage::SlowDownFront::start(&garage.endpoint, common::garage::Refuse::Completions).await;
+    let fake = FakeRedHat::start().await;
+    let img = fake.add_image("ubi9/ubi", "latest", &[7 << 20]);
+    let layer = &img.layer_digests[0];
+    let dir = tempfile::tempdir().unwrap();
+    let cache = garage
+        .cache_toml(dir.path(), "refused", "")
+        .replace(&garage.endpoint, &front.endpoint);
+    std::fs::write(
+        dir.path().join("pullgate.toml"),
+        common::config_toml(dir.path(), &fake.registry_url, &cache, ""),
+    )
+    .unwrap();
+    let server = ServeProcess::start(&dir.path().join("pullgate.toml"), &[]);
+    let url = format!("{}/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}", server.url());
+    let client = common::client();
+    let body = body_bytes(client.get(&url).send().await.unwrap()).await.unwrap();
+    assert_eq!(body, img.layers[0], "the client has its verified body");
+    common::eventually("the fill to fail at completion", Duration::from_secs(30), async || {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("blob fill failed"))
+    })
+    .await;
+    assert!(front.refused.load(SeqCst) > 0, "the completion was refused");
+    let key = format!("refused/blobs/sha256/{}", &layer["sha256:".len()..]);
+    assert!(!object_exists(&s3, &key).await, "no object");
+    let body = body_bytes(client.get(&url).send().await.unwrap()).await.unwrap();
+    assert_eq!(body, img.layers[0]);
+    let (_, log) = server.stop();
+    let egress = log.iter().filter(|l| l.contains("egress")).count();
+    assert_eq!(
+        egress, 2,
+        "the blob was not cached, so the second pull fetched it again: {log:?}"
+    );
 }

@@ -350,13 +350,6 @@ impl Cache {
         self.inner.store.name()
     }
 
-    /// Whether publishing a blob is itself a step that can fail after verification (a
-    /// shared store completes an upload then), so a fill must not release its last byte
-    /// before the publish.
-    pub fn publish_can_fail_after_verify(&self) -> bool {
-        self.inner.store.shares_data()
-    }
-
     async fn blocking<T, F>(&self, f: F) -> CacheResult<T>
     where
         T: Send + 'static,

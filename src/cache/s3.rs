@@ -4,7 +4,9 @@
 //! and prefix. A fill stages its bytes in a local file (readers following the fill read
 //! it) and uploads them as a multipart upload to the final key as they arrive; the
 //! upload is completed only at commit, which the cache calls after the digest and size
-//! verified, and aborted otherwise: an object exists only whole and verified.
+//! verified, and aborted otherwise: an object exists only whole and verified. The
+//! upload runs beside the fill (an uploader task reads the staged file), so clients
+//! receive at the download's speed whatever the bucket's.
 //! Conditional writes are not relied on: two replicas completing the same key write the
 //! same bytes. Uploads of fills a crash interrupted are journaled (fill id → key and
 //! upload id) and aborted at the next start; a bucket lifecycle rule cleans up any
@@ -131,6 +133,11 @@ impl Client {
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
         }
+        // Over TLS the payload is not hashed into the signature (TLS protects it and the
+        // blob's digest was verified): a part costs no second SHA-256 pass. Over plain
+        // HTTP the signature keeps covering it.
+        let tls = settings.endpoint.as_deref().is_none_or(|e| e.starts_with("https://"));
+        builder = builder.with_unsigned_payload(tls);
         if let Some((id, secret)) = &settings.credentials {
             builder = builder
                 .with_access_key_id(id.expose())
@@ -214,19 +221,11 @@ impl S3BlobStore {
             .client
             .run(async move { client.s3.get_opts(&key, options).await })?
             .map_err(io_error)?;
-        Ok(Box::new(S3Reader {
-            client: self.client.clone(),
-            stream: Some(got.into_stream()),
-            current: Bytes::new(),
-        }))
+        Ok(Box::new(S3Reader::pumping(&self.client.handle, got.into_stream())))
     }
 
     fn empty_reader(&self) -> BlobReader {
-        Box::new(S3Reader {
-            client: self.client.clone(),
-            stream: None,
-            current: Bytes::new(),
-        })
+        Box::new(S3Reader::empty())
     }
 
     /// Connects to the bucket and checks it: a bucket that does not exist or refuses the
@@ -481,7 +480,21 @@ impl S3BlobStore {
     }
 }
 
-/// A fill's bytes: staged locally for its readers, and uploaded part by part.
+/// How far a fill's staging has got, as its uploader sees it.
+#[derive(Debug, Default, Clone, Copy)]
+struct StagedProgress {
+    /// Bytes staged and readable in the local file.
+    readable: u64,
+    /// The fill verified and committed: nothing more comes.
+    finished: bool,
+}
+
+/// A fill's bytes: staged in a local file (clients following the fill read them there,
+/// at the download's speed) while an uploader task sends them, part by part as they
+/// are staged, to a multipart upload of the blob's final key. The upload is completed
+/// at commit (after verification), aborted on discard. A part that fails fails the
+/// fill's next write, so clients still receiving the blob get an error rather than a
+/// whole body the bucket will not have.
 struct S3Staged {
     client: Arc<Client>,
     local: Box<dyn StagedBlob>,
@@ -489,46 +502,88 @@ struct S3Staged {
     fill_id: u64,
     key: Key,
     upload: MultipartId,
-    part_size: usize,
-    buffer: Vec<u8>,
-    next_part: usize,
-    in_flight: VecDeque<tokio::task::JoinHandle<object_store::Result<PartId>>>,
-    parts: Vec<PartId>,
+    progress: tokio::sync::watch::Sender<StagedProgress>,
+    /// Why the uploader gave up, once it has.
+    failed: Arc<std::sync::OnceLock<String>>,
+    uploader: Option<tokio::task::JoinHandle<io::Result<Vec<PartId>>>>,
+}
+
+/// What the uploader needs to read and send a fill's parts.
+struct Uploader {
+    client: Arc<Client>,
+    staging: FileBlobStore,
+    fill_id: u64,
+    key: Key,
+    upload: MultipartId,
+    part_size: u64,
+}
+
+impl Uploader {
+    /// Sends each part as soon as it is staged (the last when the fill finished), at
+    /// most [`PARTS_IN_FLIGHT`] at once; returns the parts in order.
+    async fn run(
+        self,
+        mut staged: tokio::sync::watch::Receiver<StagedProgress>,
+        failed: Arc<std::sync::OnceLock<String>>,
+    ) -> io::Result<Vec<PartId>> {
+        let result = self.send_parts(&mut staged).await;
+        if let Err(e) = &result {
+            let _ = failed.set(e.to_string());
+        }
+        result
+    }
+
+    async fn send_parts(&self, staged: &mut tokio::sync::watch::Receiver<StagedProgress>) -> io::Result<Vec<PartId>> {
+        let mut in_flight: VecDeque<tokio::task::JoinHandle<io::Result<PartId>>> = VecDeque::new();
+        let mut parts = Vec::new();
+        let (mut offset, mut index, mut sent_all) = (0u64, 0usize, false);
+        while !(sent_all && in_flight.is_empty()) {
+            let part_end = offset + self.part_size;
+            tokio::select! {
+                biased;
+                done = async { in_flight.front_mut().expect("a part in flight").await }, if !in_flight.is_empty() => {
+                    in_flight.pop_front();
+                    parts.push(done.map_err(io::Error::other)??);
+                }
+                now = async { staged.wait_for(|s| s.finished || s.readable >= part_end).await.map(|now| *now) },
+                    if !sent_all && in_flight.len() < PARTS_IN_FLIGHT =>
+                {
+                    let now = now.map_err(|_| io::Error::other("the fill ended without committing its upload"))?;
+                    if now.readable > offset {
+                        let end = part_end.min(now.readable);
+                        let data = self.read(offset, end).await?;
+                        let (client, key, upload) = (self.client.clone(), self.key.clone(), self.upload.clone());
+                        let part = index;
+                        in_flight.push_back(tokio::spawn(async move {
+                            client.s3.put_part(&key, &upload, part, PutPayload::from(data)).await.map_err(io_error)
+                        }));
+                        (offset, index) = (end, index + 1);
+                    }
+                    sent_all = now.finished && offset >= now.readable;
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Bytes `start..end` of the staged file.
+    async fn read(&self, start: u64, end: u64) -> io::Result<Bytes> {
+        let (staging, fill_id) = (self.staging.clone(), self.fill_id);
+        tokio::task::spawn_blocking(move || {
+            let mut reader = staging.open_staged(fill_id, start)?;
+            let mut data = vec![0u8; (end - start) as usize];
+            reader.read_exact(&mut data)?;
+            Ok(Bytes::from(data))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
 }
 
 impl S3Staged {
-    /// Sends the buffer as the next part; waits while too many are in flight.
-    fn send_part(&mut self) -> io::Result<()> {
-        let data = Bytes::from(std::mem::take(&mut self.buffer));
-        let (client, key, upload, idx) = (
-            self.client.clone(),
-            self.key.clone(),
-            self.upload.clone(),
-            self.next_part,
-        );
-        self.next_part += 1;
-        self.in_flight.push_back(
-            self.client
-                .handle
-                .spawn(async move { client.s3.put_part(&key, &upload, idx, PutPayload::from(data)).await }),
-        );
-        while self.in_flight.len() > PARTS_IN_FLIGHT {
-            self.wait_oldest()?;
-        }
-        Ok(())
-    }
-
-    fn wait_oldest(&mut self) -> io::Result<()> {
-        if let Some(part) = self.in_flight.pop_front() {
-            let id = self.client.run(part)?.map_err(io::Error::other)?.map_err(io_error)?;
-            self.parts.push(id);
-        }
-        Ok(())
-    }
-
     fn abort(&mut self) {
-        for part in self.in_flight.drain(..) {
-            part.abort();
+        if let Some(uploader) = self.uploader.take() {
+            uploader.abort();
         }
         let (client, key, upload) = (self.client.clone(), self.key.clone(), self.upload.clone());
         if let Err(e) = self
@@ -540,19 +595,25 @@ impl S3Staged {
         }
         let _ = self.uploads.remove(self.fill_id.to_be_bytes());
     }
+
+    /// Waits for the uploader to have sent every part.
+    fn parts(&mut self) -> io::Result<Vec<PartId>> {
+        let uploader = self
+            .uploader
+            .take()
+            .ok_or_else(|| io::Error::other("the upload was already finished"))?;
+        self.client.run(uploader)?.map_err(io::Error::other)?
+    }
 }
 
 impl StagedBlob for S3Staged {
-    fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        self.local.write(bytes)?;
-        while !bytes.is_empty() {
-            let take = (self.part_size - self.buffer.len()).min(bytes.len());
-            self.buffer.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.buffer.len() == self.part_size {
-                self.send_part()?;
-            }
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if let Some(why) = self.failed.get() {
+            return Err(io::Error::other(format!("uploading to the bucket failed: {why}")));
         }
+        self.local.write(bytes)?;
+        let readable = self.local.readable_len();
+        self.progress.send_modify(|p| p.readable = readable);
         Ok(())
     }
 
@@ -564,38 +625,31 @@ impl StagedBlob for S3Staged {
         self.local.readable_len()
     }
 
-    /// Uploads what is left, waits for every part and completes the upload: only now
-    /// does the object exist.
+    /// Lets the uploader send the last part, waits for every part and completes the
+    /// upload: only now does the object exist.
     fn commit(mut self: Box<Self>, _digest: &Digest) -> io::Result<BlobLocation> {
-        if self.buffer.is_empty() && self.next_part == 0 {
-            // The empty blob: S3 refuses an empty part, so the upload is abandoned for
-            // a plain PUT of no bytes.
-            self.abort();
-            let (client, key) = (self.client.clone(), self.key.clone());
-            let put = self
-                .client
-                .run(async move { client.s3.put(&key, PutPayload::default()).await })
-                .and_then(|r| r.map(|_| ()).map_err(io_error));
-            self.local.discard();
-            return put.map(|()| BlobLocation::S3);
-        }
-        let completed = (|| {
-            if !self.buffer.is_empty() {
-                self.send_part()?;
+        let readable = self.local.readable_len();
+        self.progress.send_modify(|p| {
+            p.readable = readable;
+            p.finished = true;
+        });
+        let completed = self.parts().and_then(|parts| {
+            let (client, key, upload) = (self.client.clone(), self.key.clone(), self.upload.clone());
+            if parts.is_empty() {
+                // The empty blob: S3 refuses an empty part, so the upload is abandoned
+                // for a plain PUT of no bytes.
+                self.abort();
+                return self
+                    .client
+                    .run(async move { client.s3.put(&key, PutPayload::default()).await })?
+                    .map(|_| ())
+                    .map_err(io_error);
             }
-            while !self.in_flight.is_empty() {
-                self.wait_oldest()?;
-            }
-            let (client, key, upload, parts) = (
-                self.client.clone(),
-                self.key.clone(),
-                self.upload.clone(),
-                std::mem::take(&mut self.parts),
-            );
             self.client
                 .run(async move { client.s3.complete_multipart(&key, &upload, parts).await })?
+                .map(|_| ())
                 .map_err(io_error)
-        })();
+        });
         if let Err(e) = completed {
             self.abort();
             self.local.discard();
@@ -613,40 +667,104 @@ impl StagedBlob for S3Staged {
     }
 }
 
-/// A published blob read with one ranged GET, its body pulled as the reader reads.
+/// How many body chunks of a GET are read ahead of the client (each is what one socket
+/// read gave, a few hundred KiB at the most): enough to keep the connection busy while
+/// the client takes the last, and a bound on a reader's memory.
+const CHUNKS_AHEAD: usize = 4;
+
+/// A published blob read with one ranged GET. A task on the store's runtime pulls the
+/// body into a small channel; reads take from it (without a wait when a chunk is there,
+/// so an async server can read it in place). Dropping the reader ends the GET.
 struct S3Reader {
-    client: Arc<Client>,
-    stream: Option<futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>>,
+    chunks: Option<tokio::sync::mpsc::Receiver<io::Result<Bytes>>>,
     current: Bytes,
+}
+
+impl S3Reader {
+    fn pumping(
+        runtime: &tokio::runtime::Handle,
+        mut body: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    ) -> S3Reader {
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        runtime.spawn(async move {
+            while let Some(chunk) = body.next().await {
+                let failed = chunk.is_err();
+                if tx.send(chunk.map_err(io_error)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        S3Reader {
+            chunks: Some(rx),
+            current: Bytes::new(),
+        }
+    }
+
+    fn empty() -> S3Reader {
+        S3Reader {
+            chunks: None,
+            current: Bytes::new(),
+        }
+    }
+
+    /// Up to `max` bytes of the chunk in hand.
+    fn take(&mut self, max: usize) -> Bytes {
+        let n = self.current.len().min(max);
+        self.current.split_to(n)
+    }
+
+    /// Holds the next chunk (`Ok(false)`: the body ended).
+    fn hold(&mut self, next: Option<io::Result<Bytes>>) -> io::Result<bool> {
+        match next {
+            Some(chunk) => {
+                self.current = chunk?;
+                Ok(true)
+            }
+            None => {
+                self.chunks = None;
+                Ok(false)
+            }
+        }
+    }
 }
 
 impl Read for S3Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
-            let Some(mut stream) = self.stream.take() else {
+            let Some(chunks) = self.chunks.as_mut() else {
                 return Ok(0);
             };
-            let (stream, next) = self.client.run(async move {
-                let next = stream.next().await;
-                (stream, next)
-            })?;
-            match next {
-                Some(chunk) => {
-                    self.current = chunk.map_err(io_error)?;
-                    self.stream = Some(stream);
-                }
-                None => return Ok(0),
+            let next = chunks.blocking_recv();
+            if !self.hold(next)? {
+                return Ok(0);
             }
         }
-        let n = self.current.len().min(buf.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
+        let bytes = self.take(buf.len());
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(bytes.len())
     }
 }
 
-/// Every read may wait for the network: always on the blocking pool.
-impl BlobRead for S3Reader {}
+impl BlobRead for S3Reader {
+    /// A chunk already received is read in place; otherwise the read would wait for the
+    /// network and belongs on the blocking pool.
+    fn read_now(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        while self.current.is_empty() {
+            let Some(chunks) = self.chunks.as_mut() else {
+                return Ok(Some(Bytes::new()));
+            };
+            let next = match chunks.try_recv() {
+                Ok(chunk) => Some(chunk),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return Ok(None),
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+            };
+            if !self.hold(next)? {
+                return Ok(Some(Bytes::new()));
+            }
+        }
+        Ok(Some(self.take(max)))
+    }
+}
 
 impl BlobStore for S3BlobStore {
     fn name(&self) -> &'static str {
@@ -673,18 +791,28 @@ impl BlobStore for S3BlobStore {
             .run(async move { client.s3.create_multipart(&k).await })?
             .map_err(io_error)?;
         self.journal(fill_id, &key, &upload)?;
+        let local = self.staging.begin(fill_id)?;
+        let (progress, staged) = tokio::sync::watch::channel(StagedProgress::default());
+        let failed = Arc::new(std::sync::OnceLock::new());
+        let uploader = Uploader {
+            client: self.client.clone(),
+            staging: self.staging.clone(),
+            fill_id,
+            key: key.clone(),
+            upload: upload.clone(),
+            part_size: self.part_size as u64,
+        };
+        let uploader = self.client.handle.spawn(uploader.run(staged, failed.clone()));
         Ok(Box::new(S3Staged {
             client: self.client.clone(),
-            local: self.staging.begin(fill_id)?,
+            local,
             uploads: self.uploads.clone(),
             fill_id,
             key,
             upload,
-            part_size: self.part_size,
-            buffer: Vec::new(),
-            next_part: 0,
-            in_flight: VecDeque::new(),
-            parts: Vec::new(),
+            progress,
+            failed,
+            uploader: Some(uploader),
         }))
     }
 

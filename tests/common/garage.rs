@@ -13,6 +13,10 @@ use tempfile::TempDir;
 pub const ACCESS_KEY: &str = "GKpullgatetests0001";
 pub const SECRET_KEY: &str = "pullgate-tests-secret-key-0123456789abcdef";
 pub const BUCKET: &str = "pullgate";
+/// A second key with read access, for an observer (the benchmark) whose requests must
+/// not count as the proxies' ([`Garage::requests_under`] counts only [`ACCESS_KEY`]'s).
+pub const OBSERVER_KEY: &str = "GKpullgateobserver01";
+pub const OBSERVER_SECRET: &str = "pullgate-observer-secret-0123456789abcdef";
 
 pub struct Garage {
     child: Option<Child>,
@@ -50,7 +54,7 @@ impl Garage {
         let dir = tempfile::tempdir().expect("tempdir");
         let (s3_port, rpc_port) = (free_port(), free_port());
         let config = format!(
-            "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\n\
+            "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\ncompression_level = \"none\"\n\
              rpc_bind_addr = \"127.0.0.1:{rpc_port}\"\nrpc_public_addr = \"127.0.0.1:{rpc_port}\"\n\
              rpc_secret = \"{secret}\"\n\n[s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
              root_domain = \".s3.garage.localhost\"\n",
@@ -84,7 +88,9 @@ impl Garage {
             .env("GARAGE_DEFAULT_ACCESS_KEY", ACCESS_KEY)
             .env("GARAGE_DEFAULT_SECRET_KEY", SECRET_KEY)
             .env("GARAGE_DEFAULT_BUCKET", BUCKET)
-            .env("RUST_LOG", "garage=warn")
+            // One line per S3 request (`<peer> <METHOD> <uri>`): the benchmark counts them.
+            .env("RUST_LOG", "garage=warn,garage_api_common::generic_server=info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -150,6 +156,80 @@ impl Garage {
         self.s3_port
     }
 
+    /// Garage's log: one line per S3 request, `<peer> <METHOD> /<bucket>/<key>?<query>`.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("garage.log")
+    }
+
+    /// Creates [`OBSERVER_KEY`] with read access to the bucket (`garage key import`).
+    pub fn add_observer_key(&self) {
+        let garage = |args: &[&str]| {
+            let out = Command::new(garage_bin())
+                .arg("-c")
+                .arg(self.config_path())
+                .args(args)
+                .output()
+                .expect("run garage");
+            assert!(
+                out.status.success(),
+                "garage {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        garage(&[
+            "key",
+            "import",
+            "--yes",
+            "-n",
+            "observer",
+            OBSERVER_KEY,
+            OBSERVER_SECRET,
+        ]);
+        garage(&["bucket", "allow", "--read", BUCKET, "--key", OBSERVER_KEY]);
+    }
+
+    /// S3 requests made with [`ACCESS_KEY`] in the log so far that concern keys under
+    /// `prefix` (by path, or by a listing's `prefix=` parameter), counted by operation: `CreateMultipartUpload`,
+    /// `UploadPart`, `CompleteMultipartUpload`, `AbortMultipartUpload`, `PutObject` (also
+    /// copies: the log does not show the copy header), `GetObject`, `HeadObject`,
+    /// `DeleteObject`, `ListObjects`.
+    pub fn requests_under(&self, prefix: &str) -> std::collections::BTreeMap<&'static str, u64> {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let in_path = format!("/{BUCKET}/{prefix}/");
+        let in_query = format!("prefix={prefix}");
+        let mut counts = std::collections::BTreeMap::new();
+        let by_key = format!("(key {ACCESS_KEY})");
+        for line in log.lines().filter(|l| l.contains(&by_key)) {
+            let Some(request) = ["GET", "HEAD", "PUT", "POST", "DELETE"]
+                .iter()
+                .find_map(|m| line.find(&format!(" {m} /")).map(|i| &line[i + 1..]))
+            else {
+                continue;
+            };
+            let (method, uri) = request.split_once(' ').unwrap_or((request, ""));
+            let uri = uri.split_whitespace().next().unwrap_or("");
+            if !uri.starts_with(&in_path) && !uri.contains(&in_query) {
+                continue;
+            }
+            let query = uri.split_once('?').map_or("", |(_, q)| q);
+            let has = |k: &str| query.split('&').any(|p| p == k || p.starts_with(&format!("{k}=")));
+            let op = match method {
+                "POST" if has("uploads") => "CreateMultipartUpload",
+                "POST" if has("uploadId") => "CompleteMultipartUpload",
+                "PUT" if has("partNumber") => "UploadPart",
+                "PUT" => "PutObject",
+                "DELETE" if has("uploadId") => "AbortMultipartUpload",
+                "DELETE" => "DeleteObject",
+                "HEAD" => "HeadObject",
+                "GET" if !uri.starts_with(&in_path) || has("list-type") => "ListObjects",
+                "GET" => "GetObject",
+                _ => "other",
+            };
+            *counts.entry(op).or_default() += 1;
+        }
+        counts
+    }
+
     /// The `[cache]` table for a pullgate using this Garage's bucket under `prefix`;
     /// the key files go into `dir`.
     pub fn cache_toml(&self, dir: &Path, prefix: &str, extra: &str) -> String {
@@ -189,8 +269,17 @@ impl Drop for Garage {
     }
 }
 
-/// Fault injection in front of Garage: an HTTP forwarder that answers every `nth`
-/// request carrying a body (PUT, POST) with S3's `503 SlowDown` instead of passing it on.
+/// Which requests the fault-injecting front refuses.
+#[derive(Clone, Copy)]
+pub enum Refuse {
+    /// Every `n`th request carrying a body (PUT, POST).
+    EveryNthWrite(usize),
+    /// Every `CompleteMultipartUpload` (POST with `uploadId`).
+    Completions,
+}
+
+/// Fault injection in front of Garage: an HTTP forwarder that answers the requests
+/// `Refuse` names with S3's `503 SlowDown` instead of passing them on.
 /// The client signs for the forwarder's host, which is passed on unchanged, so Garage
 /// checks the same signature. Bodies are buffered (test-sized objects only).
 pub struct SlowDownFront {
@@ -201,7 +290,7 @@ pub struct SlowDownFront {
 }
 
 impl SlowDownFront {
-    pub async fn start(garage_endpoint: &str, nth: usize) -> SlowDownFront {
+    pub async fn start(garage_endpoint: &str, refuse: Refuse) -> SlowDownFront {
         use axum::body::Body;
         use axum::extract::Request;
         use axum::response::Response;
@@ -217,7 +306,13 @@ impl SlowDownFront {
             async move {
                 let (parts, body) = req.into_parts();
                 let with_body = matches!(parts.method, http::Method::PUT | http::Method::POST);
-                if with_body && seen.fetch_add(1, SeqCst) % nth == 0 {
+                let refuse_this = match refuse {
+                    Refuse::EveryNthWrite(nth) => with_body && seen.fetch_add(1, SeqCst) % nth == 0,
+                    Refuse::Completions => {
+                        parts.method == http::Method::POST && parts.uri.query().is_some_and(|q| q.contains("uploadId="))
+                    }
+                };
+                if refuse_this {
                     refused.fetch_add(1, SeqCst);
                     return Response::builder()
                         .status(503)

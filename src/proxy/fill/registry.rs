@@ -16,6 +16,10 @@ use tracing::{info, warn};
 
 pub struct FillRegistry {
     running: Mutex<HashMap<Digest, Arc<Fill>>>,
+    /// A gate per digest whose fill is being started: starting takes a round trip (a
+    /// shared store creates its upload), and requests arriving meanwhile wait for it and
+    /// join rather than each start a fill only to throw it away.
+    starting: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     /// How many fills run, for whoever waits for them all to end.
     running_count: watch::Sender<usize>,
     pub(super) metrics: Arc<Metrics>,
@@ -48,6 +52,7 @@ impl FillRegistry {
     pub fn new(metrics: Arc<Metrics>, max_concurrent_fills: usize, max_size: Option<u64>) -> Self {
         FillRegistry {
             running: Mutex::default(),
+            starting: Mutex::default(),
             running_count: watch::Sender::new(0),
             metrics,
             slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_fills.max(1))),
@@ -135,6 +140,41 @@ impl FillRegistry {
     ) -> Result<Lookup, FillError> {
         if let Some(fill) = self.get(digest) {
             return Ok(Lookup::Joined(fill));
+        }
+        let gate = self.starting_gate(digest);
+        let _turn = gate.lock().await;
+        let started = self.start(cache, upstream, repo, digest).await;
+        self.starting_gate_done(digest, &gate);
+        started
+    }
+
+    fn starting_gate(&self, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+        let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+        starting.entry(digest.clone()).or_default().clone()
+    }
+
+    /// Forgets `gate` once its fill started (or failed to): later requests find the fill
+    /// running, and those already waiting on `gate` re-check before starting one.
+    fn starting_gate_done(&self, digest: &Digest, gate: &Arc<tokio::sync::Mutex<()>>) {
+        let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+        if starting.get(digest).is_some_and(|g| Arc::ptr_eq(g, gate)) {
+            starting.remove(digest);
+        }
+    }
+
+    /// Under the digest's starting gate: joins a fill started meanwhile, else begins one.
+    async fn start(
+        self: &Arc<Self>,
+        cache: &Cache,
+        upstream: Arc<Upstream>,
+        repo: RepoName,
+        digest: &Digest,
+    ) -> Result<Lookup, FillError> {
+        if let Some(fill) = self.get(digest) {
+            return Ok(Lookup::Joined(fill));
+        }
+        if let Ok(Some(record)) = cache.blob_now(digest) {
+            return Ok(Lookup::Cached(record));
         }
         let (fill_id, staged) = cache.begin_fill(digest).await?;
         let (tx, rx) = watch::channel(FillProgress::default());

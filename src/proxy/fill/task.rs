@@ -139,14 +139,9 @@ impl FillTask {
         }
         // Verified: release the held-back tail now rather than after the fsync and the
         // publish (the staged bytes stay readable through open handles and the rename).
-        // A shared store's publish completes the upload, which can still fail: there the
-        // tail waits for it, so a client never has a whole body the fleet does not.
-        if self.cache.publish_can_fail_after_verify() {
-            return Ok(self
-                .cache
-                .publish(self.digest(), self.fill.fill_id, sink.staged, size)
-                .await?);
-        }
+        // On a shared store the publish completes the upload, which runs beside the
+        // download: a client does not wait for the bucket (an upload failing this late
+        // only leaves the blob uncached; one failing earlier has failed the fill).
         let visible = sink.staged.readable_len().min(size);
         self.tx.send_if_modified(|p| {
             let changed = p.readable < visible;
