@@ -379,6 +379,13 @@ impl Cache {
         .await
     }
 
+    /// A blob recorded in this replica's database, without asking a shared store (the
+    /// fill registry asks that once per digest, under its starting gate).
+    pub async fn local_blob(&self, digest: &Digest) -> CacheResult<Option<BlobRecord>> {
+        let d = digest.clone();
+        self.blocking(move |i| i.blob(&d)).await
+    }
+
     /// Synchronous lookup, for the fill registry's double-check under its lock.
     pub fn blob_now(&self, digest: &Digest) -> CacheResult<Option<BlobRecord>> {
         self.inner.blob(digest)

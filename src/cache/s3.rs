@@ -73,6 +73,16 @@ const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Parts of one fill being uploaded at once (bounds memory to this many parts).
 const PARTS_IN_FLIGHT: usize = 2;
 
+/// A read of a published blob longer than this is made as ranged GETs of this size.
+const SEGMENT: u64 = 2 << 20;
+
+/// Ranged GETs of one read asked ahead of the segment being delivered: with it and the
+/// one in the reader's hands, a reader holds at most `SEGMENTS_AHEAD + 2` segments.
+const SEGMENTS_AHEAD: usize = 2;
+
+/// Reads made as parallel ranged GETs at once; others stream one GET each.
+const PARALLEL_READERS: usize = 2;
+
 /// The client and its runtime, shared by the store, its staged blobs and its readers.
 struct Client {
     s3: AmazonS3,
@@ -80,6 +90,8 @@ struct Client {
     /// Dropped with `shutdown_background` (it may be dropped on an async thread).
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
+    /// [`PARALLEL_READERS`] permits.
+    parallel_readers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Drop for Client {
@@ -153,6 +165,7 @@ impl Client {
             prefix,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
+            parallel_readers: Arc::new(tokio::sync::Semaphore::new(PARALLEL_READERS)),
         })
     }
 
@@ -226,6 +239,58 @@ impl S3BlobStore {
 
     fn empty_reader(&self) -> BlobReader {
         Box::new(S3Reader::empty())
+    }
+
+    /// Bytes `range` of the blob: as one GET streamed, or, when they are many and fewer
+    /// than [`PARALLEL_READERS`] reads do so already, as ranged GETs of [`SEGMENT`]
+    /// bytes, [`SEGMENTS_AHEAD`] at once (an object store serves one request at a
+    /// fraction of what it serves several: the byte-range fetches S3's performance
+    /// guide recommends; many clients at once keep it busy without, and memory stays
+    /// bounded). The first is asked at once, so an object that is gone is `NotFound`
+    /// here.
+    fn get_range(&self, digest: &Digest, range: std::ops::Range<u64>) -> io::Result<BlobReader> {
+        let parallel = match range.end - range.start > SEGMENT {
+            true => self.client.parallel_readers.clone().try_acquire_owned().ok(),
+            false => None,
+        };
+        let Some(parallel) = parallel else {
+            return self.get(digest, GetRange::Bounded(range));
+        };
+        let (client, key) = (self.client.clone(), self.client.blob_key(digest));
+        let first = range.start..range.start + SEGMENT;
+        let first = self
+            .client
+            .run(async move { client.s3.get_range(&key, first).await })?
+            .map_err(io_error)?;
+        let (client, key) = (self.client.clone(), self.client.blob_key(digest));
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        self.client.handle.spawn(async move {
+            let _parallel = parallel;
+            let mut ahead = VecDeque::new();
+            let mut next = range.start + SEGMENT;
+            let mut segment = Ok(first);
+            loop {
+                while ahead.len() < SEGMENTS_AHEAD && next < range.end {
+                    let end = (next + SEGMENT).min(range.end);
+                    let (client, key) = (client.clone(), key.clone());
+                    ahead.push_back(tokio::spawn(async move { client.s3.get_range(&key, next..end).await }));
+                    next = end;
+                }
+                let failed = segment.is_err();
+                if tx.send(segment.map_err(io_error)).await.is_err() || failed {
+                    ahead.iter().for_each(|a: &tokio::task::JoinHandle<_>| a.abort());
+                    return;
+                }
+                let Some(following) = ahead.pop_front() else { return };
+                segment = following.await.unwrap_or_else(|e| {
+                    Err(object_store::Error::Generic {
+                        store: "S3",
+                        source: Box::new(e),
+                    })
+                });
+            }
+        });
+        Ok(Box::new(S3Reader::receiving(rx)))
     }
 
     /// Connects to the bucket and checks it: a bucket that does not exist or refuses the
@@ -694,8 +759,12 @@ impl S3Reader {
                 }
             }
         });
+        S3Reader::receiving(rx)
+    }
+
+    fn receiving(chunks: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> S3Reader {
         S3Reader {
-            chunks: Some(rx),
+            chunks: Some(chunks),
             current: Bytes::new(),
         }
     }
@@ -835,8 +904,8 @@ impl BlobStore for S3BlobStore {
         }
     }
 
-    /// One GET of just `range`, made at once: a blob another replica evicted is
-    /// `NotFound` here, and an empty range needs no request.
+    /// GETs of just `range` (see `get_range`), the first made at once: a blob another
+    /// replica evicted is `NotFound` here, and an empty range needs no request.
     fn open_checked(
         &self,
         digest: &Digest,
@@ -848,10 +917,8 @@ impl BlobStore for S3BlobStore {
         if range.start >= end {
             return Ok(self.empty_reader());
         }
-        if end == size {
-            return self.open(digest, location, range.start);
-        }
-        self.get(digest, GetRange::Bounded(range.start..end))
+        let _ = location;
+        self.get_range(digest, range.start..end)
     }
 
     fn stored_size(&self, digest: &Digest, _location: &BlobLocation) -> io::Result<Option<u64>> {

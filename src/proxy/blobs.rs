@@ -110,7 +110,9 @@ impl Proxy {
     /// The published blob, or the fill this request started or joined; fails when the
     /// fill failed before upstream answered.
     async fn find_or_fill(&self, target: &Target, digest: &Digest) -> ProxyResult<(Source, CacheStatus)> {
-        if let Some(record) = self.cache.blob(digest).await? {
+        // Only the local record here: a running fill is joined before the shared store
+        // is asked, and the registry asks it once for all the requests that missed.
+        if let Some(record) = self.cache.local_blob(digest).await? {
             self.cache.touch_blob(digest);
             return Ok((Source::Published(record), CacheStatus::Hit));
         }
@@ -119,7 +121,10 @@ impl Proxy {
             .get_or_start(&self.cache, target.upstream.clone(), target.repo.clone(), digest)
             .await?
         {
-            Lookup::Cached(record) => return Ok((Source::Published(record), CacheStatus::Hit)),
+            Lookup::Cached(record) => {
+                self.cache.touch_blob(digest);
+                return Ok((Source::Published(record), CacheStatus::Hit));
+            }
             Lookup::Started(fill) => (fill, CacheStatus::Miss),
             Lookup::Joined(fill) => (fill, CacheStatus::FillJoin),
         };

@@ -162,7 +162,9 @@ impl FillRegistry {
         }
     }
 
-    /// Under the digest's starting gate: joins a fill started meanwhile, else begins one.
+    /// Under the digest's starting gate: joins a fill started meanwhile, takes the blob
+    /// if it is cached (here, or in a shared store another replica filled), else begins
+    /// a fill.
     async fn start(
         self: &Arc<Self>,
         cache: &Cache,
@@ -173,7 +175,7 @@ impl FillRegistry {
         if let Some(fill) = self.get(digest) {
             return Ok(Lookup::Joined(fill));
         }
-        if let Ok(Some(record)) = cache.blob_now(digest) {
+        if let Some(record) = cache.blob(digest).await? {
             return Ok(Lookup::Cached(record));
         }
         let (fill_id, staged) = cache.begin_fill(digest).await?;
