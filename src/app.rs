@@ -102,14 +102,44 @@ fn upstream_settings(
     })
 }
 
-/// The upstream clients and the client names that route to each.
-fn routes(config: &Config, metrics: &Arc<Metrics>) -> Result<Vec<UpstreamRoute>, StartError> {
+/// The Red Hat registries' probe image for `doctor` when none is configured.
+const RED_HAT_PROBE_IMAGE: &str = "ubi9/ubi-minimal:latest";
+
+/// Each configured upstream with its settings (credentials read from their files).
+fn upstreams_with_settings(config: &Config) -> Result<Vec<(&UpstreamConfig, UpstreamSettings)>, ConfigError> {
     let secrets = config.read_secrets()?;
     config
         .upstreams
         .iter()
         .zip(secrets)
-        .map(|(u, credentials)| {
+        .map(|(u, credentials)| Ok((u, upstream_settings(u, credentials)?)))
+        .collect()
+}
+
+/// What `doctor` walks: each upstream's settings and its probe image (configured, or
+/// the default for the Red Hat registries).
+pub fn doctor_targets(config: &Config) -> Result<Vec<(UpstreamSettings, Option<String>)>, StartError> {
+    Ok(upstreams_with_settings(config)?
+        .into_iter()
+        .map(|(u, settings)| {
+            let red_hat = matches!(
+                settings.url.host_str(),
+                Some("registry.redhat.io" | "registry.access.redhat.com")
+            );
+            let probe = u
+                .probe_image
+                .clone()
+                .or_else(|| red_hat.then(|| RED_HAT_PROBE_IMAGE.to_string()));
+            (settings, probe)
+        })
+        .collect())
+}
+
+/// The upstream clients and the client names that route to each.
+fn routes(config: &Config, metrics: &Arc<Metrics>) -> Result<Vec<UpstreamRoute>, StartError> {
+    upstreams_with_settings(config)?
+        .into_iter()
+        .map(|(u, settings)| {
             let patterns = |k: &str, p: &[String]| {
                 RepoPatterns::new(p).map_err(|e| ConfigError::Invalid {
                     key: format!("upstream {}: {k}", u.name),
@@ -117,7 +147,7 @@ fn routes(config: &Config, metrics: &Arc<Metrics>) -> Result<Vec<UpstreamRoute>,
                 })
             };
             Ok(UpstreamRoute {
-                upstream: Arc::new(Upstream::new(upstream_settings(u, credentials)?, metrics.clone())?),
+                upstream: Arc::new(Upstream::new(settings, metrics.clone())?),
                 aliases: u.aliases.clone(),
                 allow: patterns("allow", &u.allow)?,
                 deny: patterns("deny", &u.deny)?,

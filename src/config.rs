@@ -366,6 +366,10 @@ pub struct UpstreamConfig {
     /// Repository patterns refused even when allowed.
     #[serde(default)]
     pub deny: Vec<String>,
+    /// `REPOSITORY:TAG` that `pullgate doctor` pulls the manifest and config blob of;
+    /// none: `ubi9/ubi-minimal:latest` for the Red Hat registries, else no probe image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_image: Option<String>,
     #[serde(default)]
     pub allow_redirect_hosts: Vec<String>,
     /// Hosts other than the upstream's own that may serve its token realm.
@@ -544,6 +548,15 @@ impl Config {
                 (Some(_), None) => return Err(invalid(key("password_file"), "is required when username is set")),
                 (None, Some(_)) => return Err(invalid(key("username"), "is required when password_file is set")),
                 _ => {}
+            }
+            if let Some(probe) = &u.probe_image {
+                let repo = probe.rsplit_once(':').map(|(r, _)| r).unwrap_or_default();
+                if !probe.ends_with(|c: char| c != ':') || crate::oci::RepoName::parse(repo).is_err() {
+                    return Err(invalid(
+                        key("probe_image"),
+                        format!("{probe:?} must be REPOSITORY:TAG, e.g. ubi9/ubi-minimal:latest"),
+                    ));
+                }
             }
             for (k, hosts) in [
                 ("allow_redirect_hosts", &u.allow_redirect_hosts),

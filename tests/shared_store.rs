@@ -369,10 +369,16 @@ async fn the_fleet_evicts_beyond_max_size_but_not_under_a_reader_on_another_repl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_bucket_or_key_is_a_clear_error_at_start_and_check_config_online_reaches_the_bucket() {
     let garage = Garage::start();
+    // A live upstream: `--online` walks its egress path too.
+    let upstream = FakeRedHat::start_anonymous().await;
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, cache: String| {
         let path = dir.path().join(name);
-        std::fs::write(&path, common::config_toml(dir.path(), "http://127.0.0.1:1", &cache, "")).unwrap();
+        std::fs::write(
+            &path,
+            common::config_toml(dir.path(), &upstream.registry_url, &cache, ""),
+        )
+        .unwrap();
         path
     };
     let good = write("good.toml", garage.cache_toml(dir.path(), "checked", ""));

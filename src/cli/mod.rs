@@ -1,10 +1,11 @@
-//! The `pullgate` command line: `serve`, `check-config`, `cache stats|ls|verify|evict|purge`,
-//! `prefetch` and `client-config`. The commands live here and are the only code that
+//! The `pullgate` command line: `serve`, `check-config`, `doctor`, `cache
+//! stats|ls|verify|evict|purge`, `prefetch` and `client-config`. The commands live here and are the only code that
 //! prints; each hands its work to the layers (through [`crate::app`] for anything that
 //! opens the cache or serves).
 
 pub mod cache;
 pub mod client_config;
+pub mod doctor;
 pub mod prefetch;
 mod serve;
 
@@ -75,10 +76,27 @@ pub enum Command {
     CheckConfig {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// Also reach what the configuration names over the network: the `s3` store's
-        /// bucket (an object is written, read back and deleted under the prefix).
+        /// Also reach what the configuration names over the network: each upstream's
+        /// egress path, as `doctor` walks it, and the `s3` store's bucket (an object is
+        /// written, read back and deleted under the prefix).
         #[arg(long)]
         online: bool,
+    },
+    /// Walk each upstream's egress path hop by hop (DNS, TCP, TLS, challenge, token,
+    /// manifest, CDN redirect, blob, signatures) and say which firewall rule or setting
+    /// is missing. Exit 0 when every hop passes, 1 otherwise.
+    Doctor {
+        #[arg(long, value_name = "FILE", default_value = "config/pullgate.toml")]
+        config: PathBuf,
+        /// Only this upstream (default: all).
+        #[arg(long, value_name = "NAME")]
+        upstream: Option<String>,
+        /// The image pulled as a probe, REPOSITORY:TAG of the upstream (default: the
+        /// upstream's probe_image; ubi9/ubi-minimal:latest for the Red Hat registries).
+        #[arg(long, value_name = "REPOSITORY:TAG")]
+        image: Option<String>,
+        #[arg(long, value_enum, default_value_t = doctor::DoctorFormat::Text)]
+        format: doctor::DoctorFormat,
     },
     /// Inspect and repair the cache (stop the proxy first: they open the database).
     Cache {
@@ -123,6 +141,15 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig { config, online } => check_config(&config, online),
+        Command::Doctor {
+            config,
+            upstream,
+            image,
+            format,
+        } => match load_or_report(&config) {
+            Some(config) => doctor::run(&config, upstream.as_deref(), image.as_deref(), format),
+            None => ExitCode::from(2),
+        },
         Command::Cache { command, config } => {
             let Some(config) = load_or_report(&config) else {
                 return ExitCode::from(2);
@@ -251,6 +278,12 @@ fn check_config(path: &Path, online: bool) -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
+        }
+        // The egress path of every upstream, as `doctor` reports it (on stderr: stdout
+        // is the effective configuration).
+        let code = doctor::online(&config);
+        if code != ExitCode::SUCCESS {
+            return code;
         }
     }
     print!("{}", config.to_toml());

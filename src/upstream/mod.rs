@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod breaker;
+pub mod doctor;
 mod error;
 
 pub use auth::Credentials;
@@ -625,6 +626,62 @@ impl Upstream {
             idle_timeout: self.idle_timeout,
             received: Some(self.received.clone()),
         })
+    }
+
+    /// `GET /v2/` without credentials (what a client's first request does): the status,
+    /// and the Bearer realm a 401 names (learnt, so a token can follow). A realm on a
+    /// host that is not allowed is [`UpstreamError::RealmRefused`].
+    pub async fn challenge(&self) -> Result<(u16, Option<url::Url>), UpstreamError> {
+        let url = self.url("/v2/")?;
+        let resp = tokio::time::timeout(self.response_timeout, self.client.get(url).send())
+            .await
+            .map_err(|_| UpstreamError::Timeout("response headers"))?
+            .map_err(classify)?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED {
+            self.learn_challenge(resp.headers())?;
+        } else if !status.is_success() {
+            return Err(UpstreamError::Status(status.as_u16()));
+        }
+        let realm = match &self.auth_state().scheme {
+            Scheme::Bearer { realm, .. } => Some(realm.clone()),
+            _ => None,
+        };
+        Ok((status.as_u16(), realm))
+    }
+
+    /// A token to pull `repo`, with the configured credentials (after
+    /// [`Upstream::challenge`] learnt the scheme).
+    pub async fn check_token(&self, repo: &RepoName) -> Result<(), UpstreamError> {
+        let scope = format!("repository:{}:pull", repo.as_str());
+        self.authorization(&scope, false).await.map(|_| ())
+    }
+
+    /// Where the registry sends a blob download: the redirect's target (never shown
+    /// whole: its query string is a signed credential), or `None` when it serves the
+    /// blob itself.
+    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<url::Url>, UpstreamError> {
+        let url = self.url(&format!("/v2/{}/blobs/{digest}", repo.as_str()))?;
+        let scope = format!("repository:{}:pull", repo.as_str());
+        let mut req = self.client.get(url.clone()).headers(Self::base_headers());
+        if let Some(a) = self.authorization(&scope, false).await? {
+            req = req.header(AUTHORIZATION, a);
+        }
+        let resp = tokio::time::timeout(self.response_timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout("response headers"))?
+            .map_err(classify)?;
+        if !resp.status().is_redirection() {
+            return self.status_result(&resp).map(|()| None);
+        }
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| UpstreamError::Protocol("redirect without Location".into()))?;
+        url.join(location)
+            .map(Some)
+            .map_err(|_| UpstreamError::Protocol("redirect to an invalid URL".into()))
     }
 
     pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, UpstreamError> {

@@ -1,0 +1,379 @@
+//! `pullgate doctor` as an operator runs it, against the Red Hat-like fake (registry on
+//! 127.0.0.1, CDN on 127.0.0.2) with one fault at a time: each failure names its phase
+//! and host:port and gives the remedy; a healthy path exits 0. Also what `check-config
+//! --online` prints.
+
+mod common;
+
+use common::fake_upstream::{FakeRedHat, PASSWORD, USERNAME};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// An `[[upstream]]` named `rh` at `url`, with `extra` lines.
+fn write_config(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("pullgate.toml");
+    let body = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[[upstream]]\nname = \"rh\"\nurl = \"{url}\"\nconnect_timeout = \"2s\"\nresponse_timeout = \"5s\"\n{extra}",
+        dir.join("data").display()
+    );
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+/// Credentials of the fake's service account (`password` in a file).
+fn credentials(dir: &Path, password: &str) -> String {
+    let pw = dir.join("password");
+    std::fs::write(&pw, password).unwrap();
+    format!("username = \"{USERNAME}\"\npassword_file = \"{}\"\n", pw.display())
+}
+
+fn doctor(config: &Path, args: &[&str]) -> (Output, String) {
+    let out = Command::new(common::pullgate_bin())
+        .args(["doctor", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run pullgate doctor");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, text)
+}
+
+/// The line of the first failing hop, and the remedy line under it.
+fn failure(text: &str) -> (String, String) {
+    let mut lines = text.lines();
+    let fail = lines
+        .by_ref()
+        .find(|l| l.trim_start().starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("no FAIL line in:\n{text}"))
+        .to_string();
+    let remedy = lines.next().unwrap_or_default().to_string();
+    (fail, remedy)
+}
+
+/// `doctor --image ubi9/ubi-minimal:latest` on the fake with its service account and
+/// `allow_redirect_hosts` set to `redirect_hosts` (a TOML list's inside).
+async fn doctor_on_fake(fake: &FakeRedHat, redirect_hosts: &str) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}allow_redirect_hosts = [{redirect_hosts}]\n",
+        credentials(dir.path(), PASSWORD)
+    );
+    let config = write_config(dir.path(), &fake.registry_url, &extra);
+    tokio::task::spawn_blocking(move || doctor(&config, &["--image", "ubi9/ubi-minimal:latest"]))
+        .await
+        .unwrap()
+}
+
+fn assert_exit(out: &Output, code: i32, text: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{text}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_path_passes_every_hop_and_shows_no_secret() {
+    let fake = FakeRedHat::start().await;
+    let image = fake.add_image("ubi9/ubi-minimal", "latest", &[3000]);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}allow_redirect_hosts = [\"127.0.0.2\"]\nprobe_image = \"ubi9/ubi-minimal:latest\"\n",
+        credentials(dir.path(), PASSWORD)
+    );
+    let config = write_config(dir.path(), &fake.registry_url, &extra);
+    let (out, text) = tokio::task::spawn_blocking(move || doctor(&config, &[])).await.unwrap();
+    assert_exit(&out, 0, &text);
+    let cdn = fake.cdn_addr.to_string();
+    for expected in [
+        format!("PASS dns       {}", fake.registry_addr),
+        format!("PASS connect   {}", fake.registry_addr),
+        "PASS http".to_string(),
+        format!("PASS token     {}", fake.registry_addr),
+        "PASS manifest  ubi9/ubi-minimal:latest".to_string(),
+        format!("PASS redirect  {cdn}"),
+        format!("PASS connect   {cdn}"),
+        format!("PASS blob      {cdn}"),
+        format!("config blob {}", image.config_digest),
+        "sha256 verified".to_string(),
+        "every hop passed".to_string(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains(PASSWORD), "the password is printed:\n{text}");
+    assert!(!text.contains("Signature="), "a signed CDN URL is printed:\n{text}");
+    assert_eq!(
+        fake.cdn_gets(&image.config_digest),
+        1,
+        "the config blob came from the CDN"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_carries_every_hop_and_the_verdict() {
+    let fake = FakeRedHat::start().await;
+    fake.add_image("ubi9/ubi-minimal", "latest", &[100]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &fake.registry_url, &credentials(dir.path(), PASSWORD));
+    let (out, text) = tokio::task::spawn_blocking(move || {
+        doctor(&config, &["--image", "ubi9/ubi-minimal:latest", "--format", "json"])
+    })
+    .await
+    .unwrap();
+    // No allow_redirect_hosts: the CDN redirect is the failing hop.
+    assert_exit(&out, 1, &text);
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(doc["passed"], false);
+    let hops = doc["upstreams"][0]["hops"].as_array().expect("hops");
+    let last = hops.last().unwrap();
+    assert_eq!(last["phase"], "redirect", "{text}");
+    assert_eq!(last["passed"], false);
+    assert_eq!(last["target"], fake.cdn_addr.to_string());
+    assert!(
+        last["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("add \"127.0.0.2\" to allow_redirect_hosts of upstream rh"),
+        "{text}"
+    );
+    assert!(hops[..hops.len() - 1].iter().all(|h| h["passed"] == true), "{text}");
+}
+
+#[test]
+fn a_registry_name_that_does_not_resolve_is_a_dns_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "https://registry.pullgate-test.invalid", "");
+    let (out, text) = doctor(&config, &[]);
+    assert_exit(&out, 1, &text);
+    let (fail, remedy) = failure(&text);
+    assert!(
+        fail.contains("FAIL dns") && fail.contains("registry.pullgate-test.invalid:443"),
+        "{text}"
+    );
+    assert!(
+        remedy.contains("make registry.pullgate-test.invalid resolvable from this host"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_refused_port_is_a_connect_failure_with_the_firewall_rule() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("http://127.0.0.1:{port}"), "");
+    let (out, text) = doctor(&config, &[]);
+    assert_exit(&out, 1, &text);
+    let (fail, remedy) = failure(&text);
+    assert!(
+        fail.contains(&format!("FAIL connect   127.0.0.1:{port}")) && fail.contains("refused"),
+        "{text}"
+    );
+    assert!(
+        remedy.contains(&format!("allow outbound TCP {port} from this host to 127.0.0.1")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_connect_that_gets_no_answer_is_a_timeout_not_a_refusal() {
+    // A listener whose accept queue is full: Linux drops further SYNs (no RST), which is
+    // what a DROP rule looks like from here. Backlog 1, never accepted, filled first.
+    let socket = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (listener, fillers) = socket.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = s.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        // Connect until one does not complete at once: the queue is then full.
+        for _ in 0..16 {
+            match tokio::time::timeout(
+                std::time::Duration::from_millis(300),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
+                Ok(Ok(c)) => fillers.push(c),
+                _ => break,
+            }
+        }
+        (listener, fillers)
+    });
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("http://127.0.0.1:{port}"), "");
+    let (out, text) = doctor(&config, &[]);
+    drop((listener, fillers));
+    assert_exit(&out, 1, &text);
+    let (fail, remedy) = failure(&text);
+    assert!(
+        fail.contains("FAIL connect") && fail.contains("timed out after 2s"),
+        "{text}"
+    );
+    assert!(remedy.contains("a firewall drops the packets"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_name_the_service_account_not_the_token() {
+    let fake = FakeRedHat::start().await;
+    fake.add_image("ubi9/ubi-minimal", "latest", &[100]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &fake.registry_url,
+        &credentials(dir.path(), "wrong-token-value"),
+    );
+    let (out, text) = tokio::task::spawn_blocking(move || doctor(&config, &["--image", "ubi9/ubi-minimal:latest"]))
+        .await
+        .unwrap();
+    assert_exit(&out, 1, &text);
+    let (fail, remedy) = failure(&text);
+    assert!(fail.contains("FAIL token"), "{text}");
+    assert!(
+        remedy.contains(&format!("the service account `{USERNAME}` was refused")),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-token-value"), "the password is printed:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cdn_host_that_refuses_is_named_with_its_port() {
+    let fake = FakeRedHat::start().await;
+    fake.add_image("ubi9/ubi-minimal", "latest", &[100]);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    *fake.redirect_to.lock().unwrap() = Some(format!("http://127.0.0.3:{closed}"));
+    let (out, text) = doctor_on_fake(&fake, "\"127.0.0.2\", \"127.0.0.3\"").await;
+    assert_exit(&out, 1, &text);
+    assert!(text.contains(&format!("PASS redirect  127.0.0.3:{closed}")), "{text}");
+    let (fail, remedy) = failure(&text);
+    assert!(fail.contains(&format!("FAIL connect   127.0.0.3:{closed}")), "{text}");
+    assert!(
+        remedy.contains(&format!("allow outbound TCP {closed} from this host to 127.0.0.3")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cdn_serving_wrong_bytes_fails_the_blob_hop() {
+    let fake = FakeRedHat::start().await;
+    fake.add_image("ubi9/ubi-minimal", "latest", &[100]);
+    fake.wrong_bytes.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (out, text) = doctor_on_fake(&fake, "\"127.0.0.2\"").await;
+    assert_exit(&out, 1, &text);
+    let (fail, remedy) = failure(&text);
+    assert!(
+        fail.contains(&format!("FAIL blob      {}", fake.cdn_addr)) && fail.contains("not to the digest"),
+        "{text}"
+    );
+    assert!(remedy.contains("alters them"), "{text}");
+}
+
+/// A TLS listener that completes handshakes with `chain`/`key` and answers any request
+/// with a registry's `200` to `/v2/`.
+async fn tls_registry(chain_pem: &str, key_pem: &str) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject as _;
+    pullgate::upstream::install_crypto_provider();
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_an_unknown_ca_is_named_and_ca_file_fixes_it() {
+    let ca = common::tls::TestCa::new("Inspecting Egress Proxy CA");
+    let (chain, key) = ca.server_cert(&["127.0.0.1"]);
+    let addr = tls_registry(&chain, &key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("https://{addr}"), "");
+    let (out, text) = tokio::task::spawn_blocking(move || doctor(&config, &[])).await.unwrap();
+    assert_exit(&out, 1, &text);
+    let (fail, remedy) = failure(&text);
+    assert!(
+        fail.contains(&format!("FAIL tls       {addr}")) && fail.contains("issued by CN=Inspecting Egress Proxy CA"),
+        "{text}"
+    );
+    assert!(remedy.contains("ca_file of upstream rh"), "{text}");
+
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("https://{addr}"),
+        &format!("ca_file = \"{}\"\n", ca_file.display()),
+    );
+    let (out, text) = tokio::task::spawn_blocking(move || doctor(&config, &[])).await.unwrap();
+    assert!(text.contains(&format!("PASS tls       {addr}")), "{text}");
+    assert!(text.contains("PASS http"), "{text}");
+    assert!(text.contains("no probe image"), "{text}");
+    assert_exit(&out, 0, &text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_online_walks_the_upstreams_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = write_config(dir.path(), &format!("http://127.0.0.1:{port}"), "");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(common::pullgate_bin())
+            .args(["check-config", "--online", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("FAIL connect   127.0.0.1:{port}")), "{stderr}");
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:1", "");
+    let (out, _) = doctor(&config, &["--upstream", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no upstream \"nowhere\""));
+    let (out, _) = doctor(&config, &["--image", "no-tag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("REPOSITORY:TAG"));
+}
