@@ -54,6 +54,12 @@ pub struct UpstreamLabels {
 pub struct UpstreamErrorLabels {
     pub upstream: String,
     pub kind: &'static str,
+    /// `host:port` that failed: the registry, its token realm or a CDN host.
+    pub host: String,
+    /// dns, connect, tls, status or body.
+    pub phase: &'static str,
+    /// `registry` (the upstream's own host) or `cdn` (a host it redirected to).
+    pub role: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -377,3 +377,129 @@ fn bad_arguments_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("REPOSITORY:TAG"));
 }
+
+// Runtime diagnostics: what `pullgate serve` says when an upstream hop fails.
+
+/// JSON log lines of a stopped server.
+fn json_lines(log: &[String]) -> Vec<serde_json::Value> {
+    log.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_cdn_host_is_one_warn_line_a_labelled_metric_and_a_message_naming_it() {
+    let fake = FakeRedHat::start().await;
+    let image = fake.add_image("ubi9/ubi-minimal", "latest", &[100]);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    *fake.redirect_to.lock().unwrap() = Some(format!("http://127.0.0.3:{closed}"));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}allow_redirect_hosts = [\"127.0.0.2\", \"127.0.0.3\"]\n",
+        credentials(dir.path(), PASSWORD)
+    );
+    let config = write_config(dir.path(), &fake.registry_url, &extra);
+    let server = common::ServeProcess::start(&config, &["--log-format", "json"]);
+    pullgate::upstream::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let cdn = format!("127.0.0.3:{closed}");
+    for _ in 0..3 {
+        let r = client
+            .get(format!(
+                "{}/v2/rh/ubi9/ubi-minimal/blobs/{}",
+                server.url(),
+                image.config_digest
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502);
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(&format!("upstream rh: {cdn} connection refused")),
+            "the client's message names the upstream, the host and what happened: {body}"
+        );
+    }
+    let metrics = client
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (status, log) = server.stop();
+    assert!(status.success());
+    let series = metrics
+        .lines()
+        .find(|l| l.starts_with("pullgate_upstream_errors_total{") && l.contains(&format!("host=\"{cdn}\"")))
+        .unwrap_or_else(|| panic!("no error series for {cdn}:\n{metrics}"));
+    for label in [
+        "upstream=\"rh\"",
+        "kind=\"unreachable\"",
+        "phase=\"connect\"",
+        "role=\"cdn\"",
+    ] {
+        assert!(series.contains(label), "{label} in {series}");
+    }
+    let lines = json_lines(&log);
+    let warns: Vec<_> = lines
+        .iter()
+        .filter(|v| v["fields"]["message"] == "upstream request failed" || v["message"] == "upstream request failed")
+        .collect();
+    assert_eq!(
+        warns.len(),
+        1,
+        "one WARN line for the host and phase within 30 s: {warns:?}"
+    );
+    let warn = warns[0].to_string();
+    for part in [
+        "\"WARN\"",
+        "\"rh\"",
+        &format!("\"{cdn}\""),
+        "\"connect\"",
+        "connection refused",
+    ] {
+        assert!(warn.contains(part), "{part} in {warn}");
+    }
+    let access: Vec<_> = lines
+        .iter()
+        .filter(|v| v["target"] == "pullgate::access" && v["status"] == 502)
+        .collect();
+    assert!(!access.is_empty(), "{lines:?}");
+    assert!(
+        access
+            .iter()
+            .all(|v| v["name"] == "rh/ubi9/ubi-minimal" || v["name"] == "ubi9/ubi-minimal"),
+        "the access line names the repository of a failed request: {access:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_name_that_does_not_resolve_is_logged_as_dns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://registry.pullgate-test.invalid", "");
+    let server = common::ServeProcess::start(&config, &["--log-format", "json"]);
+    pullgate::upstream::install_crypto_provider();
+    let r = reqwest::get(format!("{}/v2/rh/ubi9/ubi/manifests/latest", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("upstream rh: registry.pullgate-test.invalid:80 does not resolve"),
+        "{body}"
+    );
+    let (_, log) = server.stop();
+    let lines = json_lines(&log);
+    assert!(
+        lines.iter().any(|v| {
+            let s = v.to_string();
+            s.contains("upstream request failed")
+                && s.contains("\"dns\"")
+                && s.contains("registry.pullgate-test.invalid:80")
+        }),
+        "{log:?}"
+    );
+}

@@ -161,6 +161,7 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
     let (parts, _body) = req.into_parts();
     let route = Route::parse(parts.uri.path());
     let label = route_label(&route);
+    let name = route.as_ref().ok().and_then(Route::name).map(RepoName::to_string);
     // The lookaside is read without credentials by every client (containers/image).
     let mut resp = if let Some(clients) = &app.clients
         && !parts.uri.path().starts_with("/sigstore/")
@@ -178,10 +179,11 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
             .await
             .unwrap_or_else(IntoResponse::into_response)
     };
+    // An error (or a reply that did not say) still names the repository in the log.
     if resp.extensions().get::<Served>().is_none() {
         resp.extensions_mut().insert(Served {
             route: label,
-            name: None,
+            name,
             cache: None,
         });
     }

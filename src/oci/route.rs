@@ -63,6 +63,21 @@ pub enum RouteError {
 }
 
 impl Route {
+    /// The repository the request is about, if any (the access log names it, also when
+    /// the request fails).
+    pub fn name(&self) -> Option<&RepoName> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::BlobUpload { name }
+            | Route::TagsList { name }
+            | Route::Referrers { name, .. }
+            | Route::Sigstore { name, .. }
+            | Route::SignaturesExtension { name, .. } => Some(name),
+        }
+    }
+
     /// Parses a raw (still percent-encoded) request path. Percent-encoded bytes are never
     /// decoded: no valid name, tag or digest contains `%`, so they are simply invalid.
     pub fn parse(path: &str) -> Result<Route, RouteError> {

@@ -103,7 +103,7 @@ impl ProxyError {
                 UpstreamError::CircuitOpen { retry_after } => ErrorKind::Unavailable {
                     retry_after: *retry_after,
                 },
-                UpstreamError::Unreachable(_)
+                UpstreamError::Unreachable { .. }
                 | UpstreamError::Status(_)
                 | UpstreamError::Protocol(_)
                 | UpstreamError::RedirectRefused { .. }

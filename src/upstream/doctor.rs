@@ -438,7 +438,7 @@ fn http_remedy(e: &UpstreamError, host: &str) -> String {
         UpstreamError::Timeout(_) => format!(
             "{host} accepted the connection but did not answer in time: check the path to it (an egress proxy, a slow link)"
         ),
-        UpstreamError::Unreachable(_) => {
+        UpstreamError::Unreachable { .. } => {
             format!("{host} could not be reached over HTTP: check the egress rules and the egress proxy for it")
         }
         UpstreamError::Status(code) => format!(

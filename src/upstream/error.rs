@@ -2,10 +2,45 @@
 //! breaker, the client's status). Messages never carry a URL: a CDN's signed query
 //! string is a credential.
 
+/// Where on the way to a host a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetPhase {
+    /// The host name did not resolve.
+    Dns,
+    /// No TCP connection: refused, timed out, unreachable.
+    Connect,
+    /// The TLS handshake failed (an untrusted or wrong certificate).
+    Tls,
+    /// Connected, but no usable answer (the connection closed, an HTTP error).
+    Status,
+    /// The body broke off.
+    Body,
+}
+
+impl NetPhase {
+    /// The `phase` label and log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetPhase::Dns => "dns",
+            NetPhase::Connect => "connect",
+            NetPhase::Tls => "tls",
+            NetPhase::Status => "status",
+            NetPhase::Body => "body",
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
+    /// `host` is `host:port`; `cause` names what happened ("connect timed out") and never
+    /// carries a URL.
+    #[error("upstream {upstream}: {host} {cause}")]
+    Unreachable {
+        upstream: String,
+        host: String,
+        phase: NetPhase,
+        cause: String,
+    },
     #[error("upstream timed out waiting for {0}")]
     Timeout(&'static str),
     #[error("not found upstream")]
@@ -31,7 +66,7 @@ impl UpstreamError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Unreachable(_)
+            UpstreamError::Unreachable { .. }
                 | UpstreamError::Timeout(_)
                 | UpstreamError::TooManyRequests { .. }
                 | UpstreamError::Status(500..=599)
@@ -39,11 +74,20 @@ impl UpstreamError {
         )
     }
 
+    /// Where the request failed: the network phase of an unreachable host, else
+    /// `status` (the host answered, with something that is not the content).
+    pub fn phase(&self) -> NetPhase {
+        match self {
+            UpstreamError::Unreachable { phase, .. } => *phase,
+            _ => NetPhase::Status,
+        }
+    }
+
     /// The `kind` label of `pullgate_upstream_errors_total`; `None` for answers that are
     /// not failures of the upstream (a 404).
     pub fn metric_kind(&self) -> Option<&'static str> {
         Some(match self {
-            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::Unreachable { .. } => "unreachable",
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::NotFound => return None,
             UpstreamError::Denied(_) => "denied",
@@ -57,19 +101,90 @@ impl UpstreamError {
     }
 }
 
-/// A reqwest failure as a kind; its Display may include the URL (a signed CDN query
-/// string), so only the kind of failure is kept.
-pub(super) fn classify(e: reqwest::Error) -> UpstreamError {
-    if e.is_timeout() {
-        UpstreamError::Timeout("response")
+/// A name that did not resolve, as pullgate's resolver reports it (so a DNS failure is
+/// told from others by its type, not by an error's wording).
+#[derive(Debug, thiserror::Error)]
+#[error("{host} does not resolve: {source}")]
+pub(super) struct DnsFailure {
+    pub host: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// reqwest's resolver, with failures typed as [`DnsFailure`].
+pub(super) struct Resolver;
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await;
+            match resolved {
+                Ok(addrs) => Ok(Box::new(addrs.collect::<Vec<_>>().into_iter()) as reqwest::dns::Addrs),
+                Err(source) => Err(Box::new(DnsFailure {
+                    host: host.clone(),
+                    source,
+                }) as Box<dyn std::error::Error + Send + Sync>),
+            }
+        })
+    }
+}
+
+/// A reqwest failure of a request to `upstream` as a kind, with the host:port and the
+/// phase it failed in, read from the error's types (its Display may include the URL, a
+/// signed CDN query string, so only the host, port and kind of failure are kept).
+pub(super) fn classify(upstream: &str, e: reqwest::Error) -> UpstreamError {
+    let host = e
+        .url()
+        .map(|u| {
+            format!(
+                "{}:{}",
+                u.host_str().unwrap_or_default(),
+                u.port_or_known_default().unwrap_or(0)
+            )
+        })
+        .unwrap_or_else(|| "?".into());
+    let mut dns = None;
+    let mut refused = false;
+    let mut tls = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(err) = source {
+        if let Some(d) = err.downcast_ref::<DnsFailure>() {
+            dns = Some(d.source.to_string());
+        } else if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+            if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                tls = Some(r.to_string());
+            }
+        } else if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            tls = Some(r.to_string());
+        }
+        source = err.source();
+    }
+    let (phase, cause) = if let Some(why) = dns {
+        (NetPhase::Dns, format!("does not resolve ({why})"))
+    } else if let Some(why) = tls {
+        (NetPhase::Tls, format!("TLS handshake failed: {why}"))
+    } else if e.is_connect() && e.is_timeout() {
+        (NetPhase::Connect, "connect timed out".to_string())
+    } else if e.is_timeout() {
+        return UpstreamError::Timeout("response");
+    } else if refused {
+        (NetPhase::Connect, "connection refused".to_string())
+    } else if e.is_connect() {
+        (NetPhase::Connect, "connect failed".to_string())
+    } else if e.is_body() || e.is_decode() {
+        (NetPhase::Body, "body read failed".to_string())
     } else {
-        let kind = if e.is_connect() {
-            "connect failed"
-        } else if e.is_body() {
-            "body read failed"
-        } else {
-            "request failed"
-        };
-        UpstreamError::Unreachable(kind.to_string())
+        (
+            NetPhase::Status,
+            "request failed (the connection closed before an answer)".to_string(),
+        )
+    };
+    UpstreamError::Unreachable {
+        upstream: upstream.to_string(),
+        host,
+        phase,
+        cause,
     }
 }

@@ -10,14 +10,14 @@ pub mod doctor;
 mod error;
 
 pub use auth::Credentials;
-pub use error::UpstreamError;
+pub use error::{NetPhase, UpstreamError};
 
 use crate::metrics::{Metrics, RedirectLabels, UpstreamErrorLabels, UpstreamLabels};
 use crate::oci::{Digest, RepoName, challenge, media};
 use auth::{AuthState, Scheme, TokenResponse};
 use breaker::Breaker;
 use bytes::Bytes;
-use error::classify;
+use error::{Resolver, classify};
 use prometheus_client::metrics::counter::Counter;
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RANGE};
 use reqwest::{Method, StatusCode};
@@ -26,6 +26,11 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 const MAX_REDIRECTS: usize = 5;
+/// A (host:port, phase) whose failures are logged at most every [`WARN_EVERY`].
+type WarnKey = (String, &'static str);
+
+/// How often one (host, phase) of failures is logged at most.
+const WARN_EVERY: Duration = Duration::from_secs(30);
 const USER_AGENT: &str = concat!("pullgate/", env!("CARGO_PKG_VERSION"));
 /// How long a credential the token endpoint refused is not offered again.
 const DENIED_MEMORY: Duration = Duration::from_secs(30);
@@ -107,6 +112,8 @@ pub struct BlobBody {
     pub served_by: String,
     response: reqwest::Response,
     idle_timeout: Duration,
+    /// The upstream's name, for its errors.
+    upstream: String,
     /// Counts the bytes received (`pullgate_upstream_bytes_total`; blob bodies only).
     received: Option<Counter>,
 }
@@ -123,7 +130,7 @@ impl BlobBody {
                 Some(Ok(b))
             }
             Ok(Ok(None)) => None,
-            Ok(Err(e)) => Some(Err(classify(e))),
+            Ok(Err(e)) => Some(Err(classify(&self.upstream, e))),
         }
     }
 }
@@ -150,6 +157,8 @@ pub struct Upstream {
     denied: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Serialises token fetches so concurrent misses do not stampede the realm.
     token_fetch: tokio::sync::Mutex<()>,
+    /// (host, phase) → when a failure was last logged, and how many were not since.
+    warned: std::sync::Mutex<std::collections::HashMap<WarnKey, (std::time::Instant, u64)>>,
 }
 
 /// Installs rustls' ring provider once per process (reqwest is built without one).
@@ -165,6 +174,15 @@ fn host_port(u: &url::Url) -> (String, Option<u16>) {
 }
 
 /// `true` when `url`'s host matches an entry (`host` or `host:port`).
+/// `host:port` of a URL, as logs and metric labels name it (never the path or query).
+fn host_port_label(u: &url::Url) -> String {
+    format!(
+        "{}:{}",
+        u.host_str().unwrap_or_default(),
+        u.port_or_known_default().unwrap_or(0)
+    )
+}
+
 fn host_allowed(url: &url::Url, allowed: &[String]) -> bool {
     let (host, port) = host_port(url);
     allowed.iter().any(|entry| {
@@ -187,6 +205,8 @@ impl Upstream {
         let name = settings.name;
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Typed DNS failures: `pullgate doctor` and the logs tell them from others.
+            .dns_resolver(Arc::new(Resolver))
             .connect_timeout(settings.connect_timeout)
             .user_agent(USER_AGENT);
         if let Some(pem) = &settings.ca_pem {
@@ -230,6 +250,7 @@ impl Upstream {
             breaker: std::sync::Mutex::default(),
             denied: std::sync::Mutex::default(),
             token_fetch: tokio::sync::Mutex::new(()),
+            warned: std::sync::Mutex::default(),
         })
     }
 
@@ -303,7 +324,7 @@ impl Upstream {
         let resp = tokio::time::timeout(self.response_timeout, req.send())
             .await
             .map_err(|_| UpstreamError::Timeout("the token endpoint"))?
-            .map_err(classify)?;
+            .map_err(|e| classify(&self.name, e))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             warn!(upstream = %self.name, %status, "token endpoint refused the configured credentials");
@@ -320,7 +341,7 @@ impl Upstream {
         let body = tokio::time::timeout(self.response_timeout, resp.bytes())
             .await
             .map_err(|_| UpstreamError::Timeout("the token body"))?
-            .map_err(classify)?;
+            .map_err(|e| classify(&self.name, e))?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|_| UpstreamError::Protocol("token endpoint answered something that is not a token".into()))?;
         parsed
@@ -472,8 +493,8 @@ impl Upstream {
             let resp = tokio::time::timeout(self.response_timeout, req.send())
                 .await
                 .map_err(|_| UpstreamError::Timeout(what))
-                .and_then(|r| r.map_err(classify))
-                .inspect_err(|e| self.record_error(e))?;
+                .and_then(|r| r.map_err(|e| classify(&self.name, e)))
+                .inspect_err(|e| self.record_error(e, &host_port_label(&url)))?;
             self.metrics
                 .upstream_request_duration
                 .get_or_create(&self.labels)
@@ -527,23 +548,51 @@ impl Upstream {
         h
     }
 
-    /// Counts a failed upstream request by kind.
-    fn record_error(&self, e: &UpstreamError) {
-        if let Some(kind) = e.metric_kind() {
-            self.metrics
-                .upstream_errors
-                .get_or_create(&UpstreamErrorLabels {
-                    upstream: self.name.clone(),
-                    kind,
-                })
-                .inc();
+    /// Counts a failed request to `host` (`host:port`) by kind and phase, and logs it:
+    /// one WARN line per (host, phase) every [`WARN_EVERY`] at most, saying how many
+    /// were not logged since, so an outage does not flood the log.
+    fn record_error(&self, e: &UpstreamError, host: &str) {
+        let Some(kind) = e.metric_kind() else { return };
+        let phase = e.phase().as_str();
+        self.metrics
+            .upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                upstream: self.name.clone(),
+                kind,
+                host: host.to_string(),
+                phase,
+                role: if host == host_port_label(&self.base) {
+                    "registry"
+                } else {
+                    "cdn"
+                },
+            })
+            .inc();
+        let now = std::time::Instant::now();
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.len() > 256 {
+            // Hosts come from the configuration and the upstream's redirects: a bound
+            // against an upstream naming ever new ones.
+            warned.clear();
         }
+        let key = (host.to_string(), phase);
+        let suppressed = match warned.get_mut(&key) {
+            Some((last, suppressed)) if now.duration_since(*last) < WARN_EVERY => {
+                *suppressed += 1;
+                return;
+            }
+            Some((_, suppressed)) => std::mem::take(suppressed),
+            None => 0,
+        };
+        warned.insert(key, (now, 0));
+        drop(warned);
+        warn!(upstream = %self.name, host, phase, cause = %e, suppressed, "upstream request failed");
     }
 
     fn check_status(&self, resp: &reqwest::Response) -> Result<(), UpstreamError> {
         let result = self.status_result(resp);
         if let Err(e) = &result {
-            self.record_error(e);
+            self.record_error(e, &host_port_label(resp.url()));
         }
         self.breaker_record(&result);
         result
@@ -624,6 +673,7 @@ impl Upstream {
             served_by: resp.url().host_str().unwrap_or_default().to_string(),
             response: resp,
             idle_timeout: self.idle_timeout,
+            upstream: self.name.clone(),
             received: Some(self.received.clone()),
         })
     }
@@ -636,7 +686,7 @@ impl Upstream {
         let resp = tokio::time::timeout(self.response_timeout, self.client.get(url).send())
             .await
             .map_err(|_| UpstreamError::Timeout("response headers"))?
-            .map_err(classify)?;
+            .map_err(|e| classify(&self.name, e))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
             self.learn_challenge(resp.headers())?;
@@ -670,7 +720,7 @@ impl Upstream {
         let resp = tokio::time::timeout(self.response_timeout, req.send())
             .await
             .map_err(|_| UpstreamError::Timeout("response headers"))?
-            .map_err(classify)?;
+            .map_err(|e| classify(&self.name, e))?;
         if !resp.status().is_redirection() {
             return self.status_result(&resp).map(|()| None);
         }
@@ -701,6 +751,7 @@ impl Upstream {
             served_by: resp.url().host_str().unwrap_or_default().to_string(),
             response: resp,
             idle_timeout: self.idle_timeout,
+            upstream: self.name.clone(),
             received: None,
         };
         let mut bytes = Vec::new();
@@ -786,7 +837,7 @@ impl Upstream {
         let body = tokio::time::timeout(self.response_timeout, resp.bytes())
             .await
             .map_err(|_| UpstreamError::Timeout("the tag list body"))?
-            .map_err(classify)?;
+            .map_err(|e| classify(&self.name, e))?;
         Ok((body, link.and_then(|l| next_link_target(&l))))
     }
 }
