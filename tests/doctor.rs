@@ -64,6 +64,30 @@ async fn doctor_on_fake(fake: &FakeRedHat, redirect_hosts: &str) -> (Output, Str
         .unwrap()
 }
 
+/// A listener that never answers a connect: its accept queue (backlog 1, never
+/// accepted) is filled first, and Linux then drops further SYNs without a reset, which
+/// is what a firewall's DROP rule looks like from here. Keep both until done.
+async fn unanswering_listener() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = s.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    // Connect until one does not complete at once: the queue is then full.
+    for _ in 0..16 {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(c)) => fillers.push(c),
+            _ => break,
+        }
+    }
+    (listener, fillers)
+}
+
 fn assert_exit(out: &Output, code: i32, text: &str) {
     assert_eq!(
         out.status.code(),
@@ -180,32 +204,11 @@ fn a_refused_port_is_a_connect_failure_with_the_firewall_rule() {
 
 #[test]
 fn a_connect_that_gets_no_answer_is_a_timeout_not_a_refusal() {
-    // A listener whose accept queue is full: Linux drops further SYNs (no RST), which is
-    // what a DROP rule looks like from here. Backlog 1, never accepted, filled first.
     let socket = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (listener, fillers) = socket.block_on(async {
-        let s = tokio::net::TcpSocket::new_v4().unwrap();
-        s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = s.listen(1).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut fillers = Vec::new();
-        // Connect until one does not complete at once: the queue is then full.
-        for _ in 0..16 {
-            match tokio::time::timeout(
-                std::time::Duration::from_millis(300),
-                tokio::net::TcpStream::connect(addr),
-            )
-            .await
-            {
-                Ok(Ok(c)) => fillers.push(c),
-                _ => break,
-            }
-        }
-        (listener, fillers)
-    });
+    let (listener, fillers) = socket.block_on(unanswering_listener());
     let port = listener.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &format!("http://127.0.0.1:{port}"), "");
@@ -502,4 +505,94 @@ async fn a_registry_name_that_does_not_resolve_is_logged_as_dns() {
         }),
         "{log:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_an_egress_proxy_the_proxy_hops_are_checked_and_said() {
+    let (proxy, seen) = common::forward_proxy::start().await;
+    let fake = FakeRedHat::start().await;
+    fake.add_image("ubi9/ubi-minimal", "latest", &[100]);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}allow_redirect_hosts = [\"127.0.0.2\"]\negress_proxy = \"{proxy}\"\n",
+        credentials(dir.path(), PASSWORD)
+    );
+    let config = write_config(dir.path(), &fake.registry_url, &extra);
+    let (out, text) = tokio::task::spawn_blocking(move || doctor(&config, &["--image", "ubi9/ubi-minimal:latest"]))
+        .await
+        .unwrap();
+    assert_exit(&out, 0, &text);
+    let proxy_addr = proxy.trim_start_matches("http://");
+    assert!(text.contains(&format!("through egress_proxy {proxy}")), "{text}");
+    assert!(text.contains(&format!("PASS connect   {proxy_addr}")), "{text}");
+    assert!(text.contains("sha256 verified"), "{text}");
+    let lines = seen.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|l| l.contains(&fake.cdn_addr.to_string())),
+        "the CDN was reached through the proxy: {lines:?}"
+    );
+}
+
+/// `pullgate serve` with upstream `rh` at `url` (and `extra` lines): the 5xx a manifest
+/// GET gets, its body, and the WARN line about it.
+async fn served_failure(url: &str, extra: &str) -> (u16, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), url, extra);
+    let server = common::ServeProcess::start(&config, &["--log-format", "json"]);
+    pullgate::upstream::install_crypto_provider();
+    let r = reqwest::get(format!("{}/v2/rh/ubi9/ubi/manifests/latest", server.url()))
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    let (_, log) = server.stop();
+    let warn = json_lines(&log)
+        .into_iter()
+        .map(|v| v.to_string())
+        .find(|s| s.contains("upstream request failed"))
+        .unwrap_or_else(|| panic!("no WARN line: {log:?}"));
+    (status, body, warn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_failures_name_their_phase_refused_tls_and_timeout() {
+    // Refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (status, body, warn) = served_failure(&format!("http://127.0.0.1:{port}"), "").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains(&format!("upstream rh: 127.0.0.1:{port} connection refused")),
+        "{body}"
+    );
+    assert!(
+        warn.contains("\"connect\"") && warn.contains(&format!("127.0.0.1:{port}")),
+        "{warn}"
+    );
+
+    // A certificate of an unknown CA.
+    let ca = common::tls::TestCa::new("Inspecting Egress Proxy CA");
+    let (chain, key) = ca.server_cert(&["127.0.0.1"]);
+    let addr = tls_registry(&chain, &key).await;
+    let (status, body, warn) = served_failure(&format!("https://{addr}"), "").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains(&format!("upstream rh: {addr} TLS handshake failed")),
+        "{body}"
+    );
+    assert!(warn.contains("\"tls\"") && warn.contains("UnknownIssuer"), "{warn}");
+
+    // No answer to the SYN: a connect timeout.
+    let (listener, fillers) = unanswering_listener().await;
+    let addr = listener.local_addr().unwrap();
+    let (status, body, warn) = served_failure(&format!("http://{addr}"), "").await;
+    drop((listener, fillers));
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains(&format!("upstream rh: {addr} connect timed out")),
+        "{body}"
+    );
+    assert!(warn.contains("\"connect\""), "{warn}");
 }

@@ -147,19 +147,23 @@ pub(super) fn classify(upstream: &str, e: reqwest::Error) -> UpstreamError {
     let mut dns = None;
     let mut refused = false;
     let mut tls = None;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(err) = source {
+    // The chain of sources, and inside each io::Error what it wraps (its `source()`
+    // skips that: rustls' error travels as an io::Error inside an io::Error).
+    let mut pending: Vec<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e).into_iter().collect();
+    while let Some(err) = pending.pop() {
         if let Some(d) = err.downcast_ref::<DnsFailure>() {
             dns = Some(d.source.to_string());
-        } else if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
-            if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                tls = Some(r.to_string());
-            }
         } else if let Some(r) = err.downcast_ref::<rustls::Error>() {
             tls = Some(r.to_string());
+        } else if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+            if let Some(inner) = io.get_ref() {
+                pending.push(inner);
+            }
         }
-        source = err.source();
+        if let Some(next) = err.source() {
+            pending.push(next);
+        }
     }
     let (phase, cause) = if let Some(why) = dns {
         (NetPhase::Dns, format!("does not resolve ({why})"))
@@ -186,5 +190,58 @@ pub(super) fn classify(upstream: &str, e: reqwest::Error) -> UpstreamError {
         host,
         phase,
         cause,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> reqwest::Client {
+        crate::upstream::install_crypto_provider();
+        reqwest::Client::builder()
+            .dns_resolver(std::sync::Arc::new(Resolver))
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_failure_named_as_such() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = client()
+            .get(format!("http://127.0.0.1:{port}/v2/"))
+            .send()
+            .await
+            .unwrap_err();
+        match classify("rh", e) {
+            UpstreamError::Unreachable { host, phase, cause, .. } => {
+                assert_eq!(host, format!("127.0.0.1:{port}"));
+                assert_eq!(phase, NetPhase::Connect);
+                assert_eq!(cause, "connection refused");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_a_dns_failure() {
+        let e = client()
+            .get("http://registry.pullgate-test.invalid/v2/")
+            .send()
+            .await
+            .unwrap_err();
+        let classified = classify("rh", e);
+        assert_eq!(classified.phase(), NetPhase::Dns, "{classified}");
+        assert!(
+            classified
+                .to_string()
+                .starts_with("upstream rh: registry.pullgate-test.invalid:80 does not resolve"),
+            "{classified}"
+        );
     }
 }

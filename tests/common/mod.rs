@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_upstream;
+pub mod forward_proxy;
 pub mod garage;
 pub mod registry;
 pub mod signing;
