@@ -596,3 +596,50 @@ async fn served_failures_name_their_phase_refused_tls_and_timeout() {
     );
     assert!(warn.contains("\"connect\""), "{warn}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_token_refusals_and_broken_bodies_are_logged_with_their_phase() {
+    // Refused credentials: the realm's host, phase status.
+    let fake = FakeRedHat::start().await;
+    let image = fake.add_image("ubi9/ubi-minimal", "latest", &[200_000]);
+    let dir = tempfile::tempdir().unwrap();
+    let (status, body, warn) = served_failure(&fake.registry_url, &credentials(dir.path(), "wrong-token-value")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        warn.contains("\"status\"") && warn.contains(&fake.registry_addr.to_string()),
+        "{warn}"
+    );
+    assert!(!warn.contains("wrong-token-value"), "{warn}");
+
+    // A CDN body cut short: phase body, on the CDN host (the fill resumes).
+    fake.cut_after.store(50_000, std::sync::atomic::Ordering::SeqCst);
+    fake.cut_times.store(1, std::sync::atomic::Ordering::SeqCst);
+    let extra = format!(
+        "{}allow_redirect_hosts = [\"127.0.0.2\"]\n",
+        credentials(dir.path(), PASSWORD)
+    );
+    let config = write_config(dir.path(), &fake.registry_url, &extra);
+    let server = common::ServeProcess::start(&config, &["--log-format", "json"]);
+    pullgate::upstream::install_crypto_provider();
+    let r = reqwest::get(format!(
+        "{}/v2/rh/ubi9/ubi-minimal/blobs/{}",
+        server.url(),
+        image.layer_digests[0]
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        image.layers[0],
+        "the fill resumed and verified"
+    );
+    let (_, log) = server.stop();
+    let cdn = fake.cdn_addr.to_string();
+    assert!(
+        json_lines(&log)
+            .iter()
+            .map(|v| v.to_string())
+            .any(|s| s.contains("upstream request failed") && s.contains("\"body\"") && s.contains(&cdn)),
+        "{log:?}"
+    );
+}

@@ -8,16 +8,18 @@ pub mod auth;
 mod breaker;
 pub mod doctor;
 mod error;
+mod failures;
 
 pub use auth::Credentials;
 pub use error::{NetPhase, UpstreamError};
 
-use crate::metrics::{Metrics, RedirectLabels, UpstreamErrorLabels, UpstreamLabels};
+use crate::metrics::{Metrics, RedirectLabels, UpstreamLabels};
 use crate::oci::{Digest, RepoName, challenge, media};
 use auth::{AuthState, Scheme, TokenResponse};
 use breaker::Breaker;
 use bytes::Bytes;
 use error::{Resolver, classify};
+use failures::FailureLog;
 use prometheus_client::metrics::counter::Counter;
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RANGE};
 use reqwest::{Method, StatusCode};
@@ -26,11 +28,6 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 const MAX_REDIRECTS: usize = 5;
-/// A (host:port, phase) whose failures are logged at most every [`WARN_EVERY`].
-type WarnKey = (String, &'static str);
-
-/// How often one (host, phase) of failures is logged at most.
-const WARN_EVERY: Duration = Duration::from_secs(30);
 const USER_AGENT: &str = concat!("pullgate/", env!("CARGO_PKG_VERSION"));
 /// How long a credential the token endpoint refused is not offered again.
 const DENIED_MEMORY: Duration = Duration::from_secs(30);
@@ -114,6 +111,9 @@ pub struct BlobBody {
     idle_timeout: Duration,
     /// The upstream's name, for its errors.
     upstream: String,
+    /// `host:port` the body comes from, and where its failures are counted and logged.
+    host: String,
+    failures: Arc<FailureLog>,
     /// Counts the bytes received (`pullgate_upstream_bytes_total`; blob bodies only).
     received: Option<Counter>,
 }
@@ -121,17 +121,19 @@ pub struct BlobBody {
 impl BlobBody {
     /// The next frame, bounded by the idle timeout; `None` at the end.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes, UpstreamError>> {
-        match tokio::time::timeout(self.idle_timeout, self.response.chunk()).await {
-            Err(_) => Some(Err(UpstreamError::Timeout("the next body frame"))),
+        let failed = match tokio::time::timeout(self.idle_timeout, self.response.chunk()).await {
+            Err(_) => UpstreamError::Timeout("the next body frame"),
             Ok(Ok(Some(b))) => {
                 if let Some(c) = &self.received {
                     c.inc_by(b.len() as u64);
                 }
-                Some(Ok(b))
+                return Some(Ok(b));
             }
-            Ok(Ok(None)) => None,
-            Ok(Err(e)) => Some(Err(classify(&self.upstream, e))),
-        }
+            Ok(Ok(None)) => return None,
+            Ok(Err(e)) => classify(&self.upstream, e),
+        };
+        self.failures.record(&failed, &self.host);
+        Some(Err(failed))
     }
 }
 
@@ -157,8 +159,8 @@ pub struct Upstream {
     denied: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Serialises token fetches so concurrent misses do not stampede the realm.
     token_fetch: tokio::sync::Mutex<()>,
-    /// (host, phase) → when a failure was last logged, and how many were not since.
-    warned: std::sync::Mutex<std::collections::HashMap<WarnKey, (std::time::Instant, u64)>>,
+    /// Failed requests, counted and logged (shared with the blob bodies).
+    failures: Arc<FailureLog>,
 }
 
 /// Installs rustls' ring provider once per process (reqwest is built without one).
@@ -233,6 +235,11 @@ impl Upstream {
             reason: e.to_string(),
         })?;
         let labels = UpstreamLabels { upstream: name.clone() };
+        let failures = Arc::new(FailureLog::new(
+            name.clone(),
+            host_port_label(&settings.url),
+            metrics.clone(),
+        ));
         Ok(Upstream {
             received: metrics.upstream_bytes.get_or_create_owned(&labels),
             labels,
@@ -250,7 +257,7 @@ impl Upstream {
             breaker: std::sync::Mutex::default(),
             denied: std::sync::Mutex::default(),
             token_fetch: tokio::sync::Mutex::new(()),
-            warned: std::sync::Mutex::default(),
+            failures,
         })
     }
 
@@ -300,7 +307,21 @@ impl Upstream {
         }
     }
 
+    /// A token from the realm; a failure is counted and logged against the realm's host.
     async fn fetch_token(
+        &self,
+        realm: &url::Url,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<(String, Option<u64>), UpstreamError> {
+        let result = self.request_token(realm, service, scope).await;
+        if let Err(e) = &result {
+            self.record_error(e, &host_port_label(realm));
+        }
+        result
+    }
+
+    async fn request_token(
         &self,
         realm: &url::Url,
         service: Option<&str>,
@@ -548,45 +569,9 @@ impl Upstream {
         h
     }
 
-    /// Counts a failed request to `host` (`host:port`) by kind and phase, and logs it:
-    /// one WARN line per (host, phase) every [`WARN_EVERY`] at most, saying how many
-    /// were not logged since, so an outage does not flood the log.
+    /// Counts and logs a failed request to `host` (`host:port`): see [`FailureLog`].
     fn record_error(&self, e: &UpstreamError, host: &str) {
-        let Some(kind) = e.metric_kind() else { return };
-        let phase = e.phase().as_str();
-        self.metrics
-            .upstream_errors
-            .get_or_create(&UpstreamErrorLabels {
-                upstream: self.name.clone(),
-                kind,
-                host: host.to_string(),
-                phase,
-                role: if host == host_port_label(&self.base) {
-                    "registry"
-                } else {
-                    "cdn"
-                },
-            })
-            .inc();
-        let now = std::time::Instant::now();
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        if warned.len() > 256 {
-            // Hosts come from the configuration and the upstream's redirects: a bound
-            // against an upstream naming ever new ones.
-            warned.clear();
-        }
-        let key = (host.to_string(), phase);
-        let suppressed = match warned.get_mut(&key) {
-            Some((last, suppressed)) if now.duration_since(*last) < WARN_EVERY => {
-                *suppressed += 1;
-                return;
-            }
-            Some((_, suppressed)) => std::mem::take(suppressed),
-            None => 0,
-        };
-        warned.insert(key, (now, 0));
-        drop(warned);
-        warn!(upstream = %self.name, host, phase, cause = %e, suppressed, "upstream request failed");
+        self.failures.record(e, host);
     }
 
     fn check_status(&self, resp: &reqwest::Response) -> Result<(), UpstreamError> {
@@ -665,6 +650,7 @@ impl Upstream {
         let (range_start, range_total) = header_string(resp.headers(), "content-range")
             .and_then(|v| parse_content_range(&v))
             .map_or((None, None), |(s, t)| (Some(s), t));
+        let from_host = host_port_label(resp.url());
         Ok(BlobBody {
             status: resp.status(),
             content_length: resp.content_length(),
@@ -674,6 +660,8 @@ impl Upstream {
             response: resp,
             idle_timeout: self.idle_timeout,
             upstream: self.name.clone(),
+            host: from_host,
+            failures: self.failures.clone(),
             received: Some(self.received.clone()),
         })
     }
@@ -743,6 +731,7 @@ impl Upstream {
 
     /// Reads a whole (small) body with the idle timeout and a size limit.
     async fn small_body(&self, resp: reqwest::Response, limit: usize) -> Result<Bytes, UpstreamError> {
+        let from_host = host_port_label(resp.url());
         let mut body = BlobBody {
             status: resp.status(),
             content_length: resp.content_length(),
@@ -752,6 +741,8 @@ impl Upstream {
             response: resp,
             idle_timeout: self.idle_timeout,
             upstream: self.name.clone(),
+            host: from_host,
+            failures: self.failures.clone(),
             received: None,
         };
         let mut bytes = Vec::new();
