@@ -28,7 +28,7 @@ command -v gpg >/dev/null || { echo "gpg is required (apt-get install gnupg)" >&
 command -v systemd-analyze >/dev/null || { echo "systemd-analyze is required (apt-get install systemd)" >&2; exit 1; }
 
 # Garage, the S3-compatible object store the shared-store tests run against (crates.io;
-# built once into ~/.cargo/bin: about 40 minutes on 2 cores the first time).
+# built once into ~/.cargo/bin: about 23 minutes on 2 cores the first time).
 if ! command -v garage >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
     echo "tests/run.sh: building Garage 2.5.0 with cargo install (once; it stays in ~/.cargo/bin)" >&2
     cargo install garage --version 2.5.0 --locked --no-default-features --features bundled-libs,sqlite
