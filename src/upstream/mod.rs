@@ -1,8 +1,9 @@
 //! The upstream client: one reqwest client per configured registry, the Bearer/Basic
 //! token flow, redirects followed by pullgate itself (only to allowed hosts, never with
-//! `Authorization`, never shown to clients), timeouts per phase, and a circuit breaker.
-//! Only this module names reqwest. `prefetch` uses it too, with a running pullgate as
-//! the registry.
+//! `Authorization`, never shown to clients), timeouts per phase, and a circuit breaker;
+//! failures typed by host and phase (`error.rs`), counted and logged (`failures.rs`);
+//! the hop-by-hop walk of `pullgate doctor` (`doctor.rs`). Only this module names
+//! reqwest. `prefetch` uses it too, with a running pullgate as the registry.
 
 pub mod auth;
 mod breaker;
