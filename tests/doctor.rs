@@ -643,3 +643,48 @@ async fn served_token_refusals_and_broken_bodies_are_logged_with_their_phase() {
         "{log:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_lookaside_is_checked_and_a_missing_signature_is_normal() {
+    let fake = FakeRedHat::start().await;
+    let signed = fake.add_image("ubi9/ubi-minimal", "latest", &[100]);
+    fake.add_image("ubi9/ubi-minimal", "unsigned", &[100]);
+    // The lookaside has signature-1 of the signed image only.
+    let wanted = format!(
+        "/containers/sigstore/ubi9/ubi-minimal@{}/signature-1",
+        signed.manifest_digest.replace(':', "=")
+    );
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let found = uri.path() == wanted;
+        async move {
+            match found {
+                true => (axum::http::StatusCode::OK, "signature bytes"),
+                false => (axum::http::StatusCode::NOT_FOUND, ""),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lookaside = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}allow_redirect_hosts = [\"127.0.0.2\"]\nsigstore = \"http://{lookaside}/containers/sigstore\"\n",
+        credentials(dir.path(), PASSWORD)
+    );
+    let config = write_config(dir.path(), &fake.registry_url, &extra);
+    for (tag, expected) in [
+        ("latest", "signature-1 fetched"),
+        ("unsigned", "a 404 is normal for unsigned images"),
+    ] {
+        let config = config.clone();
+        let image = format!("ubi9/ubi-minimal:{tag}");
+        let (out, text) = tokio::task::spawn_blocking(move || doctor(&config, &["--image", &image]))
+            .await
+            .unwrap();
+        assert_exit(&out, 0, &text);
+        assert!(
+            text.contains(&format!("PASS signature {lookaside}")) && text.contains(expected),
+            "{tag}: {text}"
+        );
+    }
+}
