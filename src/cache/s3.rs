@@ -909,7 +909,7 @@ impl BlobStore for S3BlobStore {
     fn open_checked(
         &self,
         digest: &Digest,
-        location: &BlobLocation,
+        _location: &BlobLocation,
         range: std::ops::Range<u64>,
         size: u64,
     ) -> io::Result<BlobReader> {
@@ -917,7 +917,6 @@ impl BlobStore for S3BlobStore {
         if range.start >= end {
             return Ok(self.empty_reader());
         }
-        let _ = location;
         self.get_range(digest, range.start..end)
     }
 

@@ -8,7 +8,7 @@
 //! secret is ever part of a hop: hosts, ports, statuses and the account name only (a
 //! CDN URL's signed query string is never shown).
 
-use super::{Upstream, UpstreamError, UpstreamSettings};
+use super::{Upstream, UpstreamError, UpstreamSettings, host_port_label};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, DigestHasher, RepoName, image};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -165,7 +165,7 @@ pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>) -> Repo
     if let Some(proxy) = &via_proxy {
         report
             .notes
-            .push(format!("requests go through egress_proxy {}", host_port(proxy)));
+            .push(format!("requests go through egress_proxy {}", host_port_label(proxy)));
         if !endpoint(&mut report, proxy, &tls, timeout, &settings.name, "egress_proxy").await {
             return report;
         }
@@ -177,7 +177,7 @@ pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>) -> Repo
     let account = settings.credentials.as_ref().map(|c| c.username.clone());
     let allow_redirect_hosts = settings.allow_redirect_hosts.clone();
     let has_sigstore = settings.sigstore.is_some();
-    let registry = host_port(&settings.url);
+    let registry = host_port_label(&settings.url);
     let upstream = match Upstream::new(settings, Arc::new(Metrics::new())) {
         Ok(u) => u,
         Err(e) => {
@@ -190,7 +190,7 @@ pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>) -> Repo
     let realm = match upstream.challenge().await {
         Ok((status, realm)) => {
             let detail = match &realm {
-                Some(r) => format!("GET /v2/: {status}, Bearer realm on {}", host_port(r)),
+                Some(r) => format!("GET /v2/: {status}, Bearer realm on {}", host_port_label(r)),
                 None => format!("GET /v2/: {status}"),
             };
             report.pass(Phase::Http, registry.clone(), detail);
@@ -228,7 +228,7 @@ pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>) -> Repo
 
     // A token for the probe repository, with the configured credentials.
     if realm.is_some() {
-        let realm_host = realm.as_ref().map(host_port).unwrap_or_default();
+        let realm_host = realm.as_ref().map(host_port_label).unwrap_or_default();
         match upstream.check_token(&probe.repo).await {
             Ok(()) => report.pass(
                 Phase::Token,
@@ -287,13 +287,13 @@ pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>) -> Repo
     let mut blob_host = registry.clone();
     match upstream.blob_redirect(&probe.repo, &config).await {
         Ok(Some(target)) => {
-            blob_host = host_port(&target);
+            blob_host = host_port_label(&target);
             let target_host = target.host_str().unwrap_or_default().to_string();
-            let same_origin = host_port(&target) == registry;
+            let same_origin = host_port_label(&target) == registry;
             if !same_origin && !super::host_allowed(&target, &allow_redirect_hosts) {
                 report.fail(
                     Phase::Redirect,
-                    host_port(&target),
+                    host_port_label(&target),
                     format!(
                         "the registry redirects blob downloads to {target_host}, which is not in allow_redirect_hosts"
                     ),
@@ -303,7 +303,7 @@ pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>) -> Repo
             }
             report.pass(
                 Phase::Redirect,
-                host_port(&target),
+                host_port_label(&target),
                 format!("blob downloads redirect to {target_host} (allowed)"),
             );
             if via_proxy.is_none() && !same_origin && !endpoint(&mut report, &target, &tls, timeout, &name, "CDN").await
@@ -341,7 +341,7 @@ pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>) -> Repo
             .get_manifest(&probe.repo, &probe.tag)
             .await
             .map(|m| Digest::of(&m.bytes));
-        let lookaside = upstream.sigstore.as_ref().map(host_port).unwrap_or_default();
+        let lookaside = upstream.sigstore.as_ref().map(host_port_label).unwrap_or_default();
         match manifest {
             Ok(d) => match upstream.lookaside_signature(&probe.repo, &d, 1).await {
                 Ok(Some(_)) => report.pass(Phase::Signature, lookaside, "signature-1 fetched"),
@@ -449,15 +449,6 @@ fn http_remedy(e: &UpstreamError, host: &str) -> String {
         UpstreamError::RealmRefused { host } => format!("add \"{host}\" to allow_realm_hosts"),
         _ => format!("{host} answered something unexpected: check that the upstream's url names a registry"),
     }
-}
-
-/// `host:port` of a URL (the scheme's default port when it has none).
-pub fn host_port(url: &url::Url) -> String {
-    format!(
-        "{}:{}",
-        url.host_str().unwrap_or_default(),
-        url.port_or_known_default().unwrap_or(0)
-    )
 }
 
 /// The DNS, TCP and (for https) TLS hops to `url`'s host; `false` when one failed.

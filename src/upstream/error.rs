@@ -134,16 +134,7 @@ impl reqwest::dns::Resolve for Resolver {
 /// phase it failed in, read from the error's types (its Display may include the URL, a
 /// signed CDN query string, so only the host, port and kind of failure are kept).
 pub(super) fn classify(upstream: &str, e: reqwest::Error) -> UpstreamError {
-    let host = e
-        .url()
-        .map(|u| {
-            format!(
-                "{}:{}",
-                u.host_str().unwrap_or_default(),
-                u.port_or_known_default().unwrap_or(0)
-            )
-        })
-        .unwrap_or_else(|| "?".into());
+    let host = e.url().map(super::host_port_label).unwrap_or_else(|| "?".into());
     let mut dns = None;
     let mut refused = false;
     let mut tls = None;

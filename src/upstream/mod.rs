@@ -176,8 +176,8 @@ fn host_port(u: &url::Url) -> (String, Option<u16>) {
     )
 }
 
-/// `true` when `url`'s host matches an entry (`host` or `host:port`).
-/// `host:port` of a URL, as logs and metric labels name it (never the path or query).
+/// `host:port` of a URL (the scheme's default port when it has none), as logs, metric
+/// labels, errors and `doctor` name it: never the path or query.
 fn host_port_label(u: &url::Url) -> String {
     format!(
         "{}:{}",
@@ -186,6 +186,7 @@ fn host_port_label(u: &url::Url) -> String {
     )
 }
 
+/// `true` when `url`'s host matches an entry (`host` or `host:port`).
 fn host_allowed(url: &url::Url, allowed: &[String]) -> bool {
     let (host, port) = host_port(url);
     allowed.iter().any(|entry| {
