@@ -38,6 +38,26 @@ pub struct FillRegistry {
     tasks: tokio_util::task::TaskTracker,
 }
 
+/// A request's turn to start a digest's fill. Dropped (whatever the outcome), it lets
+/// the next waiter in and forgets its gate: later requests find the fill running, and
+/// those already waiting re-check before starting one.
+struct StartingTurn<'a> {
+    /// Held until the turn ends (released after `drop` below forgot the gate).
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    registry: &'a FillRegistry,
+    digest: Digest,
+}
+
+impl Drop for StartingTurn<'_> {
+    fn drop(&mut self) {
+        let mut starting = self.registry.starting.lock().unwrap_or_else(|p| p.into_inner());
+        if starting.get(&self.digest).is_some_and(|g| Arc::ptr_eq(g, &self.gate)) {
+            starting.remove(&self.digest);
+        }
+    }
+}
+
 /// What a blob lookup found.
 pub enum Lookup {
     /// Published meanwhile.
@@ -130,6 +150,23 @@ impl FillRegistry {
         let _ = tokio::time::timeout(deadline, self.tasks.wait()).await;
     }
 
+    /// Waits for the digest's turn to start a fill (see [`FillRegistry::starting`]).
+    async fn starting_turn(&self, digest: &Digest) -> StartingTurn<'_> {
+        let gate = self
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        StartingTurn {
+            _guard: gate.clone().lock_owned().await,
+            gate,
+            registry: self,
+            digest: digest.clone(),
+        }
+    }
+
     /// Returns the published blob, the running fill, or a new fill started for it.
     pub async fn get_or_start(
         self: &Arc<Self>,
@@ -141,37 +178,10 @@ impl FillRegistry {
         if let Some(fill) = self.get(digest) {
             return Ok(Lookup::Joined(fill));
         }
-        let gate = self.starting_gate(digest);
-        let _turn = gate.lock().await;
-        let started = self.start(cache, upstream, repo, digest).await;
-        self.starting_gate_done(digest, &gate);
-        started
-    }
-
-    fn starting_gate(&self, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
-        let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
-        starting.entry(digest.clone()).or_default().clone()
-    }
-
-    /// Forgets `gate` once its fill started (or failed to): later requests find the fill
-    /// running, and those already waiting on `gate` re-check before starting one.
-    fn starting_gate_done(&self, digest: &Digest, gate: &Arc<tokio::sync::Mutex<()>>) {
-        let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
-        if starting.get(digest).is_some_and(|g| Arc::ptr_eq(g, gate)) {
-            starting.remove(digest);
-        }
-    }
-
-    /// Under the digest's starting gate: joins a fill started meanwhile, takes the blob
-    /// if it is cached (here, or in a shared store another replica filled), else begins
-    /// a fill.
-    async fn start(
-        self: &Arc<Self>,
-        cache: &Cache,
-        upstream: Arc<Upstream>,
-        repo: RepoName,
-        digest: &Digest,
-    ) -> Result<Lookup, FillError> {
+        // One request at a time starts the digest's fill; those waiting here join it, or
+        // take the blob if it was cached meanwhile (here, or in a shared store another
+        // replica filled).
+        let _turn = self.starting_turn(digest).await;
         if let Some(fill) = self.get(digest) {
             return Ok(Lookup::Joined(fill));
         }
