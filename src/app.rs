@@ -6,14 +6,16 @@
 use crate::cache::fleet::FleetSettings;
 use crate::cache::s3::S3Settings;
 use crate::cache::{BlobStoreKind, Cache, CacheError, RepairReport, StoreSettings};
-use crate::config::{Config, ConfigError, UpstreamConfig};
-use crate::http::auth::ClientAuth;
+use crate::cluster::{Cluster, member_name};
+use crate::config::{CLUSTER_SELF_ENV, ClusterConfig, Config, ConfigError, UpstreamConfig};
+use crate::http::auth::{ClientAuth, PeerSecret};
 use crate::http::server::{LIFECYCLE, Limits, TlsFiles, TlsState};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::oci::pattern::RepoPatterns;
 use crate::proxy::{Proxy, ProxyError, ProxySettings, UpstreamRoute};
 use crate::secret::Secret;
+use crate::upstream::peer::{PeerClient, PeerSettings};
 use crate::upstream::{Credentials, SetupError, Upstream, UpstreamSettings};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -181,13 +183,100 @@ pub async fn build(config: &Config, cache: Option<Cache>) -> Result<AppState, St
         max_size: config.cache.max_size.map(|m| m.0),
         signatures_extension: config.signatures.extension_api,
     };
-    let proxy = Arc::new(Proxy::new(settings, routes, cache, metrics.clone())?);
+    let mut proxy = Proxy::new(settings, routes, cache, metrics.clone())?;
+    let peers = match cluster(config)? {
+        Some((cluster, secret)) => {
+            proxy = proxy.with_cluster(cluster);
+            Some(Arc::new(PeerSecret::new(&secret)))
+        }
+        None => None,
+    };
     let clients = htpasswd.map(|entries| Arc::new(ClientAuth::new(entries)));
     Ok(AppState {
-        proxy,
+        proxy: Arc::new(proxy),
         clients,
+        peers,
         metrics,
     })
+}
+
+/// This replica's URL in the cluster: `cluster.self`, else `PULLGATE_CLUSTER_SELF`.
+fn cluster_self(c: &ClusterConfig) -> Result<url::Url, ConfigError> {
+    let (key, value) = match &c.self_url {
+        Some(s) => ("cluster.self", s.clone()),
+        None => (
+            CLUSTER_SELF_ENV,
+            std::env::var(CLUSTER_SELF_ENV).map_err(|_| ConfigError::Invalid {
+                key: "cluster.self".into(),
+                reason: format!("is not set and neither is the {CLUSTER_SELF_ENV} environment variable"),
+            })?,
+        ),
+    };
+    let url = url::Url::parse(&value).map_err(|e| ConfigError::Invalid {
+        key: key.into(),
+        reason: format!("{value:?}: {e}"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.path() != "/" {
+        return Err(ConfigError::Invalid {
+            key: key.into(),
+            reason: format!("{value:?} must be this replica's base URL such as \"http://10.0.0.5:5000\""),
+        });
+    }
+    let listed = c.peers.iter().filter_map(|p| url::Url::parse(p).ok()).any(|p| p == url);
+    if !c.peers.is_empty() && !listed {
+        return Err(ConfigError::Invalid {
+            key: "cluster.peers".into(),
+            reason: format!("must include this replica's own URL {:?}", url.as_str()),
+        });
+    }
+    Ok(url)
+}
+
+/// The cluster of `[cluster]` (its DNS members followed in the background) and the
+/// shared secret.
+fn cluster(config: &Config) -> Result<Option<(Arc<Cluster>, Secret)>, StartError> {
+    let (Some(c), Some(secret)) = (&config.cluster, config.read_cluster_secret()?) else {
+        return Ok(None);
+    };
+    let me = cluster_self(c)?;
+    let invalid = |key: &str, reason: String| ConfigError::Invalid {
+        key: key.into(),
+        reason,
+    };
+    let ca_pem = match &c.ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| invalid("cluster.ca_file", format!("{}: {e}", path.display())))?)
+        }
+        None => None,
+    };
+    // A peer answers once its own upstream has: its patience is added to ours.
+    let longest =
+        |f: fn(&UpstreamConfig) -> std::time::Duration| config.upstreams.iter().map(f).max().unwrap_or_default();
+    let client = PeerClient::new(PeerSettings {
+        self_url: member_name(&me),
+        secret: secret.clone(),
+        connect_timeout: c.peer_timeout.0,
+        answer_timeout: c.peer_timeout.0 + longest(|u| u.response_timeout.0),
+        idle_timeout: c.peer_timeout.0 + longest(|u| u.body_idle_timeout.0),
+        ca_pem,
+    })
+    .map_err(|e| invalid("cluster.ca_file", e.to_string()))?;
+    let members = c
+        .peers
+        .iter()
+        .filter_map(|p| url::Url::parse(p).ok())
+        .map(|u| member_name(&u))
+        .collect();
+    let cluster = Arc::new(Cluster::new(member_name(&me), members, client));
+    if let Some(dns) = &c.peers_dns {
+        tokio::spawn(
+            cluster
+                .clone()
+                .follow_dns(dns.clone(), me.scheme().to_string(), c.peers_dns_refresh.0),
+        );
+    }
+    info!(target: LIFECYCLE, member = %member_name(&me), members = ?cluster.members(), "a replica of a cluster");
+    Ok(Some((cluster, secret)))
 }
 
 /// A server started in the background (tests, embedding, `prefetch`).

@@ -154,6 +154,50 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Replicas that fetch each digest once for the whole fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The environment variable that gives this replica's URL when `cluster.self` is not
+/// set (a Kubernetes Deployment sets it from the pod IP).
+pub const CLUSTER_SELF_ENV: &str = "PULLGATE_CLUSTER_SELF";
+
+fn default_peer_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+fn default_peers_dns_refresh() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// `[cluster]`: replicas that agree on an owner per digest (rendezvous hashing), so the
+/// fleet fetches each blob and manifest from upstream once.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This replica's URL as the others reach it, e.g. `http://10.0.0.5:5000`; none:
+    /// the `PULLGATE_CLUSTER_SELF` environment variable.
+    #[serde(default, rename = "self", skip_serializing_if = "Option::is_none")]
+    pub self_url: Option<String>,
+    /// Every member's URL, this one's included (one list serves every replica).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Instead of `peers`: `name:port` whose A/AAAA records are the replicas (a
+    /// headless Service), resolved again every `peers_dns_refresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers_dns: Option<String>,
+    #[serde(default = "default_peers_dns_refresh")]
+    pub peers_dns_refresh: HumanDuration,
+    /// A file holding the secret every member shares; peer requests carry it.
+    pub secret_file: PathBuf,
+    /// How long to wait for a peer to accept a connection, and for its answer beyond
+    /// the time upstream itself may take.
+    #[serde(default = "default_peer_timeout")]
+    pub peer_timeout: HumanDuration,
+    /// Extra CA certificates (PEM) trusted for peers served over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -381,6 +425,23 @@ pub struct UpstreamConfig {
     pub response_timeout: HumanDuration,
     #[serde(default = "default_body_idle_timeout")]
     pub body_idle_timeout: HumanDuration,
+    /// When `url` is another pullgate (a site cache in front of the DMZ's): the name of
+    /// the upstream there, e.g. `registry.redhat.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pullgate_upstream: Option<String>,
+    /// How `pullgate_upstream` is named in requests: as a path prefix (`path`, the
+    /// default) or as `?ns=` (`ns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pullgate_upstream_by: Option<UpstreamNaming>,
+}
+
+/// How a site pullgate names the DMZ pullgate's upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamNaming {
+    #[default]
+    Path,
+    Ns,
 }
 
 /// Credentials for `upstream_url` from a containers auth.json: the entry keyed by its
@@ -571,6 +632,17 @@ impl Config {
                     }
                 }
             }
+            if let Some(remote) = &u.pullgate_upstream
+                && crate::oci::RepoName::parse(remote).is_err()
+            {
+                return Err(invalid(
+                    key("pullgate_upstream"),
+                    format!("{remote:?} must be an upstream name of the other pullgate, e.g. \"registry.redhat.io\""),
+                ));
+            }
+            if u.pullgate_upstream_by.is_some() && u.pullgate_upstream.is_none() {
+                return Err(invalid(key("pullgate_upstream_by"), "needs pullgate_upstream"));
+            }
             for (k, d) in [
                 ("connect_timeout", u.connect_timeout),
                 ("response_timeout", u.response_timeout),
@@ -581,6 +653,7 @@ impl Config {
                 }
             }
         }
+        self.validate_cluster()?;
         if let Some(d) = &self.default_upstream
             && !self.upstreams.iter().any(|u| &u.name == d)
         {
@@ -590,6 +663,88 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let Some(c) = &self.cluster else { return Ok(()) };
+        let member = |k: &str, s: &str| -> Result<url::Url, ConfigError> {
+            let url = url::Url::parse(s).map_err(|e| invalid(format!("cluster.{k}"), format!("{s:?}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https")
+                || url.host_str().is_none()
+                || url.path() != "/"
+                || url.query().is_some()
+                || !url.username().is_empty()
+            {
+                return Err(invalid(
+                    format!("cluster.{k}"),
+                    format!("{s:?} must be a replica's base URL such as \"http://10.0.0.5:5000\""),
+                ));
+            }
+            Ok(url)
+        };
+        match (c.peers.is_empty(), &c.peers_dns) {
+            (true, None) => return Err(invalid("cluster.peers", "set peers (every member's URL) or peers_dns")),
+            (false, Some(_)) => return Err(invalid("cluster.peers_dns", "use either peers or peers_dns, not both")),
+            (_, Some(dns)) => {
+                let port = dns.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p));
+                if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+                    return Err(invalid(
+                        "cluster.peers_dns",
+                        format!("{dns:?} must be NAME:PORT, e.g. \"pullgate-peers.registry.svc:5000\""),
+                    ));
+                }
+            }
+            (false, None) => {}
+        }
+        let mut members = Vec::new();
+        for p in &c.peers {
+            let url = member("peers", p)?;
+            if members.contains(&url) {
+                return Err(invalid("cluster.peers", format!("{p:?} is listed twice")));
+            }
+            members.push(url);
+        }
+        if let Some(me) = &c.self_url {
+            let me = member("self", me)?;
+            if !c.peers.is_empty() && !members.contains(&me) {
+                return Err(invalid(
+                    "cluster.peers",
+                    format!(
+                        "must include this replica's own URL {:?} (one list serves every replica)",
+                        me.as_str()
+                    ),
+                ));
+            }
+        }
+        if c.peer_timeout.0.is_zero() {
+            return Err(invalid("cluster.peer_timeout", "must be greater than zero"));
+        }
+        if c.peers_dns_refresh.0 < Duration::from_secs(1) {
+            return Err(invalid("cluster.peers_dns_refresh", "must be at least 1s"));
+        }
+        Ok(())
+    }
+
+    /// The `[cluster]` shared secret from its file.
+    pub fn read_cluster_secret(&self) -> Result<Option<Secret>, ConfigError> {
+        let Some(c) = &self.cluster else { return Ok(None) };
+        let text = std::fs::read_to_string(&c.secret_file).map_err(|e| {
+            invalid(
+                "cluster.secret_file",
+                format!("cannot read {}: {e}", c.secret_file.display()),
+            )
+        })?;
+        let secret = text.trim();
+        if secret.len() < 16 {
+            return Err(invalid(
+                "cluster.secret_file",
+                format!(
+                    "{} must hold a secret of at least 16 characters",
+                    c.secret_file.display()
+                ),
+            ));
+        }
+        Ok(Some(Secret::new(secret)))
     }
 
     fn validate_s3(&self) -> Result<(), ConfigError> {

@@ -78,6 +78,21 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    /// The member's URL.
+    pub member: String,
+    /// `up`, or `down` while it is skipped after failing (`self` for this replica).
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerRequestLabels {
+    pub member: String,
+    /// ok, not_found, refused (an error answer) or unreachable.
+    pub outcome: &'static str,
+}
+
 /// Every metric pullgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -88,6 +103,13 @@ pub struct Metrics {
     /// handles: blob streams count every chunk and need no family lookup for it.
     pub served_from_cache: Counter,
     pub served_from_upstream: Counter,
+    /// `pullgate_served_bytes_total{source="peer"}`: streamed from the replica that owns
+    /// the blob.
+    pub served_from_peer: Counter,
+    pub cluster_members: Family<MemberLabels, Gauge>,
+    pub peer_requests: Family<PeerRequestLabels, Counter>,
+    /// Requests this replica answered for its peers.
+    pub peer_served: Counter,
     pub upstream_bytes: Family<UpstreamLabels, Counter>,
     pub upstream_request_duration: Latencies<UpstreamLabels>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
@@ -126,6 +148,25 @@ impl Metrics {
         let served_bytes = Family::<SourceLabels, Counter>::default();
         let served_from_cache = served_bytes.get_or_create_owned(&SourceLabels { source: "cache" });
         let served_from_upstream = served_bytes.get_or_create_owned(&SourceLabels { source: "upstream" });
+        let served_from_peer = served_bytes.get_or_create_owned(&SourceLabels { source: "peer" });
+        let cluster_members = Family::default();
+        let peer_requests = Family::default();
+        let peer_served = Counter::default();
+        registry.register(
+            "pullgate_cluster_members",
+            "Members of the cluster by state (self, up, down); 1 per member",
+            cluster_members.clone(),
+        );
+        registry.register(
+            "pullgate_peer_requests",
+            "Requests to the replica owning a digest, by member and outcome",
+            peer_requests.clone(),
+        );
+        registry.register(
+            "pullgate_peer_served",
+            "Requests this replica answered for other replicas",
+            peer_served.clone(),
+        );
         let upstream_bytes = Family::default();
         let upstream_request_duration = Latencies::new_with_constructor(latency_histogram as fn() -> Histogram);
         let upstream_errors = Family::default();
@@ -232,6 +273,10 @@ impl Metrics {
             cache_lookups,
             served_from_cache,
             served_from_upstream,
+            served_from_peer,
+            cluster_members,
+            peer_requests,
+            peer_served,
             upstream_bytes,
             upstream_request_duration,
             upstream_errors,

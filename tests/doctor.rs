@@ -424,14 +424,7 @@ async fn a_failing_cdn_host_is_one_warn_line_a_labelled_metric_and_a_message_nam
             "the client's message names the upstream, the host and what happened: {body}"
         );
     }
-    let metrics = client
-        .get(format!("{}/metrics", server.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&server.url()).await;
     let (status, log) = server.stop();
     assert!(status.success());
     let series = metrics

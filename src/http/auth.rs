@@ -66,6 +66,23 @@ impl ClientAuth {
     }
 }
 
+/// The cluster's shared secret, as the peer routes check it: kept as its SHA-256, and a
+/// presented value compared by hash (the comparison's time says nothing of the secret).
+pub struct PeerSecret([u8; 32]);
+
+impl PeerSecret {
+    pub fn new(secret: &Secret) -> PeerSecret {
+        PeerSecret(Sha256::digest(secret.expose().as_bytes()).into())
+    }
+
+    /// Whether the request carries the secret.
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(crate::oci::route::SECRET_HEADER)
+            .is_some_and(|v| <[u8; 32]>::from(Sha256::digest(v.as_bytes())) == self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,16 @@ impl ApiError {
         e
     }
 
+    /// A peer route asked without the cluster's secret (no Basic challenge: no client
+    /// credential opens these routes).
+    pub fn peer_unauthorized() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "the peer routes need the cluster's shared secret",
+        )
+    }
+
     pub fn not_found(code: ErrorCode, message: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }

@@ -26,6 +26,8 @@ pub struct AppState {
     pub proxy: Arc<Proxy>,
     /// Client authentication, when `[clients] htpasswd` is set.
     pub clients: Option<Arc<auth::ClientAuth>>,
+    /// The cluster's shared secret, when `[cluster]` is set: it opens the peer routes.
+    pub peers: Option<Arc<auth::PeerSecret>>,
     pub metrics: Arc<Metrics>,
 }
 

@@ -6,6 +6,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::oci::media::AcceptSet;
 use crate::oci::range::{RangeError, RangeSpec};
+use crate::oci::route::{HOP_HEADER, PEER_PREFIX};
 use crate::oci::route::{Route, RouteError};
 use crate::oci::{Digest, ErrorCode, Reference, RepoName};
 use crate::proxy::{CacheStatus, Target};
@@ -72,9 +73,22 @@ struct ApiRequest {
     parts: Parts,
     query: Query,
     route: &'static str,
+    /// Sent by another replica of the cluster (with the shared secret).
+    from_peer: bool,
 }
 
 impl ApiRequest {
+    /// The upstream and repository `name` means; a peer's request is answered here.
+    fn target(&self, app: &AppState, name: &RepoName) -> Result<Target, ApiError> {
+        let target = app.proxy.resolve(name, self.ns())?;
+        Ok(if self.from_peer {
+            app.proxy.served_a_peer();
+            target.asked_by_peer()
+        } else {
+            target
+        })
+    }
+
     fn head(&self) -> bool {
         self.parts.method == Method::HEAD
     }
@@ -159,11 +173,27 @@ impl Reply {
 /// Every registry API path (`/v2/…`, `/sigstore/…`, `/extensions/v2/…`).
 pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
-    let route = Route::parse(parts.uri.path());
+    // The peer routes: the registry API under a prefix, for the cluster's replicas only.
+    let peer_path = parts
+        .uri
+        .path()
+        .strip_prefix(PEER_PREFIX)
+        .filter(|p| p.starts_with('/'));
+    let path = peer_path.unwrap_or(parts.uri.path());
+    let route = Route::parse(path);
     let label = route_label(&route);
     let name = route.as_ref().ok().and_then(Route::name).map(RepoName::to_string);
-    // The lookaside is read without credentials by every client (containers/image).
-    let mut resp = if let Some(clients) = &app.clients
+    let peer_admitted = app.peers.as_ref().is_some_and(|p| p.admits(&parts.headers));
+    // A replica's request (peer route, or the hop header with the secret) is answered
+    // here and never forwarded again.
+    let from_peer = peer_admitted && (peer_path.is_some() || parts.headers.contains_key(HOP_HEADER));
+    let mut resp = if peer_path.is_some() && app.peers.is_none() {
+        ApiError::not_found(ErrorCode::Unsupported, "this pullgate is not in a cluster").into_response()
+    } else if peer_path.is_some() && !peer_admitted {
+        ApiError::peer_unauthorized().into_response()
+    } else if let Some(clients) = &app.clients
+        // The lookaside is read without credentials by every client (containers/image).
+        && !from_peer
         && !parts.uri.path().starts_with("/sigstore/")
         && clients.authenticate(&parts.headers).await.is_none()
     {
@@ -174,6 +204,7 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
             parts,
             query,
             route: label,
+            from_peer,
         };
         dispatch(&app, &req, route)
             .await
@@ -226,7 +257,7 @@ async fn manifest(
     name: &RepoName,
     reference: &Reference,
 ) -> Result<Response, ApiError> {
-    let target = app.proxy.resolve(name, req.ns())?;
+    let target = req.target(app, name)?;
     let accept = AcceptSet::from_header_values(
         req.parts
             .headers
@@ -243,7 +274,7 @@ async fn manifest(
 }
 
 async fn blob(app: &AppState, req: &ApiRequest, name: &RepoName, digest: &Digest) -> Result<Response, ApiError> {
-    let target = app.proxy.resolve(name, req.ns())?;
+    let target = req.target(app, name)?;
     let range = match req.parts.headers.get(header::RANGE) {
         Some(v) => Some(RangeSpec::parse(v.to_str().map_err(|_| RangeError::Malformed)?)?),
         None => None,
@@ -270,7 +301,7 @@ async fn blob(app: &AppState, req: &ApiRequest, name: &RepoName, digest: &Digest
 }
 
 async fn tags_list(app: &AppState, req: &ApiRequest, name: &RepoName) -> Result<Response, ApiError> {
-    let target = app.proxy.resolve(name, req.ns())?;
+    let target = req.target(app, name)?;
     let answer = app
         .proxy
         .tags_list(
@@ -292,7 +323,7 @@ async fn tags_list(app: &AppState, req: &ApiRequest, name: &RepoName) -> Result<
 }
 
 async fn referrers(app: &AppState, req: &ApiRequest, name: &RepoName, digest: &Digest) -> Result<Response, ApiError> {
-    let target = app.proxy.resolve(name, req.ns())?;
+    let target = req.target(app, name)?;
     let answer = app
         .proxy
         .referrers(&target, digest, req.query.artifact_type.as_deref())
@@ -329,7 +360,7 @@ async fn signatures_extension(
             "the signature extension API is disabled",
         ));
     }
-    let target = app.proxy.resolve(name, req.ns())?;
+    let target = req.target(app, name)?;
     let body = app.proxy.extension_signatures(&target, digest).await?;
     req.reply("application/json").served(name, None).body(body)
 }

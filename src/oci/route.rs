@@ -2,6 +2,15 @@
 //! so the path is read from the right: the last segments say what is asked for, and
 //! everything before them is the name.
 
+/// Where the cluster's peer routes live: the registry API under this prefix, for the
+/// replicas of one fleet only.
+pub const PEER_PREFIX: &str = "/_pullgate/peer";
+/// The cluster's shared secret, on every peer request.
+pub const SECRET_HEADER: &str = "x-pullgate-cluster-secret";
+/// Set on every request one replica sends another: the receiver answers it itself and
+/// never forwards it again. Its value is the sender's URL, for logs.
+pub const HOP_HEADER: &str = "x-pullgate-hop";
+
 use super::digest::{Digest, DigestError};
 use super::name::{NameError, Reference, ReferenceError, RepoName};
 

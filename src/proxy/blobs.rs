@@ -4,6 +4,7 @@
 //! the size), and a fill that failed before that becomes the request's error.
 
 use super::fill::{Fill, Lookup};
+use super::owners::FromPeer;
 use super::read::{self, BlobStream};
 use super::{CacheStatus, Proxy, ProxyError, ProxyResult, Target};
 use crate::cache::{BlobRecord, CacheError};
@@ -27,11 +28,18 @@ pub struct BlobAnswer {
 enum Source {
     Published(BlobRecord),
     Filling(Arc<Fill>),
+    /// Coming from the replica that owns the digest.
+    Peer(FromPeer),
 }
 
 impl Proxy {
     /// A blob GET, whole or the `range` the client asked for.
-    pub async fn blob(&self, target: &Target, digest: &Digest, range: Option<RangeSpec>) -> ProxyResult<BlobAnswer> {
+    pub async fn blob(
+        self: &Arc<Self>,
+        target: &Target,
+        digest: &Digest,
+        range: Option<RangeSpec>,
+    ) -> ProxyResult<BlobAnswer> {
         match self.blob_once(target, digest, range).await {
             // The record's data was gone (the cache dropped the record): now a miss.
             Err(ProxyError::Cache(CacheError::BlobDataMissing(_))) => self.blob_once(target, digest, range).await,
@@ -39,7 +47,12 @@ impl Proxy {
         }
     }
 
-    async fn blob_once(&self, target: &Target, digest: &Digest, range: Option<RangeSpec>) -> ProxyResult<BlobAnswer> {
+    pub(super) async fn blob_once(
+        self: &Arc<Self>,
+        target: &Target,
+        digest: &Digest,
+        range: Option<RangeSpec>,
+    ) -> ProxyResult<BlobAnswer> {
         // Registered as a reader before the lookup, so nothing found can be evicted
         // before it is served.
         let reading = self.cache.reading(digest);
@@ -60,6 +73,7 @@ impl Proxy {
                 }
                 progress.size
             }
+            Source::Peer(from) => from.body.total,
         };
         let span = match (range, size) {
             (Some(r), Some(size)) => r.resolve(size).map_err(|_| ProxyError::RangeNotSatisfiable { size })?,
@@ -85,6 +99,9 @@ impl Proxy {
                 first,
                 end,
             ),
+            Source::Peer(from) => {
+                self.from_peer_stream((target.clone(), digest.clone()), from, size, (first, end), reading)
+            }
         };
         Ok(answer(span, size, cache, Some(body)))
     }
@@ -99,6 +116,10 @@ impl Proxy {
             && let Some(size) = fill.started().await.size
         {
             return Ok(answer(None, Some(size), CacheStatus::FillJoin, None));
+        }
+        let peers = self.peers_for(target, &digest.to_string());
+        if let Some(size) = self.blob_size_from_peers(target, digest, &peers).await? {
+            return Ok(answer(None, size, CacheStatus::Peer, None));
         }
         match target.upstream.head_blob(&target.repo, digest).await {
             Ok(size) => Ok(answer(None, size, CacheStatus::Miss, None)),
@@ -115,6 +136,18 @@ impl Proxy {
         if let Some(record) = self.cache.local_blob(digest).await? {
             self.cache.touch_blob(digest);
             return Ok((Source::Published(record), CacheStatus::Hit));
+        }
+        // Clustered: what another replica published, else the owner's stream (a fill
+        // running here, as the next candidate for a dead owner, is joined below).
+        let peers = self.peers_for(target, &digest.to_string());
+        if !peers.is_empty() && self.fills.get(digest).is_none() {
+            if let Some(record) = self.cache.blob(digest).await? {
+                self.cache.touch_blob(digest);
+                return Ok((Source::Published(record), CacheStatus::Hit));
+            }
+            if let Some(from) = self.blob_from_peers(target, digest, &peers, 0).await? {
+                return Ok((Source::Peer(from), CacheStatus::Peer));
+            }
         }
         let (fill, cache) = match self
             .fills

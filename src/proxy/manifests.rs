@@ -2,12 +2,13 @@
 //! (a fresh mapping served locally, a stale one revalidated with a HEAD, the last known
 //! one when upstream is unavailable), negotiated locally against the client's `Accept`.
 
+use super::owners::tag_key;
 use super::{CacheStatus, Proxy, ProxyError, ProxyResult, Target};
 use crate::cache::{CacheError, StoredManifest, TagRecord, now_ms};
 use crate::oci::image::index_entries;
 use crate::oci::media::{self, AcceptSet};
 use crate::oci::{Digest, Reference, Tag};
-use crate::upstream::UpstreamError;
+use crate::upstream::{ManifestHead, UpstreamError};
 use bytes::Bytes;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -46,7 +47,8 @@ impl Proxy {
                 cache: CacheStatus::Hit,
             });
         }
-        let fetched = match target.upstream.get_manifest(&target.repo, &digest.to_string()).await {
+        let reference = digest.to_string();
+        let fetched = match self.fetch_manifest(target, &reference, &reference).await {
             Err(UpstreamError::NotFound) => return Err(ProxyError::ManifestUnknown(digest.to_string())),
             other => other?,
         };
@@ -110,7 +112,16 @@ impl Proxy {
             if age < self.ttl_for(tag).as_millis() as u64 {
                 return Ok((digest.clone(), stored.clone(), CacheStatus::Hit));
             }
-            match target.upstream.head_manifest(&target.repo, tag.as_str()).await {
+            // Clustered, the tag's owner revalidates it: asked with a GET below.
+            let revalidation = if self.peers_for(target, &tag_key(target, tag.as_str())).is_empty() {
+                target.upstream.head_manifest(&target.repo, tag.as_str()).await
+            } else {
+                Ok(ManifestHead {
+                    digest: None,
+                    content_type: None,
+                })
+            };
+            match revalidation {
                 Ok(head) if head.digest.as_ref() == Some(digest) => {
                     self.remember_tag(target, tag, digest, &stored.media_type).await?;
                     return Ok((digest.clone(), stored.clone(), CacheStatus::Revalidated));
@@ -124,7 +135,10 @@ impl Proxy {
                 Err(e) => return Err(e.into()),
             }
         }
-        match target.upstream.get_manifest(&target.repo, tag.as_str()).await {
+        match self
+            .fetch_manifest(target, tag.as_str(), &tag_key(target, tag.as_str()))
+            .await
+        {
             Ok(fetched) => {
                 let digest = Digest::of(&fetched.bytes);
                 if let Some(claimed) = fetched.digest_header.as_deref().and_then(|h| Digest::parse(h).ok())

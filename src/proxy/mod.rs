@@ -10,6 +10,7 @@ mod blobs;
 pub mod error;
 pub mod fill;
 mod manifests;
+mod owners;
 pub mod read;
 mod signatures;
 mod tags;
@@ -21,6 +22,7 @@ pub use signatures::ReferrersAnswer;
 pub use tags::TagsAnswer;
 
 use crate::cache::{Cache, now_ms};
+use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::oci::pattern::RepoPatterns;
 use crate::oci::{Digest, RepoName};
@@ -73,6 +75,8 @@ pub enum CacheStatus {
     Stale,
     Revalidated,
     FillJoin,
+    /// Streamed from the replica that owns the digest (`[cluster]`).
+    Peer,
 }
 
 impl CacheStatus {
@@ -83,6 +87,7 @@ impl CacheStatus {
             CacheStatus::Stale => "stale",
             CacheStatus::Revalidated => "revalidated",
             CacheStatus::FillJoin => "fill-join",
+            CacheStatus::Peer => "peer",
         }
     }
 }
@@ -92,6 +97,8 @@ impl CacheStatus {
 pub struct Target {
     upstream: Arc<Upstream>,
     repo: RepoName,
+    /// Asked by another replica of the cluster: answered here, never forwarded again.
+    from_peer: bool,
 }
 
 impl Target {
@@ -103,6 +110,12 @@ impl Target {
     /// The repository as the upstream names it.
     pub fn repo(&self) -> &RepoName {
         &self.repo
+    }
+
+    /// The same target, asked by a peer replica: this replica answers it itself.
+    pub fn asked_by_peer(mut self) -> Target {
+        self.from_peer = true;
+        self
     }
 }
 
@@ -117,6 +130,8 @@ pub struct Proxy {
     signatures_extension: bool,
     metrics: Arc<Metrics>,
     started_ms: u64,
+    /// The other replicas, when `[cluster]` is configured.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// How often the housekeeping task runs an eviction pass (blobs spared while clients
@@ -155,7 +170,19 @@ impl Proxy {
             signatures_extension: settings.signatures_extension,
             metrics,
             started_ms: now_ms(),
+            cluster: None,
         })
+    }
+
+    /// Makes this proxy one replica of `cluster`: each digest's owner fetches it.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Proxy {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Counts a request this replica answers for another.
+    pub fn served_a_peer(&self) {
+        self.metrics.peer_served.inc();
     }
 
     /// Whether `/v2/` advertises the signature extension API.
@@ -183,6 +210,7 @@ impl Proxy {
         Ok(Target {
             upstream: route.upstream.clone(),
             repo,
+            from_peer: false,
         })
     }
 
@@ -231,6 +259,9 @@ impl Proxy {
 
     /// The metrics exposition, with the cache's sizes read now.
     pub async fn render_metrics(&self) -> String {
+        if let Some(cluster) = &self.cluster {
+            cluster.export(&self.metrics);
+        }
         if let Ok(stats) = self.cache.stats().await {
             let m = &self.metrics;
             m.cache_size_bytes.set(stats.total_bytes() as i64);
@@ -301,7 +332,7 @@ impl Proxy {
             started_ms: self.started_ms,
             saved_ms: now_ms(),
             hits: lookups(&["hit", "revalidated", "stale"]),
-            misses: lookups(&["miss", "fill-join"]),
+            misses: lookups(&["miss", "fill-join", "peer"]),
             bytes_from_cache: m.served_from_cache.get(),
             bytes_from_upstream: m.served_from_upstream.get(),
         };

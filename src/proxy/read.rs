@@ -175,7 +175,7 @@ pub fn filling(
 
 /// Counts `bytes` as served and hands them to the client's body; false once the client
 /// has gone.
-async fn deliver(served: &Counter, tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>, bytes: Bytes) -> bool {
+pub(super) async fn deliver(served: &Counter, tx: &tokio::sync::mpsc::Sender<io::Result<Bytes>>, bytes: Bytes) -> bool {
     served.inc_by(bytes.len() as u64);
     tx.send(Ok(bytes)).await.is_ok()
 }
@@ -186,7 +186,7 @@ fn fill_failed(e: &FillError) -> io::Error {
 
 /// A channel-backed stream: the producer runs as its own task and an error it returns
 /// becomes the stream's last item, which aborts the HTTP body.
-fn async_stream<F, Fut>(producer: F) -> BlobStream
+pub(super) fn async_stream<F, Fut>(producer: F) -> BlobStream
 where
     F: FnOnce(tokio::sync::mpsc::Sender<io::Result<Bytes>>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = io::Result<()>> + Send + 'static,

@@ -10,6 +10,7 @@ mod breaker;
 pub mod doctor;
 mod error;
 mod failures;
+pub mod peer;
 
 pub use auth::Credentials;
 pub use error::{NetPhase, UpstreamError};

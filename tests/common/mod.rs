@@ -134,6 +134,18 @@ pub async fn body_bytes(resp: reqwest::Response) -> Result<Vec<u8>, String> {
     }
 }
 
+/// The `/metrics` exposition of the pullgate at `url`.
+pub async fn metrics_text(url: &str) -> String {
+    client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// Parses an OCI error body and returns its first code.
 pub async fn error_code(resp: reqwest::Response) -> String {
     let body = resp.bytes().await.expect("error body");
