@@ -7,7 +7,7 @@ use crate::cache::fleet::FleetSettings;
 use crate::cache::s3::S3Settings;
 use crate::cache::{BlobStoreKind, Cache, CacheError, RepairReport, StoreSettings};
 use crate::cluster::{Cluster, member_name};
-use crate::config::{CLUSTER_SELF_ENV, ClusterConfig, Config, ConfigError, UpstreamConfig};
+use crate::config::{CLUSTER_SELF_ENV, ClusterConfig, Config, ConfigError, UpstreamConfig, UpstreamNaming};
 use crate::http::auth::{ClientAuth, PeerSecret};
 use crate::http::server::{LIFECYCLE, Limits, TlsFiles, TlsState};
 use crate::http::{AppState, router};
@@ -16,7 +16,7 @@ use crate::oci::pattern::RepoPatterns;
 use crate::proxy::{Proxy, ProxyError, ProxySettings, UpstreamRoute};
 use crate::secret::Secret;
 use crate::upstream::peer::{PeerClient, PeerSettings};
-use crate::upstream::{Credentials, SetupError, Upstream, UpstreamSettings};
+use crate::upstream::{Credentials, RemoteUpstream, SetupError, Upstream, UpstreamSettings};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,10 +89,23 @@ fn upstream_settings(
         Some(path) => Some(std::fs::read(path).map_err(|e| key("ca_file", format!("{}: {e}", path.display())))?),
         None => None,
     };
+    let behind = u
+        .pullgate_upstream
+        .as_ref()
+        .map(|name| match u.pullgate_upstream_by.unwrap_or_default() {
+            UpstreamNaming::Path => RemoteUpstream::PathPrefix(name.clone()),
+            UpstreamNaming::Ns => RemoteUpstream::Ns(name.clone()),
+        });
+    // Behind another pullgate, its lookaside serves the signatures by default.
+    let sigstore = match (&u.sigstore, &u.pullgate_upstream) {
+        (Some(s), _) => Some(url("sigstore", s)?),
+        (None, Some(name)) => Some(url("url", &format!("{}/sigstore/{name}", u.url.trim_end_matches('/')))?),
+        (None, None) => None,
+    };
     Ok(UpstreamSettings {
         name: u.name.clone(),
         url: url("url", &u.url)?,
-        sigstore: u.sigstore.as_deref().map(|s| url("sigstore", s)).transpose()?,
+        sigstore,
         credentials: credentials.map(|(username, password)| Credentials { username, password }),
         ca_pem,
         egress_proxy: u.egress_proxy.clone(),
@@ -101,6 +114,7 @@ fn upstream_settings(
         connect_timeout: u.connect_timeout.0,
         response_timeout: u.response_timeout.0,
         body_idle_timeout: u.body_idle_timeout.0,
+        behind,
     })
 }
 

@@ -3,54 +3,12 @@
 
 mod common;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use common::fake_upstream::MT_OCI_MANIFEST;
+use common::lookaside::{sig_path, start_lookaside};
 use common::{Harness, error_code};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-/// A lookaside web server: `files` by path; records requests and any Authorization.
-#[derive(Default)]
-struct Lookaside {
-    files: Mutex<HashMap<String, Vec<u8>>>,
-    requests: Mutex<Vec<String>>,
-    saw_authorization: Mutex<bool>,
-    html_for_missing: Mutex<bool>,
-}
-
-async fn start_lookaside() -> (Arc<Lookaside>, String, tokio::task::JoinHandle<()>) {
-    let state = Arc::new(Lookaside::default());
-    let app = axum::Router::new()
-        .fallback(
-            |State(s): State<Arc<Lookaside>>, uri: Uri, headers: HeaderMap| async move {
-                s.requests.lock().unwrap().push(uri.path().to_string());
-                if headers.contains_key("authorization") {
-                    *s.saw_authorization.lock().unwrap() = true;
-                }
-                match s.files.lock().unwrap().get(uri.path()) {
-                    Some(b) => (StatusCode::OK, b.clone()).into_response(),
-                    None if *s.html_for_missing.lock().unwrap() => {
-                        (StatusCode::OK, [("content-type", "text/html")], "<html>not here</html>").into_response()
-                    }
-                    None => StatusCode::NOT_FOUND.into_response(),
-                }
-            },
-        )
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/containers/sigstore", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (state, url, task)
-}
-
-fn sig_path(repo: &str, digest: &str, n: u32) -> String {
-    format!("/containers/sigstore/{repo}@{}/signature-{n}", digest.replace(':', "="))
-}
 
 #[tokio::test]
 async fn lookaside_and_extension_api_serve_upstream_signatures_and_keep_them() {

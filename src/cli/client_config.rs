@@ -16,6 +16,8 @@ pub enum ClientKind {
     Containerd,
     /// Red Hat Satellite and Ansible Automation Platform
     Satellite,
+    /// Another pullgate (a site cache) whose upstream is this one (`[[upstream]]`)
+    Pullgate,
 }
 
 /// The marker line that starts each file in a multi-file output.
@@ -76,6 +78,7 @@ pub fn render(config: &Config, kind: ClientKind, url: &str, upstream: Option<&st
         ClientKind::Openshift => openshift(&ep, &upstreams),
         ClientKind::Containerd => containerd(&ep, &upstreams),
         ClientKind::Satellite => satellite(config, &ep, &upstreams),
+        ClientKind::Pullgate => site_pullgate(config, &ep, &upstreams),
     })
 }
 
@@ -210,6 +213,51 @@ fn containerd(ep: &Endpoint, upstreams: &[&UpstreamConfig]) -> String {
     out
 }
 
+/// The `[[upstream]]` blocks of a site pullgate in front of this one: the same names and
+/// aliases (the site's clients keep their mirror configuration), each reaching this
+/// pullgate's upstream of that name.
+fn site_pullgate(config: &Config, ep: &Endpoint, upstreams: &[&UpstreamConfig]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# For the pullgate.toml of a site pullgate whose upstream is the pullgate at {}.",
+        ep.url
+    );
+    let _ = writeln!(
+        out,
+        "# Content is verified again at the site; signatures come from this pullgate's lookaside."
+    );
+    for u in upstreams {
+        let _ = writeln!(
+            out,
+            "\n[[upstream]]\nname = \"{0}\"\nurl = \"{1}\"\npullgate_upstream = \"{0}\"",
+            u.name, ep.url
+        );
+        if !u.aliases.is_empty() {
+            let aliases: Vec<String> = u.aliases.iter().map(|a| format!("\"{a}\"")).collect();
+            let _ = writeln!(out, "aliases = [{}]", aliases.join(", "));
+        }
+        if config.clients.htpasswd.is_some() {
+            let _ = writeln!(
+                out,
+                "# This pullgate wants Basic credentials: a user of its [clients] htpasswd file."
+            );
+            let _ = writeln!(
+                out,
+                "username = \"site\"\npassword_file = \"/etc/pullgate/upstream-password\""
+            );
+        }
+        if !ep.insecure {
+            let _ = writeln!(
+                out,
+                "# The CA that signed this pullgate's certificate, unless the system trusts it:"
+            );
+            let _ = writeln!(out, "# ca_file = \"/etc/pullgate/upstream-ca.crt\"");
+        }
+    }
+    out
+}
+
 fn satellite(config: &Config, ep: &Endpoint, upstreams: &[&UpstreamConfig]) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -330,6 +378,19 @@ mod tests {
             hosts["host"]["https://pg.example/v2/registry.redhat.io"]["override_path"].as_bool(),
             Some(true)
         );
+    }
+
+    #[test]
+    fn a_site_pullgate_block_is_a_valid_upstream() {
+        let out = render(&config(), ClientKind::Pullgate, "https://dmz.example:5000", None).unwrap();
+        let site = Config::from_toml_str(&out).unwrap();
+        assert_eq!(site.upstreams.len(), config().upstreams.len());
+        for (site, dmz) in site.upstreams.iter().zip(&config().upstreams) {
+            assert_eq!(site.name, dmz.name);
+            assert_eq!(site.url, "https://dmz.example:5000");
+            assert_eq!(site.pullgate_upstream.as_deref(), Some(dmz.name.as_str()));
+            assert_eq!(site.aliases, dmz.aliases);
+        }
     }
 
     #[test]

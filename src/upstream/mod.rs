@@ -52,6 +52,18 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub body_idle_timeout: Duration,
+    /// When the upstream is another pullgate: how its upstream is named in requests.
+    pub behind: Option<RemoteUpstream>,
+}
+
+/// The upstream of another pullgate (a site cache in front of the DMZ's), and how
+/// requests name it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteUpstream {
+    /// `/v2/<name>/<repo>/…`
+    PathPrefix(String),
+    /// `/v2/<repo>/…?ns=<name>`
+    Ns(String),
 }
 
 impl UpstreamSettings {
@@ -70,6 +82,7 @@ impl UpstreamSettings {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(60),
+            behind: None,
         }
     }
 }
@@ -163,6 +176,8 @@ pub struct Upstream {
     token_fetch: tokio::sync::Mutex<()>,
     /// Failed requests, counted and logged (shared with the blob bodies).
     failures: Arc<FailureLog>,
+    /// When the upstream is another pullgate: the name of its upstream.
+    behind: Option<RemoteUpstream>,
 }
 
 /// Installs rustls' ring provider once per process (reqwest is built without one).
@@ -261,7 +276,29 @@ impl Upstream {
             denied: std::sync::Mutex::default(),
             token_fetch: tokio::sync::Mutex::new(()),
             failures,
+            behind: settings.behind,
         })
+    }
+
+    /// `/v2/<repo>/<rest>` (`rest` may carry a query) as this upstream names the
+    /// repository: behind another pullgate, with that one's upstream as a path prefix or
+    /// as `ns`.
+    fn repo_path(&self, repo: &RepoName, rest: &str) -> String {
+        let (rest, query) = rest.split_once('?').map_or((rest, None), |(r, q)| (r, Some(q)));
+        let mut path = match &self.behind {
+            Some(RemoteUpstream::PathPrefix(name)) => format!("/v2/{name}/{}/{rest}", repo.as_str()),
+            _ => format!("/v2/{}/{rest}", repo.as_str()),
+        };
+        let ns = match &self.behind {
+            Some(RemoteUpstream::Ns(name)) => Some(format!("ns={name}")),
+            _ => None,
+        };
+        let query: Vec<String> = query.map(str::to_string).into_iter().chain(ns).collect();
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query.join("&"));
+        }
+        path
     }
 
     fn url(&self, path_and_query: &str) -> Result<url::Url, UpstreamError> {
@@ -600,7 +637,7 @@ impl Upstream {
     }
 
     pub async fn get_manifest(&self, repo: &RepoName, reference: &str) -> Result<FetchedManifest, UpstreamError> {
-        let path = format!("/v2/{}/manifests/{reference}", repo.as_str());
+        let path = self.repo_path(repo, &format!("manifests/{reference}"));
         let resp = self.send(Method::GET, &path, repo, Self::manifest_headers()).await?;
         self.check_status(&resp)?;
         let content_type = header_string(resp.headers(), "content-type");
@@ -620,7 +657,7 @@ impl Upstream {
     }
 
     pub async fn head_manifest(&self, repo: &RepoName, reference: &str) -> Result<ManifestHead, UpstreamError> {
-        let path = format!("/v2/{}/manifests/{reference}", repo.as_str());
+        let path = self.repo_path(repo, &format!("manifests/{reference}"));
         let resp = self.send(Method::HEAD, &path, repo, Self::manifest_headers()).await?;
         self.check_status(&resp)?;
         Ok(ManifestHead {
@@ -631,7 +668,7 @@ impl Upstream {
 
     /// Starts a blob download, optionally from an offset (`Range: bytes=N-`).
     pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, from: u64) -> Result<BlobBody, UpstreamError> {
-        let path = format!("/v2/{}/blobs/{digest}", repo.as_str());
+        let path = self.repo_path(repo, &format!("blobs/{digest}"));
         let mut headers = Self::base_headers();
         if from > 0 {
             headers.insert(
@@ -702,7 +739,7 @@ impl Upstream {
     /// whole: its query string is a signed credential), or `None` when it serves the
     /// blob itself.
     pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<url::Url>, UpstreamError> {
-        let url = self.url(&format!("/v2/{}/blobs/{digest}", repo.as_str()))?;
+        let url = self.url(&self.repo_path(repo, &format!("blobs/{digest}")))?;
         let scope = format!("repository:{}:pull", repo.as_str());
         let mut req = self.client.get(url.clone()).headers(Self::base_headers());
         if let Some(a) = self.authorization(&scope, false).await? {
@@ -726,7 +763,7 @@ impl Upstream {
     }
 
     pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, UpstreamError> {
-        let path = format!("/v2/{}/blobs/{digest}", repo.as_str());
+        let path = self.repo_path(repo, &format!("blobs/{digest}"));
         let resp = self.send(Method::HEAD, &path, repo, Self::base_headers()).await?;
         self.check_status(&resp)?;
         Ok(header_string(resp.headers(), "content-length").and_then(|l| l.parse().ok()))
@@ -803,10 +840,11 @@ impl Upstream {
         digest: &Digest,
         query: &str,
     ) -> Result<(Bytes, Option<String>), UpstreamError> {
-        let mut path = format!("/v2/{}/referrers/{digest}", repo.as_str());
+        let mut path = format!("referrers/{digest}");
         if !query.is_empty() {
             path = format!("{path}?{query}");
         }
+        let path = self.repo_path(repo, &path);
         let mut headers = Self::base_headers();
         headers.insert(
             ACCEPT,
@@ -821,9 +859,9 @@ impl Upstream {
     /// One page of the tag list: the body and the `Link` next target (path + query).
     pub async fn tags_list(&self, repo: &RepoName, query: &str) -> Result<(Bytes, Option<String>), UpstreamError> {
         let path = if query.is_empty() {
-            format!("/v2/{}/tags/list", repo.as_str())
+            self.repo_path(repo, "tags/list")
         } else {
-            format!("/v2/{}/tags/list?{query}", repo.as_str())
+            self.repo_path(repo, &format!("tags/list?{query}"))
         };
         let resp = self.send(Method::GET, &path, repo, Self::base_headers()).await?;
         self.check_status(&resp)?;

@@ -5,6 +5,7 @@
 pub mod fake_upstream;
 pub mod forward_proxy;
 pub mod garage;
+pub mod lookaside;
 pub mod registry;
 pub mod signing;
 pub mod tls;
