@@ -214,6 +214,16 @@ pub async fn build(config: &Config, cache: Option<Cache>) -> Result<AppState, St
     })
 }
 
+/// `[cluster]`'s secret file and this replica's URL, as `serve` will read them (for
+/// `check-config`).
+pub fn check_cluster(config: &Config) -> Result<(), ConfigError> {
+    if let Some(c) = &config.cluster {
+        config.read_cluster_secret()?;
+        cluster_self(c)?;
+    }
+    Ok(())
+}
+
 /// This replica's URL in the cluster: `cluster.self`, else `PULLGATE_CLUSTER_SELF`.
 fn cluster_self(c: &ClusterConfig) -> Result<url::Url, ConfigError> {
     let (key, value) = match &c.self_url {

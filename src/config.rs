@@ -690,7 +690,7 @@ impl Config {
                 if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
                     return Err(invalid(
                         "cluster.peers_dns",
-                        format!("{dns:?} must be NAME:PORT, e.g. \"pullgate-peers.registry.svc:5000\""),
+                        format!("{dns:?} must be NAME:PORT, e.g. \"pullgate-headless.pullgate.svc:5000\""),
                     ));
                 }
             }
@@ -945,6 +945,38 @@ mod tests {
         assert!(
             err("[[upstream]]\nname = \"a\"\nurl = \"https://a\"\n[[upstream]]\nname = \"a\"\nurl = \"https://b\"")
                 .contains("twice")
+        );
+    }
+
+    #[test]
+    fn cluster_errors_name_the_key() {
+        let err = |t: &str| {
+            Config::from_toml_str(&format!("[cluster]\nsecret_file = \"/s\"\n{t}"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("").contains("cluster.peers"));
+        assert!(err("peers = [\"http://a:5000\"]\nself = \"http://b:5000\"").contains("own URL"));
+        assert!(err("peers = [\"http://a:5000\", \"http://a:5000/\"]").contains("twice"));
+        assert!(err("peers = [\"ftp://a\"]").contains("cluster.peers"));
+        assert!(err("peers = [\"http://a:5000/x\"]").contains("base URL"));
+        assert!(err("peers_dns = \"headless\"").contains("NAME:PORT"));
+        assert!(err("peers_dns = \"h:5000\"\npeers = [\"http://a:5000\"]").contains("not both"));
+        assert!(err("peers_dns = \"h:5000\"\npeer_timeout = \"0s\"").contains("peer_timeout"));
+        assert!(err("peers_dns = \"h:5000\"\nsurprise = 1").contains("surprise"));
+        let ok = Config::from_toml_str(
+            "[cluster]\nsecret_file = \"/s\"\nself = \"http://a:5000\"\npeers = [\"http://a:5000\", \"http://b:5000\"]",
+        )
+        .unwrap();
+        assert_eq!(ok.cluster.unwrap().peer_timeout.0, Duration::from_secs(5));
+        let err = |t: &str| Config::from_toml_str(t).unwrap_err().to_string();
+        assert!(
+            err("[[upstream]]\nname = \"a\"\nurl = \"https://a\"\npullgate_upstream_by = \"ns\"")
+                .contains("needs pullgate_upstream")
+        );
+        assert!(
+            err("[[upstream]]\nname = \"a\"\nurl = \"https://a\"\npullgate_upstream = \"A B\"")
+                .contains("pullgate_upstream")
         );
     }
 

@@ -106,3 +106,49 @@ async fn serve_drains_on_sigterm_and_a_restart_serves_the_cache_without_upstream
         &[common::PASSWORD, &basic, "tok-", "Signature="],
     );
 }
+
+#[test]
+fn check_config_reads_the_cluster_secret_and_needs_this_replicas_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster-secret");
+    let config = |cluster: &str| {
+        let path = dir.path().join("pullgate.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "data_dir = \"{}\"\n[cluster]\nsecret_file = \"{}\"\n{cluster}",
+                dir.path().join("data").display(),
+                secret.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).to_string();
+    let two = "self = \"http://10.0.0.1:5000\"\npeers = [\"http://10.0.0.1:5000\", \"http://10.0.0.2:5000\"]";
+    let out = check_config(&config(two));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cluster.secret_file"), "{}", stderr(&out));
+    std::fs::write(&secret, "short\n").unwrap();
+    let out = check_config(&config(two));
+    assert!(stderr(&out).contains("at least 16"), "{}", stderr(&out));
+    std::fs::write(&secret, "a-secret-long-enough-for-the-fleet\n").unwrap();
+    let out = check_config(&config(two));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("long-enough"),
+        "the secret is never printed"
+    );
+    // Without `self`, PULLGATE_CLUSTER_SELF says who this replica is.
+    let dns = "peers_dns = \"pullgate-headless.pullgate.svc:5000\"";
+    let out = check_config(&config(dns));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("PULLGATE_CLUSTER_SELF"), "{}", stderr(&out));
+    let out = Command::new(common::pullgate_bin())
+        .args(["check-config", "--config"])
+        .arg(config(dns))
+        .env("PULLGATE_CLUSTER_SELF", "http://10.0.0.3:5000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

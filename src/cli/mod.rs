@@ -251,7 +251,10 @@ fn report(result: Result<(String, usize), String>) -> ExitCode {
 /// `check-config`: the effective configuration, once it and its secret files are valid
 /// (and, `--online`, once the bucket it names takes and gives back an object).
 fn check_config(path: &Path, online: bool) -> ExitCode {
-    let config = match Config::load(path).and_then(|c| c.read_secrets().map(|_| c)) {
+    let config = match Config::load(path)
+        .and_then(|c| c.read_secrets().map(|_| c))
+        .and_then(|c| crate::app::check_cluster(&c).map(|_| c))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pullgate: {}: {e}", path.display());

@@ -140,6 +140,7 @@ impl Proxy {
                     return Ok(Some(size));
                 }
                 Err(PeerError::NotFound) => {
+                    cluster.mark_up(member);
                     self.count_peer(member, "not_found");
                     return Err(ProxyError::BlobUnknown);
                 }
@@ -170,6 +171,7 @@ impl Proxy {
                         return Ok(m);
                     }
                     Err(PeerError::NotFound) => {
+                        cluster.mark_up(&member);
                         self.count_peer(&member, "not_found");
                         return Err(UpstreamError::NotFound);
                     }
