@@ -26,6 +26,8 @@
 //! Missing `docker-registry`, `nginx` or `wrk` are installed with `apt-get` (root). Every process
 //! started here is killed and the temp dir removed on exit, on panic and on Ctrl-C.
 
+#[path = "support/e2e_cluster.rs"]
+mod cluster;
 #[path = "../tests/common/garage.rs"]
 #[allow(dead_code)]
 mod garage;
@@ -534,11 +536,16 @@ async fn start_proxy(kind: Kind, root: &Path, n: usize, upstream: &str) -> Proxy
 /// `pullgate serve` in `dir` with the `[cache]` section given, proxying `upstream` as
 /// `up`; its log goes to `<dir>/pullgate.log`. Returns it and its base URL.
 fn start_pullgate(dir: &Path, name: &str, upstream: &str, cache: &str) -> (Proc, String) {
+    start_pullgate_on(dir, name, upstream, "127.0.0.1:0", cache)
+}
+
+/// [`start_pullgate`] listening on `listen`, with `tables` (`[cache]` and others).
+fn start_pullgate_on(dir: &Path, name: &str, upstream: &str, listen: &str, cache: &str) -> (Proc, String) {
     let config = dir.join("pullgate.toml");
     fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n\n{cache}\n\
+            "listen = \"{listen}\"\ndata_dir = \"{data}\"\n\n{cache}\n\
              [[upstream]]\nname = \"up\"\nurl = \"{upstream}\"\nallow_redirect_hosts = [\"{CDN_IP}\"]\n",
             data = dir.join("data").display(),
         ),
@@ -813,7 +820,7 @@ fn main() {
 }
 
 /// Whether a phase runs: all of them unless `PULLGATE_E2E_ONLY` lists some
-/// (`cold`, `warm`, `manifests`, `s3`, comma-separated; cold runs with warm or
+/// (`cold`, `warm`, `manifests`, `s3`, `cluster`, comma-separated; cold runs with warm or
 /// manifests, which use the proxies it leaves). For iterating on one part; the full run
 /// is what the targets use.
 fn phase(name: &str) -> bool {
@@ -1057,6 +1064,17 @@ async fn run() {
         let shared = shared_store::run(&root, up, cold_rounds, rounds, CLIENTS).await;
         results.insert("shared_store".into(), shared);
     }
+    if phase("cluster") {
+        let up = shared_store::Upstream {
+            url: &upstream_url,
+            digest: &seeded.digest,
+            hex: &seeded.hex,
+            size,
+            counts: &counts,
+        };
+        let fleet = cluster::run(&root, up, cold_rounds, CLIENTS).await;
+        results.insert("cluster".into(), fleet);
+    }
     drop(upstream);
     drop(nginx);
 
@@ -1294,7 +1312,7 @@ fn report(
             if *pass { "PASS" } else { "FAIL" }
         ));
     }
-    // A run of the shared-store phase alone (PULLGATE_E2E_ONLY=s3) has no local figures
+    // A run of the shared-store or cluster phase alone (PULLGATE_E2E_ONLY=s3,cluster) has no local figures
     // to judge: its own table was printed by the phase.
     let local_run = results.contains_key(Kind::PullgateFiles.key());
     let targets = if local_run { targets } else { Vec::new() };

@@ -50,19 +50,10 @@ async fn start(key: &'static str, garage: &Garage, root: &Path, n: usize, upstre
     } else {
         // Blobs served through distribution, not by redirect to the bucket: the clients
         // of a DMZ proxy reach the proxy only (and so pullgate serves them).
-        let driver = format!(
-            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: garage\n    regionendpoint: {}\n    \
-             bucket: {}\n    rootdirectory: /{prefix}\n    secure: false\n    v4auth: true\n    chunksize: 5242880\n\
-             \x20 redirect:\n    disable: true\n",
-            garage::ACCESS_KEY,
-            garage::SECRET_KEY,
-            garage.endpoint,
-            garage::BUCKET,
-        );
         let (proc, base) = start_registry_on(
             &dir,
             "distribution (proxy, s3)",
-            &driver,
+            &distribution_s3_driver(garage, &prefix),
             &format!("proxy:\n  remoteurl: {upstream}\n"),
             false,
         )
@@ -78,10 +69,53 @@ async fn start(key: &'static str, garage: &Garage, root: &Path, n: usize, upstre
     }
 }
 
+/// distribution's `s3` storage driver section for Garage's bucket under `prefix`. Blobs
+/// are served through distribution, not by redirect to the bucket: the clients of a DMZ
+/// proxy reach the proxy only (and so pullgate serves them).
+pub(crate) fn distribution_s3_driver(garage: &Garage, prefix: &str) -> String {
+    format!(
+        "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: garage\n    regionendpoint: {}\n    \
+         bucket: {}\n    rootdirectory: /{prefix}\n    secure: false\n    v4auth: true\n    chunksize: 5242880\n\
+         \x20 redirect:\n    disable: true\n",
+        garage::ACCESS_KEY,
+        garage::SECRET_KEY,
+        garage.endpoint,
+        garage::BUCKET,
+    )
+}
+
+/// Garage for a phase, at `nice` 19 unless PULLGATE_E2E_GARAGE_NICE says otherwise:
+/// it shares this machine's cores with the proxies, their clients and the CDN (a
+/// production store runs on machines of its own), so at 19 it takes only the CPU they
+/// leave. The bench's own key watches the bucket, so its requests are not counted.
+pub(crate) fn start_garage() -> (Garage, u8) {
+    let nice = std::env::var("PULLGATE_E2E_GARAGE_NICE")
+        .ok()
+        .and_then(|v| v.parse::<u8>().ok())
+        .unwrap_or(19);
+    let garage = if nice > 0 {
+        Garage::start_niced(nice)
+    } else {
+        Garage::start()
+    };
+    garage.add_observer_key();
+    eprintln!(
+        "e2e: Garage at {} (nice {nice}, log {})",
+        garage.endpoint,
+        garage.log_path().display()
+    );
+    (garage, nice)
+}
+
 /// Waits until the blob's object is in the bucket, whole (distribution stores it from a
 /// background fetch that may outlive the client's response).
 async fn wait_stored(bucket: &object_store::aws::AmazonS3, p: &SharedProxy, size: u64) {
-    let path = object_store::path::Path::from(p.object.as_str());
+    wait_object(bucket, p.key, &p.object, size).await
+}
+
+/// Waits until `object` is in the bucket with `size` bytes; `who` stored it.
+pub(crate) async fn wait_object(bucket: &object_store::aws::AmazonS3, who: &str, object: &str, size: u64) {
+    let path = object_store::path::Path::from(object);
     let until = Instant::now() + Duration::from_secs(300);
     while Instant::now() < until {
         if bucket.head(&path).await.is_ok_and(|m| m.size == size) {
@@ -89,7 +123,20 @@ async fn wait_stored(bucket: &object_store::aws::AmazonS3, p: &SharedProxy, size
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{} never stored the blob as {}", p.key, p.object);
+    panic!("{who} never stored the blob as {object}");
+}
+
+/// A client for the bucket with the bench's own key (its requests are not counted).
+pub(crate) fn observer_bucket(garage: &Garage) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&garage.endpoint)
+        .with_bucket_name(garage::BUCKET)
+        .with_region("garage")
+        .with_access_key_id(garage::OBSERVER_KEY)
+        .with_secret_access_key(garage::OBSERVER_SECRET)
+        .with_allow_http(true)
+        .build()
+        .expect("S3 client")
 }
 
 /// What the phase needs of the run: the seeded blob and the upstream's fetch counters.
@@ -105,34 +152,8 @@ pub(crate) struct Upstream<'a> {
 /// Runs the phase; returns its results (per proxy, and a `table` and `targets`) for the
 /// JSON, after printing its Markdown table and PASS/FAIL lines.
 pub(crate) async fn run(root: &Path, up: Upstream<'_>, cold_rounds: usize, rounds: usize, clients: usize) -> Value {
-    // Garage shares this machine's cores with the proxies, their clients and the CDN; a
-    // production store runs on machines of its own. At `nice` 19 (the default) it takes
-    // only the CPU they leave; PULLGATE_E2E_GARAGE_NICE=0 runs it at normal priority.
-    let nice = std::env::var("PULLGATE_E2E_GARAGE_NICE")
-        .ok()
-        .and_then(|v| v.parse::<u8>().ok())
-        .unwrap_or(19);
-    let garage = if nice > 0 {
-        Garage::start_niced(nice)
-    } else {
-        Garage::start()
-    };
-    // The bench watches the bucket with a key of its own: its requests are not counted.
-    garage.add_observer_key();
-    eprintln!(
-        "e2e: Garage at {} (nice {nice}, log {})",
-        garage.endpoint,
-        garage.log_path().display()
-    );
-    let bucket = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&garage.endpoint)
-        .with_bucket_name(garage::BUCKET)
-        .with_region("garage")
-        .with_access_key_id(garage::OBSERVER_KEY)
-        .with_secret_access_key(garage::OBSERVER_SECRET)
-        .with_allow_http(true)
-        .build()
-        .expect("S3 client");
+    let (garage, nice) = start_garage();
+    let bucket = observer_bucket(&garage);
     let size = up.size;
     let kinds = [PULLGATE_S3, DISTRIBUTION_S3];
     let mut cold: Vec<(Vec<Value>, Vec<Value>)> = vec![(Vec::new(), Vec::new()); kinds.len()];

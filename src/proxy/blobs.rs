@@ -4,7 +4,7 @@
 //! the size), and a fill that failed before that becomes the request's error.
 
 use super::fill::{Fill, Lookup};
-use super::owners::FromPeer;
+use super::owners::{FromPeer, Head};
 use super::read::{self, BlobStream};
 use super::{CacheStatus, Proxy, ProxyError, ProxyResult, Target};
 use crate::cache::{BlobRecord, CacheError};
@@ -29,7 +29,12 @@ enum Source {
     Published(BlobRecord),
     Filling(Arc<Fill>),
     /// Coming from the replica that owns the digest.
-    Peer(FromPeer),
+    Peer(Box<FromPeer>),
+    /// A stream from a peer that another client of this replica leads.
+    Joined {
+        body: BlobStream,
+        size: Option<u64>,
+    },
 }
 
 impl Proxy {
@@ -56,7 +61,7 @@ impl Proxy {
         // Registered as a reader before the lookup, so nothing found can be evicted
         // before it is served.
         let reading = self.cache.reading(digest);
-        let (source, cache) = self.find_or_fill(target, digest).await?;
+        let (source, cache) = self.find_or_fill(target, digest, range.is_none()).await?;
         let size = match &source {
             Source::Published(record) => Some(record.size),
             Source::Filling(fill) => {
@@ -74,6 +79,7 @@ impl Proxy {
                 progress.size
             }
             Source::Peer(from) => from.body.total,
+            Source::Joined { size, .. } => *size,
         };
         let span = match (range, size) {
             (Some(r), Some(size)) => r.resolve(size).map_err(|_| ProxyError::RangeNotSatisfiable { size })?,
@@ -100,8 +106,9 @@ impl Proxy {
                 end,
             ),
             Source::Peer(from) => {
-                self.from_peer_stream((target.clone(), digest.clone()), from, size, (first, end), reading)
+                self.from_peer_stream((target.clone(), digest.clone()), *from, size, (first, end), reading)
             }
+            Source::Joined { body, .. } => body,
         };
         Ok(answer(span, size, cache, Some(body)))
     }
@@ -130,7 +137,7 @@ impl Proxy {
 
     /// The published blob, or the fill this request started or joined; fails when the
     /// fill failed before upstream answered.
-    async fn find_or_fill(&self, target: &Target, digest: &Digest) -> ProxyResult<(Source, CacheStatus)> {
+    async fn find_or_fill(&self, target: &Target, digest: &Digest, whole: bool) -> ProxyResult<(Source, CacheStatus)> {
         // Only the local record here: a running fill is joined before the shared store
         // is asked, and the registry asks it once for all the requests that missed.
         if let Some(record) = self.cache.local_blob(digest).await? {
@@ -145,8 +152,23 @@ impl Proxy {
                 self.cache.touch_blob(digest);
                 return Ok((Source::Published(record), CacheStatus::Hit));
             }
-            if let Some(from) = self.blob_from_peers(target, digest, &peers, 0).await? {
-                return Ok((Source::Peer(from), CacheStatus::Peer));
+            if whole && let Some((body, mut head)) = self.peer_streams.join(digest) {
+                let head = *head
+                    .wait_for(|h| *h != Head::Pending)
+                    .await
+                    .map_err(|_| ProxyError::BlobUnknown)?;
+                if let Head::Size(size) = head {
+                    let body = BlobStream::new(body);
+                    return Ok((Source::Joined { body, size }, CacheStatus::Peer));
+                }
+            }
+            let lead = whole.then(|| self.peer_streams.lead(digest));
+            if let Some(mut from) = self.blob_from_peers(target, digest, &peers, 0).await? {
+                if let Some(lead) = lead {
+                    lead.answered(from.body.total);
+                    from.lead = Some(lead);
+                }
+                return Ok((Source::Peer(Box::new(from)), CacheStatus::Peer));
             }
         }
         let (fill, cache) = match self

@@ -132,6 +132,8 @@ pub struct Proxy {
     started_ms: u64,
     /// The other replicas, when `[cluster]` is configured.
     cluster: Option<Arc<Cluster>>,
+    /// Streams from peers that this replica's clients share.
+    peer_streams: Arc<owners::SharedPeerStreams>,
 }
 
 /// How often the housekeeping task runs an eviction pass (blobs spared while clients
@@ -171,6 +173,7 @@ impl Proxy {
             metrics,
             started_ms: now_ms(),
             cluster: None,
+            peer_streams: Arc::default(),
         })
     }
 

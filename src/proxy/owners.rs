@@ -15,15 +15,142 @@ use crate::oci::{Digest, DigestHasher};
 use crate::upstream::peer::{PeerBlob, PeerError};
 use crate::upstream::{FetchedManifest, UpstreamError};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt as _;
 use tracing::warn;
+
+/// What a client joining a shared peer stream learns once the peer answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Head {
+    Pending,
+    /// The peer answered: the blob's size, when it said.
+    Size(Option<u64>),
+    /// No peer answered, or the stream began before this client joined: it looks again.
+    Gone,
+}
+
+/// Whole-blob streams from peers, shared by this replica's clients: the first request
+/// for a blob leads, and whole-blob requests arriving before its first byte went out
+/// join it, so a replica asks the owner once (and hashes once) for all its clients
+/// that missed together. Joined clients go at the pace of the slowest of them (each
+/// has a small bounded channel); memory stays a few chunks per client.
+#[derive(Default)]
+pub(super) struct SharedPeerStreams {
+    open: Mutex<HashMap<Digest, Arc<SharedStream>>>,
+}
+
+pub(super) struct SharedStream {
+    head: watch::Sender<Head>,
+    /// Clients that joined; `None` once the first byte is on its way.
+    joined: Mutex<Option<Vec<mpsc::Sender<io::Result<Bytes>>>>>,
+}
+
+/// The leading request of a shared stream. Dropped, it closes the stream to joiners
+/// (those still waiting for the head look again).
+pub(super) struct Lead {
+    streams: Arc<SharedPeerStreams>,
+    digest: Digest,
+    stream: Arc<SharedStream>,
+}
+
+impl SharedPeerStreams {
+    /// Joins the stream a request for `digest` leads, if its first byte has not gone
+    /// out yet: the receiver of the body, and the head to wait for.
+    pub(super) fn join(&self, digest: &Digest) -> Option<(mpsc::Receiver<io::Result<Bytes>>, watch::Receiver<Head>)> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let stream = open.get(digest)?;
+        let mut joined = stream.joined.lock().unwrap_or_else(|p| p.into_inner());
+        let (tx, rx) = mpsc::channel(2);
+        joined.as_mut()?.push(tx);
+        Some((rx, stream.head.subscribe()))
+    }
+
+    /// Makes this request the one that leads the stream of `digest`.
+    pub(super) fn lead(self: &Arc<Self>, digest: &Digest) -> Lead {
+        let stream = Arc::new(SharedStream {
+            head: watch::Sender::new(Head::Pending),
+            joined: Mutex::new(Some(Vec::new())),
+        });
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest.clone(), stream.clone());
+        Lead {
+            streams: self.clone(),
+            digest: digest.clone(),
+            stream,
+        }
+    }
+}
+
+impl Lead {
+    /// The peer answered: joiners may go on with this size.
+    pub(super) fn answered(&self, size: Option<u64>) {
+        self.stream.head.send_replace(Head::Size(size));
+    }
+
+    /// The first byte is on its way: who joined (nobody joins after this).
+    fn close(&self) -> Vec<mpsc::Sender<io::Result<Bytes>>> {
+        self.forget();
+        self.stream
+            .joined
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default()
+    }
+
+    fn forget(&self) {
+        let mut open = self.streams.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.get(&self.digest).is_some_and(|s| Arc::ptr_eq(s, &self.stream)) {
+            open.remove(&self.digest);
+        }
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        self.forget();
+        self.stream.head.send_if_modified(|h| {
+            let pending = *h == Head::Pending;
+            if pending {
+                *h = Head::Gone;
+            }
+            pending
+        });
+    }
+}
+
+/// Hands `bytes` to every receiver still there (the leading client's first); false once
+/// none is left.
+async fn deliver_all(
+    served: &prometheus_client::metrics::counter::Counter,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+    others: &mut Vec<mpsc::Sender<io::Result<Bytes>>>,
+    bytes: Bytes,
+) -> bool {
+    let mut delivered = read::deliver(served, tx, bytes.clone()).await;
+    let mut kept = Vec::with_capacity(others.len());
+    for other in others.drain(..) {
+        served.inc_by(bytes.len() as u64);
+        if other.send(Ok(bytes.clone())).await.is_ok() {
+            kept.push(other);
+        }
+    }
+    *others = kept;
+    delivered |= !others.is_empty();
+    delivered
+}
 
 /// A blob body as a peer began to send it, and the peers to ask if it breaks off.
 pub(super) struct FromPeer {
     pub body: PeerBlob,
     pub rest: Vec<String>,
+    /// When other clients of this replica may share the stream.
+    pub lead: Option<Lead>,
 }
 
 /// Where the bytes of a blob asked from peers come from now.
@@ -107,6 +234,7 @@ impl Proxy {
                     return Ok(Some(FromPeer {
                         body,
                         rest: peers[i + 1..].to_vec(),
+                        lead: None,
                     }));
                 }
                 Err(PeerError::NotFound) if from == 0 => {
@@ -200,8 +328,11 @@ impl Proxy {
             let mut hasher = DigestHasher::new();
             let mut held: Option<Bytes> = None;
             let mut rest = from_peer.rest;
+            let lead = from_peer.lead;
             let mut feed = Feed::Peer(from_peer.body);
             let mut here_tried = false;
+            // The clients that joined, fixed when the first byte arrives.
+            let mut others: Option<Vec<mpsc::Sender<io::Result<Bytes>>>> = None;
             loop {
                 let broke = loop {
                     let chunk = match feed.next().await {
@@ -209,6 +340,7 @@ impl Proxy {
                         Some(Err(e)) => break Some(e),
                         Some(Ok(chunk)) => chunk,
                     };
+                    let others = others.get_or_insert_with(|| lead.as_ref().map(Lead::close).unwrap_or_default());
                     let start = hasher.len();
                     hasher.update(&chunk);
                     let pos = hasher.len();
@@ -219,7 +351,7 @@ impl Proxy {
                     if lo < hi {
                         let part = chunk.slice((lo - start) as usize..(hi - start) as usize);
                         if let Some(ready) = held.replace(part)
-                            && !read::deliver(&served, &tx, ready).await
+                            && !deliver_all(&served, &tx, others, ready).await
                         {
                             return Ok(());
                         }
@@ -237,22 +369,21 @@ impl Proxy {
                 feed = match proxy.resume(&target, &digest, &mut rest, &mut here_tried, pos).await {
                     Some(next) => next,
                     None => {
-                        return Err(io::Error::other(format!(
-                            "the blob's bytes broke off at {pos} and no replica could go on: {why}"
-                        )));
+                        let e = format!("the blob's bytes broke off at {pos} and no replica could go on: {why}");
+                        return Err(fail_all(others.unwrap_or_default(), e).await);
                     }
                 };
             }
+            let mut others = others.unwrap_or_default();
             let actual = hasher.finish();
             if actual != digest {
                 warn!(upstream = %target.upstream.name, %digest, %actual, "blob from a cluster peer failed verification; not completed");
                 proxy.metrics.verification_failed(&target.upstream.name);
-                return Err(io::Error::other(format!(
-                    "blob {digest} from a peer hashes to {actual}"
-                )));
+                let e = format!("blob {digest} from a peer hashes to {actual}");
+                return Err(fail_all(others, e).await);
             }
             if let Some(last) = held {
-                read::deliver(&served, &tx, last).await;
+                deliver_all(&served, &tx, &mut others, last).await;
             }
             Ok(())
         })
@@ -295,6 +426,14 @@ impl Proxy {
     }
 }
 
+/// Ends the joined clients' bodies with `e`; the error for the leading client's.
+async fn fail_all(others: Vec<mpsc::Sender<io::Result<Bytes>>>, e: String) -> io::Error {
+    for other in others {
+        let _ = other.send(Err(io::Error::other(e.clone()))).await;
+    }
+    io::Error::other(e)
+}
+
 fn self_failed(proxy: &Proxy, member: &str, why: &str) {
     proxy.peer_failed(
         member,
@@ -303,4 +442,53 @@ fn self_failed(proxy: &Proxy, member: &str, why: &str) {
             cause: why.to_string(),
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest() -> Digest {
+        Digest::of(b"shared")
+    }
+
+    #[tokio::test]
+    async fn clients_join_a_peer_stream_until_its_first_byte() {
+        let streams = Arc::new(SharedPeerStreams::default());
+        assert!(streams.join(&digest()).is_none(), "nothing to join yet");
+        let lead = streams.lead(&digest());
+        let (mut a, mut head_a) = streams.join(&digest()).expect("joins before the head");
+        lead.answered(Some(6));
+        let (mut b, _) = streams.join(&digest()).expect("joins after the head, before a byte");
+        assert_eq!(
+            *head_a.wait_for(|h| *h != Head::Pending).await.unwrap(),
+            Head::Size(Some(6))
+        );
+        let mut joined = lead.close();
+        assert_eq!(joined.len(), 2);
+        assert!(
+            streams.join(&digest()).is_none(),
+            "closed once the first byte is on its way"
+        );
+        let (tx, mut own) = mpsc::channel(2);
+        let served = prometheus_client::metrics::counter::Counter::default();
+        assert!(deliver_all(&served, &tx, &mut joined, Bytes::from_static(b"bytes!")).await);
+        for rx in [&mut own, &mut a, &mut b] {
+            assert_eq!(rx.recv().await.unwrap().unwrap(), Bytes::from_static(b"bytes!"));
+        }
+        assert_eq!(served.get(), 18);
+        // Every client gone: the stream has no one left to feed.
+        drop((own, a, b));
+        assert!(!deliver_all(&served, &tx, &mut joined, Bytes::from_static(b"more")).await);
+    }
+
+    #[tokio::test]
+    async fn a_lead_that_gets_no_answer_sends_its_joiners_looking_again() {
+        let streams = Arc::new(SharedPeerStreams::default());
+        let lead = streams.lead(&digest());
+        let (_rx, mut head) = streams.join(&digest()).unwrap();
+        drop(lead);
+        assert_eq!(*head.wait_for(|h| *h != Head::Pending).await.unwrap(), Head::Gone);
+        assert!(streams.join(&digest()).is_none());
+    }
 }
