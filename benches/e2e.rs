@@ -251,12 +251,17 @@ async fn fetch(url: &str, expect: u64) -> Duration {
 /// `n` clients GET `url` at once (each on its own connection and thread, released by a
 /// barrier); the wall time until the last one has its last byte.
 async fn fetch_concurrent(url: &str, n: usize, expect: u64) -> Duration {
-    let url = url.to_string();
+    fetch_spread(vec![url.to_string()], n, expect).await
+}
+
+/// `n` clients at once spread round-robin over `urls` (each on its own connection and
+/// thread, released by a barrier); the wall time until the last one has its last byte.
+async fn fetch_spread(urls: Vec<String>, n: usize, expect: u64) -> Duration {
     tokio::task::spawn_blocking(move || {
         let barrier = Arc::new(std::sync::Barrier::new(n + 1));
         let threads: Vec<_> = (0..n)
-            .map(|_| {
-                let (url, barrier) = (url.clone(), barrier.clone());
+            .map(|i| {
+                let (url, barrier) = (urls[i % urls.len()].clone(), barrier.clone());
                 std::thread::spawn(move || {
                     let mut c = BlobClient::new(&url);
                     c.connect();
@@ -787,6 +792,28 @@ async fn verify_redirect_chain(registry: &str, cdn_port: u16, s: &Seeded) -> (u1
 // Report
 // ---------------------------------------------------------------------------
 
+/// Appends the targets' table to `out`, prints it and a PASS/FAIL line per target;
+/// the targets as JSON.
+fn print_targets(mut out: String, who: &str, targets: &[(String, String, bool)]) -> Value {
+    out.push_str(&format!("\n| target | {who} | result |\n|---|---|---|\n"));
+    for (name, value, pass) in targets {
+        out.push_str(&format!(
+            "| {name} | {value} | {} |\n",
+            if *pass { "PASS" } else { "FAIL" }
+        ));
+    }
+    println!("{out}");
+    for (name, value, pass) in targets {
+        println!("{} {name}: {value}", if *pass { "PASS" } else { "FAIL" });
+    }
+    Value::Array(
+        targets
+            .iter()
+            .map(|(n, v, p)| json!({"target": n, "value": v, "pass": p}))
+            .collect(),
+    )
+}
+
 fn fmt(v: Option<f64>, decimals: usize) -> String {
     match v {
         Some(v) if v.is_finite() => format!("{v:.decimals$}"),
@@ -1053,26 +1080,19 @@ async fn run() {
     for mut p in warm.drain(..) {
         p.proc.stop();
     }
+    let up = || shared_store::Upstream {
+        url: &upstream_url,
+        digest: &seeded.digest,
+        hex: &seeded.hex,
+        size,
+        counts: &counts,
+    };
     if phase("s3") {
-        let up = shared_store::Upstream {
-            url: &upstream_url,
-            digest: &seeded.digest,
-            hex: &seeded.hex,
-            size,
-            counts: &counts,
-        };
-        let shared = shared_store::run(&root, up, cold_rounds, rounds, CLIENTS).await;
+        let shared = shared_store::run(&root, up(), cold_rounds, rounds, CLIENTS).await;
         results.insert("shared_store".into(), shared);
     }
     if phase("cluster") {
-        let up = shared_store::Upstream {
-            url: &upstream_url,
-            digest: &seeded.digest,
-            hex: &seeded.hex,
-            size,
-            counts: &counts,
-        };
-        let fleet = cluster::run(&root, up, cold_rounds, CLIENTS).await;
+        let fleet = cluster::run(&root, up(), cold_rounds, CLIENTS).await;
         results.insert("cluster".into(), fleet);
     }
     drop(upstream);

@@ -111,34 +111,6 @@ async fn start_fleet(key: &'static str, garage: &Garage, root: &Path, n: usize, 
     }
 }
 
-/// `per_replica` clients on each URL at once (each on its own connection and thread,
-/// released together); the wall time until the last one has its last byte.
-async fn fetch_fleet(urls: Vec<String>, per_replica: usize, expect: u64) -> Duration {
-    tokio::task::spawn_blocking(move || {
-        let n = urls.len() * per_replica;
-        let barrier = Arc::new(std::sync::Barrier::new(n + 1));
-        let threads: Vec<_> = (0..n)
-            .map(|i| {
-                let (url, barrier) = (urls[i % urls.len()].clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    let mut c = BlobClient::new(&url);
-                    c.connect();
-                    barrier.wait();
-                    c.fetch(&url, expect)
-                })
-            })
-            .collect();
-        barrier.wait();
-        let t = Instant::now();
-        for thread in threads {
-            thread.join().expect("client thread");
-        }
-        t.elapsed()
-    })
-    .await
-    .expect("clients")
-}
-
 /// What the failover round saw.
 #[derive(Default, serde::Serialize)]
 struct Failover {
@@ -253,7 +225,7 @@ pub(crate) async fn run(root: &Path, up: Upstream<'_>, rounds: usize, per_replic
             let mut fleet = start_fleet(kind, &garage, root, n, &up).await;
             let before = (up.counts)();
             let sampler = RssSampler::start(fleet.pids());
-            let d = fetch_fleet(fleet.blob_urls(up.digest), per_replica, up.size).await;
+            let d = fetch_spread(fleet.blob_urls(up.digest), clients, up.size).await;
             let rss = sampler.finish().into_iter().max().unwrap_or(0);
             wait_object(&bucket, fleet.key, &fleet.object, up.size).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -380,24 +352,5 @@ fn report(results: &serde_json::Map<String, Value>, size: u64, rounds: usize, pe
             pg("failover.correct") == Some(clients as f64) && pg("failover.wrong") == Some(0.0),
         ),
     ];
-    out.push_str("\n| target | pullgate | result |\n|---|---|---|\n");
-    for (name, value, pass) in &targets {
-        out.push_str(&format!(
-            "| {name} | {value} | {} |\n",
-            if *pass { "PASS" } else { "FAIL" }
-        ));
-    }
-    println!("{out}");
-    for (name, value, pass) in &targets {
-        println!("{} {name}: {value}", if *pass { "PASS" } else { "FAIL" });
-    }
-    (
-        Value::Array(table),
-        Value::Array(
-            targets
-                .iter()
-                .map(|(n, v, p)| json!({"target": n, "value": v, "pass": p}))
-                .collect(),
-        ),
-    )
+    (Value::Array(table), print_targets(out, "pullgate", &targets))
 }

@@ -375,24 +375,5 @@ fn report(
             mib(peak).is_some_and(|v| v <= 128.0),
         ),
     ];
-    out.push_str("\n| target | pullgate (s3) | result |\n|---|---|---|\n");
-    for (name, value, pass) in &targets {
-        out.push_str(&format!(
-            "| {name} | {value} | {} |\n",
-            if *pass { "PASS" } else { "FAIL" }
-        ));
-    }
-    println!("{out}");
-    for (name, value, pass) in &targets {
-        println!("{} {name}: {value}", if *pass { "PASS" } else { "FAIL" });
-    }
-    (
-        Value::Array(table),
-        Value::Array(
-            targets
-                .iter()
-                .map(|(n, v, p)| json!({"target": n, "value": v, "pass": p}))
-                .collect(),
-        ),
-    )
+    (Value::Array(table), print_targets(out, "pullgate (s3)", &targets))
 }
