@@ -4,7 +4,8 @@
 //! through all three makes one upstream request per manifest); the owner killed in the
 //! middle of a fill costs at most one more CDN GET and no client gets wrong bytes; a
 //! replica leaves the member list and comes back; the peer routes want the secret; a
-//! forwarded request is never forwarded twice.
+//! forwarded request is never forwarded twice; wrong bytes from a peer never complete
+//! a body.
 
 mod common;
 
@@ -431,4 +432,83 @@ async fn a_forwarded_request_is_never_forwarded_twice() {
         0.0,
         "answered by B itself"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cluster_there_are_no_peer_routes() {
+    let h = common::Harness::start().await;
+    let blob = h.fake.add_blob(vec![1u8; 100]);
+    let path = format!("/_pullgate/peer/v2/ubi9/ubi/blobs/{blob}?ns=registry.redhat.io");
+    let resp = common::client()
+        .get(h.url(&path))
+        .header("x-pullgate-cluster-secret", SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(common::error_code(resp).await, "UNSUPPORTED");
+    // The hop header alone changes nothing for a pullgate that is not in a cluster.
+    let resp = common::client()
+        .get(h.url(&format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{blob}")))
+        .header("x-pullgate-hop", "http://127.0.0.1:1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_bytes(resp).await.unwrap(), vec![1u8; 100]);
+    assert_eq!(h.fake.cdn_gets_total(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_from_a_peer_are_verified_like_bytes_from_upstream() {
+    // A "peer" that answers every blob with the right length and the wrong bytes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar = format!("http://{}", listener.local_addr().unwrap());
+    let lie = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let served = lie.clone();
+    let app = axum::Router::new().fallback(move || {
+        let body = served.lock().unwrap().clone();
+        async move { body }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let fake = FakeRedHat::start().await;
+    let me = format!("http://127.0.0.1:{}", free_port());
+    let members = vec![me.clone(), liar.clone()];
+    let (digest, bytes) = (0u32..)
+        .map(|i| {
+            let bytes = format!("layer {i} ").repeat(40_000).into_bytes();
+            (common::fake_upstream::sha256_digest(&bytes), bytes)
+        })
+        .find(|(d, _)| rank(&members, d)[0] == liar)
+        .unwrap();
+    fake.add_blob(bytes.clone());
+    *lie.lock().unwrap() = vec![b'x'; bytes.len()];
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let toml = common::config_toml(
+        dir.path(),
+        &fake.registry_url,
+        &cluster_toml(&me, &members, &secret),
+        "",
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}\"", me.trim_start_matches("http://")),
+    );
+    let config = dir.path().join("pullgate.toml");
+    std::fs::write(&config, toml).unwrap();
+    let server = ServeProcess::start(&config, &[]);
+    let url = format!("{me}/v2/registry.redhat.io/ubi9/ubi/blobs/{digest}");
+    let client = common::client();
+    let resp = client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the peer's answer began");
+    assert!(
+        body_bytes(resp).await.is_err(),
+        "a body whose digest does not match never completes"
+    );
+    assert_eq!(fake.cdn_gets(&digest), 0, "the owner was asked, not upstream");
+    assert!(metric(&server.url(), "pullgate_verification_failures_total", "").await >= 1.0);
+    let (_, log) = server.stop();
+    assert!(log.iter().any(|l| l.contains("failed verification")), "{log:?}");
 }

@@ -6,6 +6,7 @@
 //! they stopped, and then from a fill here: a dead replica costs the fleet at most one
 //! more upstream fetch, and its clients' pulls go on.
 
+use super::fill::pipeline::{COALESCE_WAIT, Coalescer};
 use super::read::{self, BlobStream};
 use super::{Proxy, ProxyError, ProxyResult, Target};
 use crate::cache::ReaderGuard;
@@ -310,9 +311,10 @@ impl Proxy {
         target.upstream.get_manifest(&target.repo, reference).await
     }
 
-    /// Bytes `first..end` of a blob coming from a peer, for a client. The whole blob is
-    /// read and hashed (a range is cut out of it); the last byte goes out only once the
-    /// digest matches. A body that breaks off resumes from the next peer, then here.
+    /// Bytes `first..end` of a blob coming from a peer, for a client (and those that
+    /// joined it). The whole blob is read and hashed, on a thread of its own beside the
+    /// receiving (a range is cut out of it); the last byte goes out only once the digest
+    /// matches. A body that breaks off resumes from the next peer, then here.
     pub(super) fn from_peer_stream(
         self: &Arc<Self>,
         (target, digest): (Target, Digest),
@@ -324,40 +326,38 @@ impl Proxy {
         let proxy = self.clone();
         read::async_stream(move |tx| async move {
             let _reading = reading;
-            let served = proxy.metrics.served_from_peer.clone();
-            let mut hasher = DigestHasher::new();
-            let mut held: Option<Bytes> = None;
-            let mut rest = from_peer.rest;
             let lead = from_peer.lead;
+            let mut relay = Relay::new(&proxy, tx, size, (first, end));
+            let mut rest = from_peer.rest;
             let mut feed = Feed::Peer(from_peer.body);
             let mut here_tried = false;
-            // The clients that joined, fixed when the first byte arrives.
-            let mut others: Option<Vec<mpsc::Sender<io::Result<Bytes>>>> = None;
+            let mut coalescer = Coalescer::new();
+            let mut full = Vec::new();
             loop {
                 let broke = loop {
-                    let chunk = match feed.next().await {
-                        None => break None,
-                        Some(Err(e)) => break Some(e),
-                        Some(Ok(chunk)) => chunk,
+                    let (end_of_feed, chunks) = match tokio::time::timeout(COALESCE_WAIT, feed.next()).await {
+                        Ok(Some(Ok(chunk))) => {
+                            relay
+                                .others
+                                .get_or_insert_with(|| lead.as_ref().map(Lead::close).unwrap_or_default());
+                            coalescer.push(&chunk, &mut full);
+                            (None, std::mem::take(&mut full))
+                        }
+                        // A pause in the feed: what is buffered goes out now.
+                        Err(_) => (None, coalescer.flush().into_iter().collect()),
+                        Ok(None) => (Some(None), coalescer.flush().into_iter().collect()),
+                        Ok(Some(Err(e))) => (Some(Some(e)), coalescer.flush().into_iter().collect()),
                     };
-                    let others = others.get_or_insert_with(|| lead.as_ref().map(Lead::close).unwrap_or_default());
-                    let start = hasher.len();
-                    hasher.update(&chunk);
-                    let pos = hasher.len();
-                    if size.is_some_and(|s| pos > s) {
-                        return Err(io::Error::other("a peer sent more bytes than the blob has"));
-                    }
-                    let (lo, hi) = (first.max(start), end.min(pos));
-                    if lo < hi {
-                        let part = chunk.slice((lo - start) as usize..(hi - start) as usize);
-                        if let Some(ready) = held.replace(part)
-                            && !deliver_all(&served, &tx, others, ready).await
-                        {
+                    for chunk in chunks {
+                        if !relay.pass(chunk).await? {
                             return Ok(());
                         }
                     }
+                    if let Some(broke) = end_of_feed {
+                        break broke;
+                    }
                 };
-                let pos = hasher.len();
+                let pos = relay.pos;
                 if broke.is_none() && size.is_none_or(|s| pos == s) {
                     break;
                 }
@@ -370,22 +370,11 @@ impl Proxy {
                     Some(next) => next,
                     None => {
                         let e = format!("the blob's bytes broke off at {pos} and no replica could go on: {why}");
-                        return Err(fail_all(others.unwrap_or_default(), e).await);
+                        return Err(relay.fail(e).await);
                     }
                 };
             }
-            let mut others = others.unwrap_or_default();
-            let actual = hasher.finish();
-            if actual != digest {
-                warn!(upstream = %target.upstream.name, %digest, %actual, "blob from a cluster peer failed verification; not completed");
-                proxy.metrics.verification_failed(&target.upstream.name);
-                let e = format!("blob {digest} from a peer hashes to {actual}");
-                return Err(fail_all(others, e).await);
-            }
-            if let Some(last) = held {
-                deliver_all(&served, &tx, &mut others, last).await;
-            }
-            Ok(())
+            relay.finish(&target, &digest).await
         })
     }
 
@@ -426,7 +415,102 @@ impl Proxy {
     }
 }
 
-/// Ends the joined clients' bodies with `e`; the error for the leading client's.
+/// Hands a peer's bytes on: hashed on a thread of its own, the part the client asked
+/// for to it and to the clients that joined, the last of it held until the digest
+/// matches.
+struct Relay {
+    served: prometheus_client::metrics::counter::Counter,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    /// The clients that joined, fixed when the first byte arrives.
+    others: Option<Vec<mpsc::Sender<io::Result<Bytes>>>>,
+    to_hasher: mpsc::Sender<Bytes>,
+    hasher: tokio::task::JoinHandle<DigestHasher>,
+    held: Option<Bytes>,
+    /// Bytes of the blob passed on so far.
+    pos: u64,
+    size: Option<u64>,
+    first: u64,
+    end: u64,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Chunks queued for the hashing thread.
+const HASH_QUEUE: usize = 16;
+
+impl Relay {
+    fn new(proxy: &Proxy, tx: mpsc::Sender<io::Result<Bytes>>, size: Option<u64>, (first, end): (u64, u64)) -> Relay {
+        let (to_hasher, mut chunks) = mpsc::channel::<Bytes>(HASH_QUEUE);
+        let hasher = tokio::task::spawn_blocking(move || {
+            let mut hasher = DigestHasher::new();
+            while let Some(chunk) = chunks.blocking_recv() {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        Relay {
+            served: proxy.metrics.served_from_peer.clone(),
+            tx,
+            others: None,
+            to_hasher,
+            hasher,
+            held: None,
+            pos: 0,
+            size,
+            first,
+            end,
+            metrics: proxy.metrics.clone(),
+        }
+    }
+
+    /// Passes the blob's next bytes on; false once no client is left.
+    async fn pass(&mut self, chunk: Bytes) -> io::Result<bool> {
+        let start = self.pos;
+        self.pos += chunk.len() as u64;
+        if self.size.is_some_and(|s| self.pos > s) {
+            return Err(self.fail("a peer sent more bytes than the blob has".into()).await);
+        }
+        self.to_hasher
+            .send(chunk.clone())
+            .await
+            .map_err(|_| io::Error::other("the hashing thread ended"))?;
+        let (lo, hi) = (self.first.max(start), self.end.min(self.pos));
+        if lo < hi {
+            let part = chunk.slice((lo - start) as usize..(hi - start) as usize);
+            if let Some(ready) = self.held.replace(part) {
+                let others = self.others.get_or_insert_with(Vec::new);
+                return Ok(deliver_all(&self.served, &self.tx, others, ready).await);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Ends the joined clients' bodies with `e`; the error for the leading client's.
+    async fn fail(&mut self, e: String) -> io::Error {
+        fail_all(self.others.take().unwrap_or_default(), e).await
+    }
+
+    /// The whole blob went by: the last bytes go out if the digest matches.
+    async fn finish(mut self, target: &Target, digest: &Digest) -> io::Result<()> {
+        drop(self.to_hasher);
+        let actual = match self.hasher.await {
+            Ok(hasher) => hasher.finish(),
+            Err(_) => return Err(io::Error::other("the hashing thread ended")),
+        };
+        if &actual != digest {
+            warn!(upstream = %target.upstream.name, %digest, %actual, "blob from a cluster peer failed verification; not completed");
+            self.metrics.verification_failed(&target.upstream.name);
+            let e = format!("blob {digest} from a peer hashes to {actual}");
+            return Err(fail_all(self.others.take().unwrap_or_default(), e).await);
+        }
+        if let Some(last) = self.held.take() {
+            let mut others = self.others.take().unwrap_or_default();
+            deliver_all(&self.served, &self.tx, &mut others, last).await;
+        }
+        Ok(())
+    }
+}
+
+/// Ends the bodies of `others` with `e`; the same error for the leading client's.
 async fn fail_all(others: Vec<mpsc::Sender<io::Result<Bytes>>>, e: String) -> io::Error {
     for other in others {
         let _ = other.send(Err(io::Error::other(e.clone()))).await;

@@ -98,7 +98,7 @@ impl Pipeline {
 
 /// How long the receiver waits for the next frame before it hands a partly filled buffer
 /// to the pipeline.
-pub(super) const COALESCE_WAIT: Duration = Duration::from_millis(2);
+pub(in crate::proxy) const COALESCE_WAIT: Duration = Duration::from_millis(2);
 
 /// Copies the upstream body's frames into pooled buffers of [`buffers::BUFFER_SIZE`].
 /// The fill's chunks stay alive for a while (queued for the writer and the hasher, then
@@ -106,13 +106,13 @@ pub(super) const COALESCE_WAIT: Duration = Duration::from_millis(2);
 /// fresh read buffer that the kernel must fault in and zero, while the pooled buffers
 /// are recycled and the client's read buffer is free for reuse at once. Costs one copy,
 /// cheaper than the page faults it saves.
-pub(super) struct Coalescer {
+pub(in crate::proxy) struct Coalescer {
     buf: Vec<u8>,
     filled: usize,
 }
 
 impl Coalescer {
-    pub(super) fn new() -> Coalescer {
+    pub(in crate::proxy) fn new() -> Coalescer {
         Coalescer {
             buf: buffers::take(buffers::BUFFER_SIZE),
             filled: 0,
@@ -120,7 +120,7 @@ impl Coalescer {
     }
 
     /// Appends `data`; every buffer it fills is pushed to `full`.
-    pub(super) fn push(&mut self, mut data: &[u8], full: &mut Vec<Bytes>) {
+    pub(in crate::proxy) fn push(&mut self, mut data: &[u8], full: &mut Vec<Bytes>) {
         while !data.is_empty() {
             let n = (buffers::BUFFER_SIZE - self.filled).min(data.len());
             self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
@@ -136,7 +136,7 @@ impl Coalescer {
 
     /// What is buffered so far, as an exact-size copy (a small chunk never pins a whole
     /// pooled buffer); the buffer is kept for what follows.
-    pub(super) fn flush(&mut self) -> Option<Bytes> {
+    pub(in crate::proxy) fn flush(&mut self) -> Option<Bytes> {
         if self.filled == 0 {
             return None;
         }
