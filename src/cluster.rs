@@ -249,6 +249,40 @@ mod tests {
         Cluster::new(members(n)[me].clone(), members(n), client)
     }
 
+    #[tokio::test]
+    async fn members_follow_the_dns_name() {
+        let c = Arc::new(cluster(0, 1));
+        let follow = tokio::spawn(c.clone().follow_dns(
+            "localhost:5999".into(),
+            "http".into(),
+            Duration::from_millis(50),
+        ));
+        let until = Instant::now() + Duration::from_secs(5);
+        while !c.members().contains(&"http://127.0.0.1:5999".to_string()) {
+            assert!(
+                Instant::now() < until,
+                "localhost never became a member: {:?}",
+                c.members()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            c.members().contains(&c.self_name().to_string()),
+            "this replica stays a member"
+        );
+        // A name that does not resolve keeps the members as they were.
+        let kept = c.members();
+        follow.abort();
+        let failing = tokio::spawn(c.clone().follow_dns(
+            "no-such-host.invalid:5000".into(),
+            "http".into(),
+            Duration::from_millis(50),
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        failing.abort();
+        assert_eq!(c.members(), kept);
+    }
+
     #[test]
     fn peers_to_ask_stop_at_self_and_skip_the_down() {
         let c = cluster(0, 3);

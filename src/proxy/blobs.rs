@@ -124,7 +124,7 @@ impl Proxy {
         {
             return Ok(answer(None, Some(size), CacheStatus::FillJoin, None));
         }
-        let peers = self.peers_for(target, &digest.to_string());
+        let peers = self.peers_for(target, || digest.to_string());
         if let Some(size) = self.blob_size_from_peers(target, digest, &peers).await? {
             return Ok(answer(None, size, CacheStatus::Peer, None));
         }
@@ -146,7 +146,7 @@ impl Proxy {
         }
         // Clustered: what another replica published, else the owner's stream (a fill
         // running here, as the next candidate for a dead owner, is joined below).
-        let peers = self.peers_for(target, &digest.to_string());
+        let peers = self.peers_for(target, || digest.to_string());
         if !peers.is_empty() && self.fills.get(digest).is_none() {
             if let Some(record) = self.cache.blob(digest).await? {
                 self.cache.touch_blob(digest);

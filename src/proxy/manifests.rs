@@ -48,7 +48,7 @@ impl Proxy {
             });
         }
         let reference = digest.to_string();
-        let fetched = match self.fetch_manifest(target, &reference, &reference).await {
+        let fetched = match self.fetch_manifest(target, &reference, || reference.clone()).await {
             Err(UpstreamError::NotFound) => return Err(ProxyError::ManifestUnknown(digest.to_string())),
             other => other?,
         };
@@ -113,7 +113,7 @@ impl Proxy {
                 return Ok((digest.clone(), stored.clone(), CacheStatus::Hit));
             }
             // Clustered, the tag's owner revalidates it: asked with a GET below.
-            let revalidation = if self.peers_for(target, &tag_key(target, tag.as_str())).is_empty() {
+            let revalidation = if self.peers_for(target, || tag_key(target, tag.as_str())).is_empty() {
                 target.upstream.head_manifest(&target.repo, tag.as_str()).await
             } else {
                 Ok(ManifestHead {
@@ -136,7 +136,7 @@ impl Proxy {
             }
         }
         match self
-            .fetch_manifest(target, tag.as_str(), &tag_key(target, tag.as_str()))
+            .fetch_manifest(target, tag.as_str(), || tag_key(target, tag.as_str()))
             .await
         {
             Ok(fetched) => {

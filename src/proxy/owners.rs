@@ -179,9 +179,10 @@ impl Proxy {
     /// The peers to ask for `key` before doing the work here: none without `[cluster]`,
     /// for a request a peer sent (never forwarded twice), or when this replica is the
     /// first live candidate.
-    pub(super) fn peers_for(&self, target: &Target, key: &str) -> Vec<String> {
+    /// (`key` is only computed when clustered: a single pullgate's path is unchanged.)
+    pub(super) fn peers_for(&self, target: &Target, key: impl FnOnce() -> String) -> Vec<String> {
         match &self.cluster {
-            Some(cluster) if !target.from_peer => cluster.peers_to_ask(key),
+            Some(cluster) if !target.from_peer => cluster.peers_to_ask(&key()),
             _ => Vec::new(),
         }
     }
@@ -285,7 +286,7 @@ impl Proxy {
         &self,
         target: &Target,
         reference: &str,
-        key: &str,
+        key: impl FnOnce() -> String,
     ) -> Result<FetchedManifest, UpstreamError> {
         if let Some(cluster) = &self.cluster {
             for member in self.peers_for(target, key) {
