@@ -792,6 +792,18 @@ async fn verify_redirect_chain(registry: &str, cdn_port: u16, s: &Seeded) -> (u1
 // Report
 // ---------------------------------------------------------------------------
 
+/// Appends a `| what | a | b | a/b |` row to `out`; the ratio.
+fn push_row(out: &mut String, what: &str, (a, b): (Option<f64>, Option<f64>), decimals: usize) -> Option<f64> {
+    let r = ratio(a, b);
+    out.push_str(&format!(
+        "| {what} | {} | {} | {} |\n",
+        fmt(a, decimals),
+        fmt(b, decimals),
+        r.map_or("–".into(), |v| format!("{v:.2}×"))
+    ));
+    r
+}
+
 /// Appends the targets' table to `out`, prints it and a PASS/FAIL line per target;
 /// the targets as JSON.
 fn print_targets(mut out: String, who: &str, targets: &[(String, String, bool)]) -> Value {

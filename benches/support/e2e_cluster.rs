@@ -312,13 +312,7 @@ fn report(results: &serde_json::Map<String, Value>, size: u64, rounds: usize, pe
         if path.ends_with("rss_kib") {
             (pg, dist) = (pg.map(|k| k / 1024.0), dist.map(|k| k / 1024.0));
         }
-        let r = ratio(pg, dist);
-        out.push_str(&format!(
-            "| {what} | {} | {} | {} |\n",
-            fmt(pg, *decimals),
-            fmt(dist, *decimals),
-            r.map_or("–".into(), |v| format!("{v:.2}×"))
-        ));
+        let r = push_row(&mut out, what, (pg, dist), *decimals);
         table.push(json!({"measurement": what, "pullgate_cluster": pg, "distribution_shared": dist, "pullgate_over_distribution": r}));
     }
     let pg = |p: &str| get(PULLGATE, p);

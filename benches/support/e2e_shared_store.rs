@@ -327,13 +327,7 @@ fn report(
     for (what, path, decimals, in_mib) in &rows {
         let (pg, dist) = (get(PULLGATE_S3, path), get(DISTRIBUTION_S3, path));
         let (pg, dist) = if *in_mib { (mib(pg), mib(dist)) } else { (pg, dist) };
-        let r = ratio(pg, dist);
-        out.push_str(&format!(
-            "| {what} | {} | {} | {} |\n",
-            fmt(pg, *decimals),
-            fmt(dist, *decimals),
-            r.map_or("–".into(), |v| format!("{v:.2}×"))
-        ));
+        let r = push_row(&mut out, what, (pg, dist), *decimals);
         table.push(
             json!({"measurement": what, "pullgate_s3": pg, "distribution_s3": dist, "pullgate_over_distribution": r}),
         );
