@@ -13,7 +13,7 @@ use crate::cache::ReaderGuard;
 use crate::metrics::PeerRequestLabels;
 use crate::oci::range::RangeSpec;
 use crate::oci::{Digest, DigestHasher};
-use crate::upstream::peer::{PeerBlob, PeerError};
+use crate::upstream::peer::{PeerBlob, PeerClient, PeerError};
 use crate::upstream::{FetchedManifest, UpstreamError};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -170,6 +170,16 @@ impl Feed {
     }
 }
 
+/// What asking the peers in order came to.
+enum Asked<T> {
+    /// Peer `usize` of the list answered.
+    Answered(T, usize),
+    /// The owner said upstream has no such thing.
+    NotFound,
+    /// No peer could answer: the replica does the work itself.
+    NoOne,
+}
+
 /// The cluster key of a tag: every replica revalidates it through the same owner.
 pub(super) fn tag_key(target: &Target, tag: &str) -> String {
     format!("{}/{}:{tag}", target.upstream.name, target.repo)
@@ -213,6 +223,40 @@ impl Proxy {
         }
     }
 
+    /// Asks `peers` in order with `ask` until one answers. A member that answers is up
+    /// again; one that fails is marked down or logged (see [`Self::peer_failed`]) and the
+    /// next is asked. A 404 ends the asking when `not_found_answers` (the owner says
+    /// upstream has no such thing).
+    async fn ask_peers<'a, T, Fut>(
+        &'a self,
+        peers: &'a [String],
+        not_found_answers: bool,
+        mut ask: impl FnMut(&'a PeerClient, &'a str) -> Fut,
+    ) -> Asked<T>
+    where
+        Fut: Future<Output = Result<T, PeerError>>,
+    {
+        let Some(cluster) = &self.cluster else {
+            return Asked::NoOne;
+        };
+        for (i, member) in peers.iter().enumerate() {
+            match ask(&cluster.client, member).await {
+                Ok(answer) => {
+                    cluster.mark_up(member);
+                    self.count_peer(member, "ok");
+                    return Asked::Answered(answer, i);
+                }
+                Err(PeerError::NotFound) if not_found_answers => {
+                    cluster.mark_up(member);
+                    self.count_peer(member, "not_found");
+                    return Asked::NotFound;
+                }
+                Err(e) => self.peer_failed(member, &e),
+            }
+        }
+        Asked::NoOne
+    }
+
     /// Asks `peers` in order for the blob from byte `from` on. The first that answers
     /// gives the body; `Ok(None)` when none could (the caller does the work itself). A
     /// 404 from the owner is the answer: upstream has no such blob.
@@ -223,31 +267,20 @@ impl Proxy {
         peers: &[String],
         from: u64,
     ) -> ProxyResult<Option<FromPeer>> {
-        let Some(cluster) = &self.cluster else { return Ok(None) };
-        for (i, member) in peers.iter().enumerate() {
-            match cluster
-                .client
-                .get_blob(member, target.upstream_name(), &target.repo, digest, from)
-                .await
-            {
-                Ok(body) => {
-                    cluster.mark_up(member);
-                    self.count_peer(member, "ok");
-                    return Ok(Some(FromPeer {
-                        body,
-                        rest: peers[i + 1..].to_vec(),
-                        lead: None,
-                    }));
-                }
-                Err(PeerError::NotFound) if from == 0 => {
-                    cluster.mark_up(member);
-                    self.count_peer(member, "not_found");
-                    return Err(ProxyError::BlobUnknown);
-                }
-                Err(e) => self.peer_failed(member, &e),
-            }
+        let asked = self
+            .ask_peers(peers, from == 0, |client, member| {
+                client.get_blob(member, target.upstream_name(), &target.repo, digest, from)
+            })
+            .await;
+        match asked {
+            Asked::Answered(body, i) => Ok(Some(FromPeer {
+                body,
+                rest: peers[i + 1..].to_vec(),
+                lead: None,
+            })),
+            Asked::NotFound => Err(ProxyError::BlobUnknown),
+            Asked::NoOne => Ok(None),
         }
-        Ok(None)
     }
 
     /// A blob's size from its owner; `Ok(None)` when no peer could say.
@@ -257,27 +290,16 @@ impl Proxy {
         digest: &Digest,
         peers: &[String],
     ) -> ProxyResult<Option<Option<u64>>> {
-        let Some(cluster) = &self.cluster else { return Ok(None) };
-        for member in peers {
-            match cluster
-                .client
-                .head_blob(member, target.upstream_name(), &target.repo, digest)
-                .await
-            {
-                Ok(size) => {
-                    cluster.mark_up(member);
-                    self.count_peer(member, "ok");
-                    return Ok(Some(size));
-                }
-                Err(PeerError::NotFound) => {
-                    cluster.mark_up(member);
-                    self.count_peer(member, "not_found");
-                    return Err(ProxyError::BlobUnknown);
-                }
-                Err(e) => self.peer_failed(member, &e),
-            }
+        let asked = self
+            .ask_peers(peers, true, |client, member| {
+                client.head_blob(member, target.upstream_name(), &target.repo, digest)
+            })
+            .await;
+        match asked {
+            Asked::Answered(size, _) => Ok(Some(size)),
+            Asked::NotFound => Err(ProxyError::BlobUnknown),
+            Asked::NoOne => Ok(None),
         }
-        Ok(None)
     }
 
     /// A manifest by tag or digest: from the owner of `key` when this replica is not
@@ -288,28 +310,17 @@ impl Proxy {
         reference: &str,
         key: impl FnOnce() -> String,
     ) -> Result<FetchedManifest, UpstreamError> {
-        if let Some(cluster) = &self.cluster {
-            for member in self.peers_for(target, key) {
-                match cluster
-                    .client
-                    .get_manifest(&member, target.upstream_name(), &target.repo, reference)
-                    .await
-                {
-                    Ok(m) => {
-                        cluster.mark_up(&member);
-                        self.count_peer(&member, "ok");
-                        return Ok(m);
-                    }
-                    Err(PeerError::NotFound) => {
-                        cluster.mark_up(&member);
-                        self.count_peer(&member, "not_found");
-                        return Err(UpstreamError::NotFound);
-                    }
-                    Err(e) => self.peer_failed(&member, &e),
-                }
-            }
+        let peers = self.peers_for(target, key);
+        let asked = self
+            .ask_peers(&peers, true, |client, member| {
+                client.get_manifest(member, target.upstream_name(), &target.repo, reference)
+            })
+            .await;
+        match asked {
+            Asked::Answered(manifest, _) => Ok(manifest),
+            Asked::NotFound => Err(UpstreamError::NotFound),
+            Asked::NoOne => target.upstream.get_manifest(&target.repo, reference).await,
         }
-        target.upstream.get_manifest(&target.repo, reference).await
     }
 
     /// Bytes `first..end` of a blob coming from a peer, for a client (and those that
