@@ -92,12 +92,6 @@ impl Cluster {
         self.members.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The owner of `key` (possibly this replica), whether or not it is up.
-    pub fn owner(&self, key: &str) -> String {
-        let members = self.members();
-        rank(&members, key)[0].to_string()
-    }
-
     /// The peers to ask for `key` before doing the work here, in order: the live
     /// candidates ranked before this replica, at most [`PEERS_TO_ASK`]. Empty when this
     /// replica is the first live candidate.

@@ -48,8 +48,6 @@ pub enum PeerError {
 pub struct PeerBlob {
     /// The whole blob's size, when the peer said it.
     pub total: Option<u64>,
-    /// The offset of the first byte of this body.
-    pub start: u64,
     member: String,
     response: reqwest::Response,
     idle_timeout: Duration,
@@ -95,10 +93,6 @@ impl PeerClient {
         }
         let client = builder.build().map_err(|e| PeerError::Setup(e.to_string()))?;
         Ok(PeerClient { client, settings })
-    }
-
-    pub fn self_url(&self) -> &str {
-        &self.settings.self_url
     }
 
     async fn send(
@@ -155,7 +149,7 @@ impl PeerClient {
         }
         let path = format!("/v2/{}/blobs/{digest}", repo.as_str());
         let resp = self.send(Method::GET, member, upstream, &path, &headers).await?;
-        let (start, total) = match resp.status() {
+        let total = match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let range = resp
                     .headers()
@@ -163,7 +157,7 @@ impl PeerClient {
                     .and_then(|v| v.to_str().ok())
                     .and_then(super::parse_content_range);
                 match range {
-                    Some((start, total)) if start == from => (start, total),
+                    Some((start, total)) if start == from => total,
                     _ => {
                         return Err(PeerError::Answered {
                             member: member.to_string(),
@@ -178,11 +172,10 @@ impl PeerClient {
                     status: resp.status().as_u16(),
                 });
             }
-            _ => (0, resp.content_length()),
+            _ => resp.content_length(),
         };
         Ok(PeerBlob {
             total,
-            start,
             member: member.to_string(),
             response: resp,
             idle_timeout: self.settings.idle_timeout,
@@ -236,7 +229,6 @@ impl PeerClient {
         let digest_header = header("docker-content-digest");
         let mut body = PeerBlob {
             total: None,
-            start: 0,
             member: member.to_string(),
             response: resp,
             idle_timeout: self.settings.idle_timeout,
