@@ -236,24 +236,7 @@ fn cluster_self(c: &ClusterConfig) -> Result<url::Url, ConfigError> {
             })?,
         ),
     };
-    let url = url::Url::parse(&value).map_err(|e| ConfigError::Invalid {
-        key: key.into(),
-        reason: format!("{value:?}: {e}"),
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.path() != "/" {
-        return Err(ConfigError::Invalid {
-            key: key.into(),
-            reason: format!("{value:?} must be this replica's base URL such as \"http://10.0.0.5:5000\""),
-        });
-    }
-    let listed = c.peers.iter().filter_map(|p| url::Url::parse(p).ok()).any(|p| p == url);
-    if !c.peers.is_empty() && !listed {
-        return Err(ConfigError::Invalid {
-            key: "cluster.peers".into(),
-            reason: format!("must include this replica's own URL {:?}", url.as_str()),
-        });
-    }
-    Ok(url)
+    c.self_member(key, &value)
 }
 
 /// The cluster of `[cluster]` (its DNS members followed in the background) and the

@@ -435,6 +435,48 @@ pub struct UpstreamConfig {
     pub pullgate_upstream_by: Option<UpstreamNaming>,
 }
 
+/// A replica's base URL as `key` gives it (a member of `peers`, `self`, or the
+/// environment variable that stands for `self`).
+fn member_url(key: &str, s: &str) -> Result<url::Url, ConfigError> {
+    let url = url::Url::parse(s).map_err(|e| invalid(key, format!("{s:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.path() != "/"
+        || url.query().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(invalid(
+            key,
+            format!("{s:?} must be a replica's base URL such as \"http://10.0.0.5:5000\""),
+        ));
+    }
+    Ok(url)
+}
+
+impl ClusterConfig {
+    /// This replica's URL, as `key` gives it (`cluster.self`, or the environment
+    /// variable when that is not set): a replica's base URL, and one of `peers` when
+    /// they are listed.
+    pub fn self_member(&self, key: &str, value: &str) -> Result<url::Url, ConfigError> {
+        let me = member_url(key, value)?;
+        let listed = self
+            .peers
+            .iter()
+            .filter_map(|p| url::Url::parse(p).ok())
+            .any(|p| p == me);
+        if !self.peers.is_empty() && !listed {
+            return Err(invalid(
+                "cluster.peers",
+                format!(
+                    "must include this replica's own URL {:?} (one list serves every replica)",
+                    me.as_str()
+                ),
+            ));
+        }
+        Ok(me)
+    }
+}
+
 /// How a site pullgate names the DMZ pullgate's upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -667,21 +709,6 @@ impl Config {
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let Some(c) = &self.cluster else { return Ok(()) };
-        let member = |k: &str, s: &str| -> Result<url::Url, ConfigError> {
-            let url = url::Url::parse(s).map_err(|e| invalid(format!("cluster.{k}"), format!("{s:?}: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https")
-                || url.host_str().is_none()
-                || url.path() != "/"
-                || url.query().is_some()
-                || !url.username().is_empty()
-            {
-                return Err(invalid(
-                    format!("cluster.{k}"),
-                    format!("{s:?} must be a replica's base URL such as \"http://10.0.0.5:5000\""),
-                ));
-            }
-            Ok(url)
-        };
         match (c.peers.is_empty(), &c.peers_dns) {
             (true, None) => return Err(invalid("cluster.peers", "set peers (every member's URL) or peers_dns")),
             (false, Some(_)) => return Err(invalid("cluster.peers_dns", "use either peers or peers_dns, not both")),
@@ -698,23 +725,14 @@ impl Config {
         }
         let mut members = Vec::new();
         for p in &c.peers {
-            let url = member("peers", p)?;
+            let url = member_url("cluster.peers", p)?;
             if members.contains(&url) {
                 return Err(invalid("cluster.peers", format!("{p:?} is listed twice")));
             }
             members.push(url);
         }
         if let Some(me) = &c.self_url {
-            let me = member("self", me)?;
-            if !c.peers.is_empty() && !members.contains(&me) {
-                return Err(invalid(
-                    "cluster.peers",
-                    format!(
-                        "must include this replica's own URL {:?} (one list serves every replica)",
-                        me.as_str()
-                    ),
-                ));
-            }
+            c.self_member("cluster.self", me)?;
         }
         if c.peer_timeout.0.is_zero() {
             return Err(invalid("cluster.peer_timeout", "must be greater than zero"));
