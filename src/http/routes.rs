@@ -81,12 +81,7 @@ impl ApiRequest {
     /// The upstream and repository `name` means; a peer's request is answered here.
     fn target(&self, app: &AppState, name: &RepoName) -> Result<Target, ApiError> {
         let target = app.proxy.resolve(name, self.ns())?;
-        Ok(if self.from_peer {
-            app.proxy.served_a_peer();
-            target.asked_by_peer()
-        } else {
-            target
-        })
+        Ok(if self.from_peer { target.asked_by_peer() } else { target })
     }
 
     fn head(&self) -> bool {
@@ -187,6 +182,9 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
     // A replica's request (peer route, or the hop header with the secret) is answered
     // here and never forwarded again.
     let from_peer = peer_admitted && (peer_path.is_some() || parts.headers.contains_key(HOP_HEADER));
+    if from_peer {
+        app.proxy.served_a_peer();
+    }
     let mut resp = if peer_path.is_some() && app.peers.is_none() {
         ApiError::not_found(ErrorCode::Unsupported, "this pullgate is not in a cluster").into_response()
     } else if peer_path.is_some() && !peer_admitted {
