@@ -17,6 +17,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod oci;
+pub mod openshift;
 pub mod proxy;
 pub mod secret;
 pub mod upstream;

@@ -185,8 +185,8 @@ type MirrorsBySource = Vec<(String, bool, Vec<(String, &'static str)>)>;
 /// `"tag-only"`, `NeverContactSource` blocks the source.
 fn render_like_mco(yaml: &str, source_location: impl Fn(&str) -> String) -> String {
     let mut by_source: MirrorsBySource = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("YAML document");
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).expect("YAML documents");
+    for v in docs {
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
         let (list, policy) = match kind.as_str() {
             "ImageDigestMirrorSet" => (&v["spec"]["imageDigestMirrors"], "digest-only"),
@@ -194,11 +194,11 @@ fn render_like_mco(yaml: &str, source_location: impl Fn(&str) -> String) -> Stri
             "ImageContentSourcePolicy" => (&v["spec"]["repositoryDigestMirrors"], "digest-only"),
             _ => continue,
         };
-        for entry in list.as_sequence().expect("a list of mirrors") {
+        for entry in list.as_array().expect("a list of mirrors") {
             let source = entry["source"].as_str().unwrap().to_string();
             let blocked = entry["mirrorSourcePolicy"].as_str() == Some("NeverContactSource");
             let mirrors: Vec<(String, &'static str)> = entry["mirrors"]
-                .as_sequence()
+                .as_array()
                 .unwrap()
                 .iter()
                 .map(|m| (m.as_str().unwrap().to_string(), policy))

@@ -640,9 +640,9 @@ fn the_kubernetes_and_monitoring_files_parse() {
             let text = std::fs::read_to_string(&path).unwrap();
             match path.extension().and_then(|e| e.to_str()) {
                 Some("yaml") => {
-                    for doc in serde_yaml::Deserializer::from_str(&text) {
-                        let v: serde_yaml::Value =
-                            serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    let docs: Vec<serde_json::Value> =
+                        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    for v in docs {
                         if let Some(k) = v["kind"].as_str() {
                             kinds.push(k.to_string());
                         }
@@ -673,7 +673,7 @@ fn the_kubernetes_and_monitoring_files_parse() {
     // the bucket.
     for dir in ["kubernetes", "kubernetes-shared-store"] {
         let cm = std::fs::read_to_string(root.join(dir).join("configmap.yaml")).unwrap();
-        let v: serde_yaml::Value = serde_yaml::from_str(&cm).unwrap();
+        let v: serde_json::Value = serde_saphyr::from_str(&cm).unwrap();
         let toml = v["data"]["pullgate.toml"].as_str().expect("data.pullgate.toml");
         let config = pullgate::config::Config::from_toml_str(toml)
             .unwrap_or_else(|e| panic!("{dir}: the ConfigMap's config is invalid: {e}"));
@@ -683,8 +683,8 @@ fn the_kubernetes_and_monitoring_files_parse() {
     // Every file the kustomization names exists.
     for dir in ["kubernetes", "kubernetes-shared-store"] {
         let k = std::fs::read_to_string(root.join(dir).join("kustomization.yaml")).unwrap();
-        let v: serde_yaml::Value = serde_yaml::from_str(&k).unwrap();
-        for r in v["resources"].as_sequence().expect("resources") {
+        let v: serde_json::Value = serde_saphyr::from_str(&k).unwrap();
+        for r in v["resources"].as_array().expect("resources") {
             let name = r.as_str().unwrap();
             assert!(
                 root.join(dir).join(name).is_file(),
