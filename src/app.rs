@@ -13,8 +13,10 @@ use crate::http::server::{LIFECYCLE, Limits, TlsFiles, TlsState};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::oci::pattern::RepoPatterns;
+use crate::proxy::openshift::OpenShift;
 use crate::proxy::{Proxy, ProxyError, ProxySettings, UpstreamRoute};
 use crate::secret::Secret;
+use crate::upstream::openshift::{OpenShiftClient, OpenShiftSettings};
 use crate::upstream::peer::{PeerClient, PeerSettings};
 use crate::upstream::{Credentials, RemoteUpstream, SetupError, Upstream, UpstreamSettings};
 use std::future::Future;
@@ -151,6 +153,28 @@ pub fn doctor_targets(config: &Config) -> Result<Vec<(UpstreamSettings, Option<S
         .collect())
 }
 
+/// `[openshift]`'s client settings (its CA file read), when the section is set.
+pub fn openshift_settings(config: &Config) -> Result<Option<OpenShiftSettings>, ConfigError> {
+    let Some(o) = &config.openshift else { return Ok(None) };
+    let invalid = |key: &str, reason: String| ConfigError::Invalid {
+        key: format!("openshift.{key}"),
+        reason,
+    };
+    let url = |key: &str, s: &str| url::Url::parse(s).map_err(|e| invalid(key, format!("{s:?}: {e}")));
+    let ca_pem = match &o.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| invalid("ca_file", format!("{}: {e}", path.display())))?),
+        None => None,
+    };
+    Ok(Some(OpenShiftSettings {
+        signature_store: url("signature_store", &o.signature_store)?,
+        update_graph: url("update_graph", &o.update_graph)?,
+        ca_pem,
+        egress_proxy: o.egress_proxy.clone(),
+        connect_timeout: o.connect_timeout.0,
+        response_timeout: o.response_timeout.0,
+    }))
+}
+
 /// The upstream clients and the client names that route to each.
 fn routes(config: &Config, metrics: &Arc<Metrics>) -> Result<Vec<UpstreamRoute>, StartError> {
     upstreams_with_settings(config)?
@@ -198,6 +222,13 @@ pub async fn build(config: &Config, cache: Option<Cache>) -> Result<AppState, St
         signatures_extension: config.signatures.extension_api,
     };
     let mut proxy = Proxy::new(settings, routes, cache, metrics.clone())?;
+    if let (Some(settings), Some(o)) = (openshift_settings(config)?, &config.openshift) {
+        proxy = proxy.with_openshift(OpenShift {
+            client: OpenShiftClient::new(&settings, metrics.clone())?,
+            graph_ttl: o.graph_ttl.0,
+            missing_signature_ttl: o.missing_signature_ttl.0,
+        });
+    }
     let peers = match cluster(config)? {
         Some((cluster, secret)) => {
             proxy = proxy.with_cluster(cluster);

@@ -28,6 +28,26 @@ pub fn signature(upstream: &str, repo: &str, digest: &Digest, index: u32) -> Vec
     scoped(upstream, repo, &format!("{}/{index}", digest.hex()))
 }
 
+/// OpenShift release signature `index` of the release image `digest`. Upstream names
+/// are lowercase registry names, so this prefix is no upstream's.
+pub fn release_signature(digest: &Digest, index: u32) -> Vec<u8> {
+    format!("[openshift]\nrelease\n{}/{index}", digest.hex()).into_bytes()
+}
+
+/// An update-graph query: channel, arch, id and version, each empty when absent (none of
+/// them contains a newline: the HTTP layer checked their characters).
+pub fn update_graph(query: &[Option<String>; 4]) -> Vec<u8> {
+    let [channel, arch, id, version] = query;
+    let mut key = update_graph_prefix(channel.as_deref(), arch.as_deref());
+    key.extend_from_slice(format!("{}\n{}", id.as_deref().unwrap_or(""), version.as_deref().unwrap_or("")).as_bytes());
+    key
+}
+
+/// The keys of every update-graph answer for `channel` and `arch`.
+pub fn update_graph_prefix(channel: Option<&str>, arch: Option<&str>) -> Vec<u8> {
+    format!("graph\n{}\n{}\n", channel.unwrap_or(""), arch.unwrap_or("")).into_bytes()
+}
+
 /// The last referrers answer for `digest` with the upstream query it was asked with.
 pub fn referrers(upstream: &str, repo: &str, digest: &Digest, query: &str) -> Vec<u8> {
     format!("referrers\n{upstream}\n{repo}\n{digest}\n{query}").into_bytes()

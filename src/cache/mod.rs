@@ -15,6 +15,7 @@ pub mod fleet;
 mod hot;
 mod keys;
 mod metadata;
+mod openshift;
 mod records;
 mod repair;
 pub mod s3;
@@ -23,6 +24,7 @@ pub mod sled_store;
 
 pub use blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
 pub use eviction::{Evicted, ReaderGuard};
+pub use openshift::StoredGraph;
 pub use records::{
     BlobRecord, CacheStats, RepairReport, SignatureEntry, StoredManifest, StoredResponse, TagListPage, TagRecord,
     Totals, now_ms,

@@ -1,9 +1,11 @@
-//! `pullgate doctor`: walks each configured upstream's egress path hop by hop (the walk
+//! `pullgate doctor`: walks each configured upstream's egress path hop by hop (and
+//! `[openshift]`'s signature store and update graph) (the walk
 //! itself is `upstream::doctor`) and prints every hop as PASS or FAIL with the remedy,
 //! as text or JSON. Exit 0 when every hop passed, 1 when one failed, 2 for bad input.
 
 use crate::config::Config;
 use crate::upstream::UpstreamSettings;
+use crate::upstream::openshift::OpenShiftSettings;
 use crate::upstream::doctor::{self, ProbeImage, Report};
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -24,6 +26,11 @@ pub fn run(config: &Config, only: Option<&str>, image: Option<&str>, format: Doc
             return ExitCode::from(2);
         }
     };
+    // `--upstream openshift` walks only the [openshift] hosts.
+    let openshift = match openshift_target(config, only) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let mut chosen = Vec::new();
     for (settings, configured) in targets {
         if only.is_some_and(|name| name != settings.name) {
@@ -41,8 +48,11 @@ pub fn run(config: &Config, only: Option<&str>, image: Option<&str>, format: Doc
         };
         chosen.push((settings, probe));
     }
-    if chosen.is_empty() {
-        let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    if chosen.is_empty() && openshift.is_none() {
+        let mut names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+        if config.openshift.is_some() {
+            names.push("openshift");
+        }
         eprintln!(
             "pullgate doctor: no upstream {:?} in the configuration (it has: {})",
             only.unwrap_or(""),
@@ -50,7 +60,7 @@ pub fn run(config: &Config, only: Option<&str>, image: Option<&str>, format: Doc
         );
         return ExitCode::from(2);
     }
-    let Some(reports) = walk_all(chosen) else {
+    let Some(reports) = walk_all(chosen, openshift) else {
         return ExitCode::from(2);
     };
     let passed = reports.iter().all(Report::passed);
@@ -78,7 +88,11 @@ pub fn online(config: &Config) -> ExitCode {
         .into_iter()
         .map(|(settings, probe)| (settings, probe.and_then(|p| ProbeImage::parse(&p).ok())))
         .collect();
-    let Some(reports) = walk_all(chosen) else {
+    let openshift = match openshift_target(config, None) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let Some(reports) = walk_all(chosen, openshift) else {
         return ExitCode::from(2);
     };
     eprint!("{}", render_text(&reports));
@@ -89,13 +103,35 @@ pub fn online(config: &Config) -> ExitCode {
     }
 }
 
-/// The walks, one upstream after the other (`None`: no runtime).
-fn walk_all(chosen: Vec<(UpstreamSettings, Option<ProbeImage>)>) -> Option<Vec<Report>> {
+/// `[openshift]`'s hosts and probe channel, when configured and `only` allows them.
+fn openshift_target(config: &Config, only: Option<&str>) -> Result<Option<(OpenShiftSettings, String)>, ExitCode> {
+    if only.is_some_and(|name| name != "openshift") {
+        return Ok(None);
+    }
+    match (crate::app::openshift_settings(config), &config.openshift) {
+        (Ok(Some(settings)), Some(o)) => Ok(Some((settings, o.probe_channel.clone()))),
+        (Ok(_), _) => Ok(None),
+        (Err(e), _) => {
+            eprintln!("pullgate: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The walks, one upstream after the other, then `[openshift]`'s two hosts (`None`: no
+/// runtime).
+fn walk_all(
+    chosen: Vec<(UpstreamSettings, Option<ProbeImage>)>,
+    openshift: Option<(OpenShiftSettings, String)>,
+) -> Option<Vec<Report>> {
     let runtime = super::runtime()?;
     Some(runtime.block_on(async {
         let mut reports = Vec::new();
         for (settings, probe) in chosen {
             reports.push(doctor::walk(settings, probe).await);
+        }
+        if let Some((settings, channel)) = openshift {
+            reports.extend(crate::upstream::openshift::doctor(&settings, &channel).await);
         }
         reports
     }))

@@ -254,6 +254,7 @@ fn check_config(path: &Path, online: bool) -> ExitCode {
     let config = match Config::load(path)
         .and_then(|c| c.read_secrets().map(|_| c))
         .and_then(|c| crate::app::check_cluster(&c).map(|_| c))
+        .and_then(|c| crate::app::openshift_settings(&c).map(|_| c))
     {
         Ok(c) => c,
         Err(e) => {

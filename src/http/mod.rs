@@ -1,5 +1,5 @@
 //! The client-facing HTTP surface (axum): the router, one handler per registry route
-//! ([`routes`]), the layer that logs and measures every API request ([`observe`]),
+//! ([`routes`]), OpenShift's signatures and update graph ([`openshift`]), the layer that logs and measures every API request ([`observe`]),
 //! client authentication ([`auth`]), OCI error rendering ([`error`]) and the listener
 //! with TLS and graceful shutdown ([`server`]). It renders what the proxy decides and
 //! never names upstream or cache types.
@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 mod observe;
+pub mod openshift;
 mod routes;
 pub mod server;
 
@@ -31,10 +32,13 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The registry API (every path but the three below) behind the observing layer; the
-/// health and metrics endpoints, added after the layer, are neither logged nor counted.
+/// The registry API (every path but the three below) and OpenShift's routes behind the
+/// observing layer; the health and metrics endpoints, added after the layer, are neither
+/// logged nor counted.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route(openshift::GRAPH_PATH, any(openshift::graph))
+        .route("/openshift/signatures/{*rest}", any(openshift::signature))
         .fallback(routes::registry_api)
         .layer(observe::ObserveLayer {
             metrics: state.metrics.clone(),

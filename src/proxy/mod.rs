@@ -2,7 +2,8 @@
 //! ([`Proxy::resolve`]), hit / miss / revalidate for manifests and tags
 //! ([`manifests`]), blob lookups that start or join single-flight fills and the ranges
 //! and bodies they are served with ([`blobs`]), tag lists ([`tags`]), signatures and
-//! referrers ([`signatures`]), and the kind of every failure ([`error`]). The HTTP layer
+//! referrers ([`signatures`]), OpenShift's release signatures and update graph
+//! ([`openshift`]), and the kind of every failure ([`error`]). The HTTP layer
 //! only renders what these return. Also the proxy's housekeeping: eviction passes,
 //! saved statistics, readiness, metrics and an orderly shutdown.
 
@@ -10,6 +11,7 @@ mod blobs;
 pub mod error;
 pub mod fill;
 mod manifests;
+pub mod openshift;
 mod owners;
 pub mod read;
 mod signatures;
@@ -134,6 +136,8 @@ pub struct Proxy {
     cluster: Option<Arc<Cluster>>,
     /// Streams from peers that this replica's clients share.
     peer_streams: Arc<owners::SharedPeerStreams>,
+    /// OpenShift's release signatures and update graph, when `[openshift]` is set.
+    openshift: Option<openshift::OpenShift>,
 }
 
 /// How often the housekeeping task runs an eviction pass (blobs spared while clients
@@ -174,6 +178,7 @@ impl Proxy {
             started_ms: now_ms(),
             cluster: None,
             peer_streams: Arc::default(),
+            openshift: None,
         })
     }
 

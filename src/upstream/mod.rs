@@ -10,6 +10,7 @@ mod breaker;
 pub mod doctor;
 mod error;
 mod failures;
+pub mod openshift;
 pub mod peer;
 
 pub use auth::Credentials;
@@ -111,6 +112,17 @@ pub struct FetchedManifest {
 pub struct ManifestHead {
     pub digest: Option<Digest>,
     pub content_type: Option<String>,
+}
+
+/// A document fetched with [`Upstream::get_document`].
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// `Retry-After` of a 429 or 503, in seconds.
+    pub retry_after: Option<u64>,
+    /// The body of a 200 (empty otherwise).
+    pub body: Bytes,
 }
 
 /// A blob body on its way in.
@@ -814,23 +826,73 @@ impl Upstream {
             digest.hex()
         ))
         .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        let origin = host_port(base);
-        let resp = self
-            .send_following_redirects(Method::GET, url, &Self::base_headers(), None, origin)
-            .await?;
-        match resp.status().as_u16() {
+        self.signature_document(url, media::MAX_MANIFEST_BYTES).await
+    }
+
+    /// A signature file at `url` (a lookaside's, or OpenShift's release signature store,
+    /// whose protocol is the same): the bytes, or `None` when there is none.
+    pub async fn signature_document(&self, url: url::Url, limit: usize) -> Result<Option<Bytes>, UpstreamError> {
+        let document = self.get_document(url, None, limit).await?;
+        match document.status {
             200 => {
-                let bytes = self.small_body(resp, media::MAX_MANIFEST_BYTES).await?;
                 // An HTML page is a missing signature behind a web front end, not a signature.
+                let bytes = document.body;
                 let looks_like_html = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<');
                 Ok((!bytes.is_empty() && !looks_like_html).then_some(bytes))
             }
             401 | 403 | 404 | 410 => Ok(None),
             429 => Err(UpstreamError::TooManyRequests {
-                retry_after: retry_after(resp.headers()),
+                retry_after: document.retry_after,
             }),
             code => Err(UpstreamError::Status(code)),
         }
+    }
+
+    /// An anonymous GET of a document that is not a registry API call (a signature, the
+    /// update graph), on the host `url` names: it must be a configured one (the
+    /// upstream's own, its lookaside's, or an allowed host), and redirects go only to
+    /// allowed hosts, as for blobs. The body (at most `limit` bytes, else an error) is
+    /// read for a 200 only.
+    pub async fn get_document(
+        &self,
+        url: url::Url,
+        accept: Option<&str>,
+        limit: usize,
+    ) -> Result<Document, UpstreamError> {
+        let origin = host_port(&url);
+        let configured = origin == host_port(&self.base) || self.sigstore.as_ref().is_some_and(|s| host_port(s) == origin);
+        if !configured && !host_allowed(&url, &self.allow_redirect_hosts) {
+            return Err(UpstreamError::RedirectRefused {
+                host: url.host_str().unwrap_or_default().to_string(),
+            });
+        }
+        let mut headers = Self::base_headers();
+        if let Some(accept) = accept {
+            headers.insert(
+                ACCEPT,
+                HeaderValue::from_str(accept).map_err(|e| UpstreamError::Protocol(e.to_string()))?,
+            );
+        }
+        let resp = self
+            .send_following_redirects(Method::GET, url, &headers, None, origin)
+            .await?;
+        let status = resp.status().as_u16();
+        let content_type = header_string(resp.headers(), "content-type");
+        let retry_after = retry_after(resp.headers());
+        let body = if status == 200 {
+            if resp.content_length().is_some_and(|l| l > limit as u64) {
+                return Err(UpstreamError::Protocol(format!("upstream body larger than {limit} bytes")));
+            }
+            self.small_body(resp, limit).await?
+        } else {
+            Bytes::new()
+        };
+        Ok(Document {
+            status,
+            content_type,
+            retry_after,
+            body,
+        })
     }
 
     /// The OCI referrers API: the index body and its `Content-Type`.

@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod openshift;
+pub use openshift::{DEFAULT_SIGNATURE_STORE, DEFAULT_UPDATE_GRAPH, OpenShiftConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -157,6 +160,9 @@ pub struct Config {
     /// Replicas that fetch each digest once for the whole fleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+    /// OpenShift's release signatures and update graph, served to clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openshift: Option<OpenShiftConfig>,
 }
 
 /// The environment variable that gives this replica's URL when `cluster.self` is not
@@ -696,6 +702,9 @@ impl Config {
             }
         }
         self.validate_cluster()?;
+        if let Some(o) = &self.openshift {
+            o.validate()?;
+        }
         if let Some(d) = &self.default_upstream
             && !self.upstreams.iter().any(|u| &u.name == d)
         {
