@@ -272,8 +272,14 @@ mod tests {
     #[test]
     fn heads_only_selects_the_latest() {
         let g = graph();
-        assert_eq!(versions(&g.select(&channel(None, None, false, false)).unwrap()), ["4.16.5"]);
-        assert_eq!(versions(&g.select(&channel(None, None, true, false)).unwrap()), ["4.16.5"]);
+        assert_eq!(
+            versions(&g.select(&channel(None, None, false, false)).unwrap()),
+            ["4.16.5"]
+        );
+        assert_eq!(
+            versions(&g.select(&channel(None, None, true, false)).unwrap()),
+            ["4.16.5"]
+        );
     }
 
     #[test]
@@ -300,10 +306,14 @@ mod tests {
     #[test]
     fn min_and_max_select_the_range_even_without_full() {
         let g = graph();
-        let got = g.select(&channel(Some("4.16.1"), Some("4.16.4"), false, false)).unwrap();
+        let got = g
+            .select(&channel(Some("4.16.1"), Some("4.16.4"), false, false))
+            .unwrap();
         assert_eq!(versions(&got), ["4.16.1", "4.16.2", "4.16.3", "4.16.4"]);
         // Bounds need not be nodes for a range.
-        let got = g.select(&channel(Some("4.15.0"), Some("4.16.1"), false, false)).unwrap();
+        let got = g
+            .select(&channel(Some("4.15.0"), Some("4.16.1"), false, false))
+            .unwrap();
         assert_eq!(versions(&got), ["4.16.0", "4.16.1"]);
     }
 
@@ -319,28 +329,48 @@ mod tests {
         assert_eq!(versions(&got), ["4.16.1", "4.16.3", "4.16.5"]);
         let got = g.select(&channel(None, Some("4.16.3"), true, false)).unwrap();
         assert_eq!(versions(&got), ["4.16.0", "4.16.2", "4.16.3"]);
-        assert_eq!(versions(&g.shortest_path(&v("4.16.3"), &v("4.16.3")).unwrap()), ["4.16.3"]);
+        assert_eq!(
+            versions(&g.shortest_path(&v("4.16.3"), &v("4.16.3")).unwrap()),
+            ["4.16.3"]
+        );
     }
 
     #[test]
     fn shortest_path_errors_name_the_channel_and_versions() {
         let g = graph();
         assert!(g.shortest_path(&v("4.16.5"), &v("4.16.0")).is_none());
-        let e = g.select(&channel(Some("4.16.5"), Some("4.16.0"), true, false)).unwrap_err();
+        let e = g
+            .select(&channel(Some("4.16.5"), Some("4.16.0"), true, false))
+            .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("stable-4.16") && msg.contains("4.16.5") && msg.contains("4.16.0"), "{msg}");
+        assert!(
+            msg.contains("stable-4.16") && msg.contains("4.16.5") && msg.contains("4.16.0"),
+            "{msg}"
+        );
         assert!(msg.contains("cannot be reached"), "{msg}");
-        let e = g.select(&channel(Some("4.15.9"), Some("4.16.3"), true, false)).unwrap_err();
-        assert!(e.to_string().contains("4.15.9") && e.to_string().contains("not a release"), "{e}");
-        let e = g.select(&channel(Some("4.16.0"), Some("4.16.9"), true, false)).unwrap_err();
+        let e = g
+            .select(&channel(Some("4.15.9"), Some("4.16.3"), true, false))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("4.15.9") && e.to_string().contains("not a release"),
+            "{e}"
+        );
+        let e = g
+            .select(&channel(Some("4.16.0"), Some("4.16.9"), true, false))
+            .unwrap_err();
         assert!(e.to_string().contains("4.16.9"), "{e}");
     }
 
     #[test]
     fn an_empty_selection_or_graph_is_an_error() {
         let g = graph();
-        let e = g.select(&channel(Some("4.17.0"), Some("4.17.3"), false, false)).unwrap_err();
-        assert_eq!(e.to_string(), "channel stable-4.16: no release between 4.17.0 and 4.17.3");
+        let e = g
+            .select(&channel(Some("4.17.0"), Some("4.17.3"), false, false))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "channel stable-4.16: no release between 4.17.0 and 4.17.3"
+        );
         let empty = Graph::parse(br#"{"nodes":[],"edges":[]}"#).unwrap();
         let e = empty.select(&channel(None, None, false, false)).unwrap_err();
         assert_eq!(e.to_string(), "channel stable-4.16: the update graph has no releases");
@@ -351,7 +381,10 @@ mod tests {
         assert!(matches!(Graph::parse(b"{\"nodes\":["), Err(GraphError::Json(_))));
         assert!(matches!(Graph::parse(b"[]"), Err(GraphError::Json(_))));
         let e = Graph::parse(br#"{"nodes":[{"version":"4.16.0","payload":"p"}],"edges":[[0,1]]}"#).unwrap_err();
-        assert_eq!(e.to_string(), "update graph edges[0] is [0, 1] but there are only 1 nodes");
+        assert_eq!(
+            e.to_string(),
+            "update graph edges[0] is [0, 1] but there are only 1 nodes"
+        );
         let e = Graph::parse(br#"{"nodes":[{"version":"4.16","payload":"p"}],"edges":[]}"#).unwrap_err();
         assert!(e.to_string().contains("\"4.16\""), "{e}");
         let e = Graph::parse(br#"{"nodes":[{"version":"4.16.0","payload":"p"}],"edges":[[0,-1]]}"#).unwrap_err();

@@ -192,7 +192,10 @@ struct RawImage {
 const KNOWN_IGNORED: &[(&str, &str)] = &[
     ("archiveSize", ""),
     ("storageConfig", ""),
-    ("mirror.platform.graph", " (pullgate serves the graph at /openshift/graph)"),
+    (
+        "mirror.platform.graph",
+        " (pullgate serves the graph at /openshift/graph)",
+    ),
     ("mirror.platform.platforms", ""),
     ("mirror.platform.kubeVirtContainer", ""),
     ("mirror.operators[].targetCatalog", " (images keep their source names)"),
@@ -202,8 +205,14 @@ const KNOWN_IGNORED: &[(&str, &str)] = &[
     ("mirror.operators[].platforms", ""),
     ("mirror.operators[].packages[].defaultChannel", ""),
     ("mirror.operators[].packages[].bundles", ""),
-    ("mirror.additionalImages[].targetRepo", " (images keep their source names)"),
-    ("mirror.additionalImages[].targetTag", " (images keep their source names)"),
+    (
+        "mirror.additionalImages[].targetRepo",
+        " (images keep their source names)",
+    ),
+    (
+        "mirror.additionalImages[].targetTag",
+        " (images keep their source names)",
+    ),
     ("mirror.additionalImages[].platforms", ""),
     ("mirror.helm", ""),
     ("mirror.samples", ""),
@@ -622,12 +631,20 @@ unknownTop: true
                 "no warning for {path} in {warnings:#?}"
             );
         }
-        assert!(warnings.iter().any(|w| w.starts_with("mirror.platform.channels[0].type \"okd\"")));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("mirror.platform.channels[0].type \"okd\""))
+        );
         assert_eq!(warnings.len(), expected.len() + 1, "{warnings:#?}");
         assert!(!warnings.iter().any(|w| w.contains("metadata")));
         assert!(warnings.contains(&"mirror.helm is ignored by pullgate".to_string()));
-        assert!(warnings.iter().any(|w| w.ends_with("(not an ImageSetConfiguration field pullgate knows)")
-            && w.starts_with("unknownTop")));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.ends_with("(not an ImageSetConfiguration field pullgate knows)")
+                    && w.starts_with("unknownTop"))
+        );
     }
 
     #[test]
@@ -665,9 +682,15 @@ unknownTop: true
                 value: "latest".into()
             }
         );
-        let yaml = EXAMPLE.replace("- name: stable-v1", "- name: stable-v1\n        maxVersion: 1.2.0-opr.1");
+        let yaml = EXAMPLE.replace(
+            "- name: stable-v1",
+            "- name: stable-v1\n        maxVersion: 1.2.0-opr.1",
+        );
         let (set, _) = ImageSet::parse(&yaml).unwrap();
-        assert_eq!(set.operators[0].packages[0].channels[0].max_version, Some(v("1.2.0-opr.1")));
+        assert_eq!(
+            set.operators[0].packages[0].channels[0].max_version,
+            Some(v("1.2.0-opr.1"))
+        );
     }
 
     #[test]
@@ -689,13 +712,19 @@ unknownTop: true
             "  - catalog: registry.redhat.io/redhat/redhat-operator-index:v4.16\n    full: true\n",
         );
         let e = parse_err(&yaml);
-        assert!(e.to_string().contains("mirror.operators[0].packages[1].minVersion"), "{e}");
+        assert!(
+            e.to_string().contains("mirror.operators[0].packages[1].minVersion"),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_names_are_errors() {
         let yaml = EXAMPLE.replace("  - name: registry.redhat.io/ubi9/ubi:latest", "  - targetTag: x");
-        assert_eq!(parse_err(&yaml), ImageSetError::Missing("mirror.additionalImages[0].name".into()));
+        assert_eq!(
+            parse_err(&yaml),
+            ImageSetError::Missing("mirror.additionalImages[0].name".into())
+        );
     }
 
     #[test]

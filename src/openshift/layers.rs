@@ -129,11 +129,7 @@ pub(crate) fn normalize(path: &str) -> Option<String> {
             p => parts.push(p),
         }
     }
-    if parts.is_empty() {
-        None
-    } else {
-        Some(parts.join("/"))
-    }
+    if parts.is_empty() { None } else { Some(parts.join("/")) }
 }
 
 /// The visible files under a directory of an image, read layer by layer from the top
@@ -377,11 +373,21 @@ mod tests {
         for bytes in [layer.clone(), gzip(&layer)] {
             let got = read_file(bytes.as_slice(), "release-manifests/image-references", 100).unwrap();
             assert_eq!(got.as_deref(), Some(&b"{\"kind\":\"ImageStream\"}"[..]));
-            assert_eq!(read_file(bytes.as_slice(), "/release-manifests/missing", 100).unwrap(), None);
-            assert_eq!(read_file(bytes.as_slice(), "release-manifests", 100).unwrap(), None, "a directory");
+            assert_eq!(
+                read_file(bytes.as_slice(), "/release-manifests/missing", 100).unwrap(),
+                None
+            );
+            assert_eq!(
+                read_file(bytes.as_slice(), "release-manifests", 100).unwrap(),
+                None,
+                "a directory"
+            );
         }
         let abs = tar(&[T::File("/etc/release", b"r")]);
-        assert_eq!(read_file(abs.as_slice(), "etc/release", 1).unwrap().as_deref(), Some(&b"r"[..]));
+        assert_eq!(
+            read_file(abs.as_slice(), "etc/release", 1).unwrap().as_deref(),
+            Some(&b"r"[..])
+        );
     }
 
     #[test]
@@ -392,7 +398,11 @@ mod tests {
             e.to_string(),
             "release-manifests/image-references in the layer is 10 bytes, over the limit of 9"
         );
-        assert!(read_file(layer.as_slice(), "release-manifests/image-references", 10).unwrap().is_some());
+        assert!(
+            read_file(layer.as_slice(), "release-manifests/image-references", 10)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
@@ -456,7 +466,10 @@ mod tests {
     fn root_spellings_agree_and_whole_image_works() {
         let layer = tar(&[T::File("configs/p/c.json", b"1"), T::File("etc/os-release", b"2")]);
         for root in ["/configs", "configs/", "./configs", "configs"] {
-            assert_eq!(overlay(root, std::slice::from_ref(&layer)).keys().collect::<Vec<_>>(), ["p/c.json"]);
+            assert_eq!(
+                overlay(root, std::slice::from_ref(&layer)).keys().collect::<Vec<_>>(),
+                ["p/c.json"]
+            );
         }
         assert_eq!(overlay("/", &[layer]).len(), 2);
     }
@@ -467,29 +480,45 @@ mod tests {
         assert!(overlay("configs", &[bottom.clone(), tar(&[T::File(".wh.configs", b"")])]).is_empty());
         assert!(overlay("configs", &[bottom.clone(), tar(&[T::File(".wh..wh..opq", b"")])]).is_empty());
         assert!(overlay("configs", &[bottom.clone(), tar(&[T::Symlink("configs")])]).is_empty());
-        assert_eq!(overlay("configs", &[bottom, tar(&[T::File("other/.wh..wh..opq", b"")])]).len(), 1);
+        assert_eq!(
+            overlay("configs", &[bottom, tar(&[T::File("other/.wh..wh..opq", b"")])]).len(),
+            1
+        );
     }
 
     #[test]
     fn visible_files_over_the_limit_are_errors_hidden_ones_are_not() {
         let bottom = tar(&[T::File("configs/big.json", &[b'x'; 64])]);
-        let top = tar(&[T::File("configs/.wh.big.json", b""), T::File("configs/big2.json", &[b'y'; 64])]);
+        let top = tar(&[
+            T::File("configs/.wh.big.json", b""),
+            T::File("configs/big2.json", &[b'y'; 64]),
+        ]);
         let mut o = Overlay::new("configs");
         let e = o
             .walk_layer(top.as_slice(), 63, |_, _, _| Ok::<(), String>(()))
             .unwrap_err();
-        assert_eq!(e.to_string(), "configs/big2.json in the layer is 64 bytes, over the limit of 63");
+        assert_eq!(
+            e.to_string(),
+            "configs/big2.json in the layer is 64 bytes, over the limit of 63"
+        );
         let mut o = Overlay::new("configs");
-        o.walk_layer(tar(&[T::File("configs/.wh.big.json", b"")]).as_slice(), 63, |_, _, _| Ok::<(), String>(()))
+        o.walk_layer(
+            tar(&[T::File("configs/.wh.big.json", b"")]).as_slice(),
+            63,
+            |_, _, _| Ok::<(), String>(()),
+        )
+        .unwrap();
+        o.walk_layer(bottom.as_slice(), 63, |p, _, _| Err(format!("visited {p}")))
             .unwrap();
-        o.walk_layer(bottom.as_slice(), 63, |p, _, _| Err(format!("visited {p}"))).unwrap();
     }
 
     #[test]
     fn visitor_errors_come_back_as_they_are() {
         let layer = gzip(&tar(&[T::File("configs/a.json", b"1")]));
         let mut o = Overlay::new("configs");
-        let e = o.walk_layer(layer.as_slice(), 10, |p, _, _| Err(format!("no {p}"))).unwrap_err();
+        let e = o
+            .walk_layer(layer.as_slice(), 10, |p, _, _| Err(format!("no {p}")))
+            .unwrap_err();
         assert!(matches!(e, OverlayError::Visit(ref s) if s == "no a.json"));
     }
 
@@ -514,7 +543,11 @@ mod tests {
     const NAMES: [&str; 4] = ["a", "b", "x", "configs"];
 
     fn join(dir: &str, name: &str) -> String {
-        if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") }
+        if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        }
     }
 
     fn under(path: &str, dir: &str) -> bool {
@@ -533,9 +566,9 @@ mod tests {
                 _ => target.clone(),
             };
             let non_dir = |k: Kind| k != Kind::Dir;
-            let conflict = kept.iter().any(|(p, k, _)| {
-                *p == path || (non_dir(*k) && under(&path, p)) || (non_dir(kind) && under(p, &path))
-            });
+            let conflict = kept
+                .iter()
+                .any(|(p, k, _)| *p == path || (non_dir(*k) && under(&path, p)) || (non_dir(kind) && under(p, &path)));
             if !conflict {
                 kept.push((path, kind, target));
             }

@@ -158,13 +158,22 @@ mod tests {
             "release-manifests/image-references has kind \"ImageStreamList\", expected ImageStream"
         );
         assert!(matches!(parse_image_references(b"{}"), Err(ReleaseError::Kind(_))));
-        assert!(matches!(parse_image_references(b"not json"), Err(ReleaseError::Json(_))));
+        assert!(matches!(
+            parse_image_references(b"not json"),
+            Err(ReleaseError::Json(_))
+        ));
     }
 
     #[test]
     fn a_stream_without_tags_has_no_components() {
         let refs = parse_image_references(br#"{"kind":"ImageStream","spec":{}}"#).unwrap();
-        assert_eq!(refs, ImageReferences { version: None, components: vec![] });
+        assert_eq!(
+            refs,
+            ImageReferences {
+                version: None,
+                components: vec![]
+            }
+        );
     }
 
     proptest! {
