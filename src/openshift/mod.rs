@@ -4,3 +4,9 @@
 //! and file-based operator catalogs with their head and range selection. No I/O
 //! beyond the readers it is handed: the prefetch orchestration and the HTTP routes
 //! that serve release signatures and the graph live elsewhere.
+
+pub mod catalog;
+pub mod graph;
+pub mod imageset;
+pub mod layers;
+pub mod release;
