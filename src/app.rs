@@ -117,6 +117,7 @@ fn upstream_settings(
         response_timeout: u.response_timeout.0,
         body_idle_timeout: u.body_idle_timeout.0,
         behind,
+        circuit_breaker: true,
     })
 }
 

@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod oci;
 pub mod openshift;
+pub mod prefetch;
 pub mod proxy;
 pub mod secret;
 pub mod upstream;

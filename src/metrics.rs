@@ -123,6 +123,10 @@ pub struct Metrics {
     /// Time of the eviction passes that evicted something.
     pub eviction_pass_duration: Histogram,
     pub cache_size_bytes: Gauge,
+    /// What `[cache] max_size` limits (blob + manifest bytes + a share per record).
+    pub cache_usage_bytes: Gauge,
+    /// `[cache] max_size` (0: no limit).
+    pub cache_max_size_bytes: Gauge,
     pub cache_entries: Family<KindLabels, Gauge>,
 }
 
@@ -179,6 +183,8 @@ impl Metrics {
         let evicted_bytes = Counter::default();
         let eviction_pass_duration = latency_histogram();
         let cache_size_bytes = Gauge::default();
+        let cache_usage_bytes = Gauge::default();
+        let cache_max_size_bytes = Gauge::default();
         let cache_entries = Family::default();
         // Help texts without a final period: the encoder adds one.
         registry.register(
@@ -258,8 +264,18 @@ impl Metrics {
         );
         registry.register(
             "pullgate_cache_size_bytes",
-            "Bytes of cached blobs plus the database on disk",
+            "Disk use: bytes of cached blob files plus the database's files",
             cache_size_bytes.clone(),
+        );
+        registry.register(
+            "pullgate_cache_usage_bytes",
+            "What max_size limits: blob and manifest bytes plus 256 bytes per database record",
+            cache_usage_bytes.clone(),
+        );
+        registry.register(
+            "pullgate_cache_max_size_bytes",
+            "The configured max_size (0: no limit)",
+            cache_max_size_bytes.clone(),
         );
         registry.register(
             "pullgate_cache_entries",
@@ -289,6 +305,8 @@ impl Metrics {
             evicted_bytes,
             eviction_pass_duration,
             cache_size_bytes,
+            cache_usage_bytes,
+            cache_max_size_bytes,
             cache_entries,
         }
     }

@@ -69,7 +69,11 @@ impl Cache {
 
     /// The most recently fetched answer for `channel` and `arch`, whatever the cluster
     /// id and version it was asked with (an offline cluster asking for the first time).
-    pub async fn latest_update_graph(&self, channel: Option<String>, arch: Option<String>) -> CacheResult<Option<StoredGraph>> {
+    pub async fn latest_update_graph(
+        &self,
+        channel: Option<String>,
+        arch: Option<String>,
+    ) -> CacheResult<Option<StoredGraph>> {
         let prefix = keys::update_graph_prefix(channel.as_deref(), arch.as_deref());
         self.blocking(move |i| {
             let mut best: Option<StoredGraph> = None;

@@ -18,6 +18,19 @@ pub enum ClientKind {
     Satellite,
     /// Another pullgate (a site cache) whose upstream is this one (`[[upstream]]`)
     Pullgate,
+    /// OpenShift clusters without `signatureStores`: a release's signatures as the
+    /// ConfigMap oc-mirror writes, read from pullgate (`--release`)
+    OpenshiftReleaseSignatures,
+}
+
+/// What some outputs need besides the configuration: an image set's catalogs
+/// (`--imageset`), and release signatures read from pullgate (`--release`).
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// The catalog images of an ImageSetConfiguration (`image:tag`).
+    pub catalogs: Vec<String>,
+    /// Release image digests with their signatures, in order.
+    pub release_signatures: Vec<(crate::oci::Digest, Vec<bytes::Bytes>)>,
 }
 
 /// The marker line that starts each file in a multi-file output.
@@ -26,12 +39,12 @@ pub fn file_marker(path: &str) -> String {
 }
 
 /// Where clients reach pullgate.
-struct Endpoint {
+pub(super) struct Endpoint {
     /// `http://pullgate.example:5000` (no trailing slash).
-    url: String,
+    pub url: String,
     /// `pullgate.example:5000`: the registry host as clients name it.
-    host: String,
-    insecure: bool,
+    pub host: String,
+    pub insecure: bool,
 }
 
 fn endpoint(url: &str) -> Result<Endpoint, String> {
@@ -59,7 +72,21 @@ fn endpoint(url: &str) -> Result<Endpoint, String> {
 
 /// Renders the configuration for `kind`, for one upstream or all of them.
 pub fn render(config: &Config, kind: ClientKind, url: &str, upstream: Option<&str>) -> Result<String, String> {
+    render_with(config, kind, url, upstream, &Extras::default())
+}
+
+/// [`render`] with what `--imageset` and `--release` brought.
+pub fn render_with(
+    config: &Config,
+    kind: ClientKind,
+    url: &str,
+    upstream: Option<&str>,
+    extras: &Extras,
+) -> Result<String, String> {
     let ep = endpoint(url)?;
+    if kind == ClientKind::OpenshiftReleaseSignatures {
+        return super::client_config_openshift::release_signatures(&extras.release_signatures);
+    }
     let upstreams: Vec<&UpstreamConfig> = match upstream {
         Some(name) => vec![
             config
@@ -75,7 +102,12 @@ pub fn render(config: &Config, kind: ClientKind, url: &str, upstream: Option<&st
     }
     Ok(match kind {
         ClientKind::Podman => podman(&ep, &upstreams),
-        ClientKind::Openshift => openshift(&ep, &upstreams),
+        ClientKind::Openshift => {
+            let mut out = openshift(&ep, &upstreams);
+            out.push_str(&super::client_config_openshift::render(config, &ep, &extras.catalogs)?);
+            out
+        }
+        ClientKind::OpenshiftReleaseSignatures => String::new(),
         ClientKind::Containerd => containerd(&ep, &upstreams),
         ClientKind::Satellite => satellite(config, &ep, &upstreams),
         ClientKind::Pullgate => site_pullgate(config, &ep, &upstreams),

@@ -5,8 +5,8 @@
 
 use crate::config::Config;
 use crate::upstream::UpstreamSettings;
-use crate::upstream::openshift::OpenShiftSettings;
 use crate::upstream::doctor::{self, ProbeImage, Report};
+use crate::upstream::openshift::OpenShiftSettings;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 

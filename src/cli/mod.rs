@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod client_config;
+mod client_config_openshift;
 pub mod doctor;
 pub mod prefetch;
 mod serve;
@@ -118,6 +119,17 @@ pub enum Command {
         /// user:password for a running pullgate that requires client authentication.
         #[arg(long, value_name = "USER:PASSWORD")]
         creds: Option<String>,
+        /// An oc-mirror ImageSetConfiguration (mirror.openshift.io/v2alpha1 or v1alpha2):
+        /// its releases with their components and signatures, operator catalogs with the
+        /// bundles they select, and additional images.
+        #[arg(long, value_name = "FILE")]
+        imageset: Option<PathBuf>,
+        /// Print the images and the bytes their manifests name; fetch no blob.
+        #[arg(long)]
+        dry_run: bool,
+        /// Requests to pullgate at once.
+        #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
         /// Images such as registry.redhat.io/ubi9/ubi:latest or …@sha256:…
         images: Vec<String>,
     },
@@ -134,6 +146,14 @@ pub enum Command {
         upstream: Option<String>,
         #[arg(long, value_name = "FILE", default_value = "config/pullgate.toml")]
         config: PathBuf,
+        /// openshift: an ImageSetConfiguration whose catalogs get tag mirrors and a
+        /// CatalogSource each.
+        #[arg(long, value_name = "FILE")]
+        imageset: Option<PathBuf>,
+        /// openshift-release-signatures: a release image (sha256:<hex> or a pullspec
+        /// …@sha256:<hex>) whose signatures pullgate at --url serves; repeatable.
+        #[arg(long, value_name = "DIGEST")]
+        release: Vec<String>,
     },
 }
 
@@ -181,6 +201,9 @@ pub fn run(cli: Cli) -> ExitCode {
             file,
             platform,
             creds,
+            imageset,
+            dry_run,
+            jobs,
             mut images,
         } => {
             let Some(config) = load_or_report(&config) else {
@@ -200,8 +223,8 @@ pub fn run(cli: Cli) -> ExitCode {
                     }
                 }
             }
-            if images.is_empty() {
-                eprintln!("pullgate: name images to prefetch, or --file");
+            if images.is_empty() && imageset.is_none() {
+                eprintln!("pullgate: name images to prefetch, or --file, or --imageset");
                 return ExitCode::from(2);
             }
             let Some(runtime) = runtime() else {
@@ -209,8 +232,11 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             let options = prefetch::Options {
                 images,
+                imageset,
                 platform,
                 creds,
+                jobs: jobs.into(),
+                dry_run,
                 progress: std::io::stderr().is_terminal(),
             };
             report(runtime.block_on(prefetch::run(&config, &options)))
@@ -220,14 +246,57 @@ pub fn run(cli: Cli) -> ExitCode {
             url,
             upstream,
             config,
+            imageset,
+            release,
         } => {
             let rendered = Config::load(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))
-                .and_then(|c| client_config::render(&c, client, &url, upstream.as_deref()));
+                .and_then(|c| {
+                    let extras = client_config_extras(client, &url, imageset.as_deref(), &release)?;
+                    client_config::render_with(&c, client, &url, upstream.as_deref(), &extras)
+                });
             report(rendered.map(|text| (text, 0)))
         }
         Command::Serve { config, log_format } => serve::serve(&config, log_format),
     }
+}
+
+/// What `client-config` reads besides the configuration: an image set's catalogs, and
+/// release signatures from the pullgate at `url`.
+fn client_config_extras(
+    kind: client_config::ClientKind,
+    url: &str,
+    imageset: Option<&Path>,
+    releases: &[String],
+) -> Result<client_config::Extras, String> {
+    let mut extras = client_config::Extras::default();
+    if let Some(path) = imageset {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (set, warnings) =
+            crate::openshift::imageset::ImageSet::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        for w in warnings {
+            eprintln!("pullgate: {}: warning: {w}", path.display());
+        }
+        extras.catalogs = set.operators.iter().map(|o| o.catalog.clone()).collect();
+    }
+    if kind == client_config::ClientKind::OpenshiftReleaseSignatures {
+        let digests = releases
+            .iter()
+            .map(|r| client_config_openshift::release_digest(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let base = url::Url::parse(url).map_err(|e| format!("--url {url:?}: {e}"))?;
+        let runtime = runtime().ok_or("cannot start the runtime")?;
+        extras.release_signatures = runtime.block_on(async {
+            let pullgate = crate::prefetch::client::Pullgate::new(base, None)?;
+            let mut out = Vec::new();
+            for d in digests {
+                let sigs = pullgate.release_signature_bytes(&d).await?;
+                out.push((d, sigs));
+            }
+            Ok::<_, String>(out)
+        })?;
+    }
+    Ok(extras)
 }
 
 /// Prints a command's output (exit 1 when it counted failures) or its error (exit 2).

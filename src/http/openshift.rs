@@ -66,7 +66,11 @@ fn served(route: &'static str, cache: Option<CacheStatus>) -> Served {
 
 fn reply(method: &Method, content_type: &str, body: Bytes, served: Served) -> Response {
     let length = body.len();
-    let body = if *method == Method::HEAD { Body::empty() } else { Body::from(body) };
+    let body = if *method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(body)
+    };
     let mut resp = (
         [
             (header::CONTENT_TYPE, content_type.to_string()),
@@ -118,7 +122,10 @@ pub async fn signature(State(app): State<AppState>, req: Request) -> Response {
     };
     match app.proxy.release_signature(&digest, index).await {
         Ok(Some(bytes)) => reply(req.method(), "application/octet-stream", bytes, served(ROUTE, None)),
-        Ok(None) => failed(ApiError::not_found(ErrorCode::ManifestUnknown, "no such signature"), ROUTE),
+        Ok(None) => failed(
+            ApiError::not_found(ErrorCode::ManifestUnknown, "no such signature"),
+            ROUTE,
+        ),
         Err(e) => failed(e.into(), ROUTE),
     }
 }
@@ -134,7 +141,12 @@ pub async fn graph(State(app): State<AppState>, req: Request) -> Response {
     }
     let query = match parse_graph_query(req.uri().query()) {
         Ok(q) => q,
-        Err(why) => return failed(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, why), ROUTE),
+        Err(why) => {
+            return failed(
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, why),
+                ROUTE,
+            );
+        }
     };
     match app.proxy.update_graph(&query).await {
         Ok(answer) => reply(
@@ -185,7 +197,13 @@ mod tests {
             "channel=stable-4.16&arch=amd64&id=0f3c2b5e-1a2b-4c3d-8e9f-001122334455&version=4.16.3"
         );
         assert_eq!(parse_graph_query(None).unwrap(), GraphQuery::default());
-        for bad in ["channel=a%0Ab", "channel=", "arch=x/y", "id=not-a-uuid!", &format!("channel={}", "a".repeat(129))] {
+        for bad in [
+            "channel=a%0Ab",
+            "channel=",
+            "arch=x/y",
+            "id=not-a-uuid!",
+            &format!("channel={}", "a".repeat(129)),
+        ] {
             assert!(parse_graph_query(Some(bad)).is_err(), "{bad}");
         }
     }

@@ -277,7 +277,22 @@ async fn blob(app: &AppState, req: &ApiRequest, name: &RepoName, digest: &Digest
         Some(v) => Some(RangeSpec::parse(v.to_str().map_err(|_| RangeError::Malformed)?)?),
         None => None,
     };
-    let answer = if req.head() {
+    let answer = if req.head() && only_if_cached(&req.parts.headers) {
+        // RFC 9111: a stored response, else 504; nothing is asked upstream.
+        let Some(size) = app.proxy.blob_cached_size(digest).await? else {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorCode::BlobUnknown,
+                "not cached (only-if-cached)",
+            ));
+        };
+        crate::proxy::BlobAnswer {
+            length: Some(size),
+            content_range: None,
+            cache: CacheStatus::Hit,
+            body: None,
+        }
+    } else if req.head() {
         app.proxy.blob_head(&target, digest).await?
     } else {
         app.proxy.blob(&target, digest, range).await?
@@ -296,6 +311,16 @@ async fn blob(app: &AppState, req: &ApiRequest, name: &RepoName, digest: &Digest
     }
     let reply = reply.namespace(req, &target).served(name, Some(answer.cache));
     reply.finish(answer.body.map_or_else(Body::empty, Body::from_stream))
+}
+
+/// `Cache-Control: only-if-cached` among the request's directives.
+fn only_if_cached(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("only-if-cached"))
 }
 
 async fn tags_list(app: &AppState, req: &ApiRequest, name: &RepoName) -> Result<Response, ApiError> {

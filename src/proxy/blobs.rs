@@ -135,6 +135,12 @@ impl Proxy {
         }
     }
 
+    /// The size of a blob this cache (or the shared store) holds, without asking anyone
+    /// else: a client's `Cache-Control: only-if-cached` (prefetch skips what is there).
+    pub async fn blob_cached_size(&self, digest: &Digest) -> ProxyResult<Option<u64>> {
+        Ok(self.cache.blob(digest).await?.map(|r| r.size))
+    }
+
     /// The published blob, or the fill this request started or joined; fails when the
     /// fill failed before upstream answered.
     async fn find_or_fill(&self, target: &Target, digest: &Digest, whole: bool) -> ProxyResult<(Source, CacheStatus)> {

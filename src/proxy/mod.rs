@@ -273,6 +273,8 @@ impl Proxy {
         if let Ok(stats) = self.cache.stats().await {
             let m = &self.metrics;
             m.cache_size_bytes.set(stats.total_bytes() as i64);
+            m.cache_usage_bytes.set(self.cache.totals().usage() as i64);
+            m.cache_max_size_bytes.set(self.max_size.unwrap_or(0) as i64);
             for (kind, n) in [
                 ("blob", stats.blobs),
                 ("manifest", stats.manifests),

@@ -441,7 +441,13 @@ pub type Judge = fn(&super::Document) -> Result<String, String>;
 /// The walk to a host that serves documents rather than a registry (OpenShift's release
 /// signature store and update graph): its DNS, TCP and TLS hops (or the egress
 /// proxy's), then a GET of `url` judged by `judge`.
-pub async fn walk_document(settings: UpstreamSettings, url: url::Url, role: &str, phase: Phase, judge: Judge) -> Report {
+pub async fn walk_document(
+    settings: UpstreamSettings,
+    url: url::Url,
+    role: &str,
+    phase: Phase,
+    judge: Judge,
+) -> Report {
     let mut report = Report {
         upstream: settings.name.clone(),
         url: settings.url.to_string(),
@@ -452,9 +458,7 @@ pub async fn walk_document(settings: UpstreamSettings, url: url::Url, role: &str
     let tls = TlsProbe::new(settings.ca_pem.as_deref());
     let first_hop = match &settings.egress_proxy {
         Some(proxy) => {
-            report
-                .notes
-                .push(format!("requests go through egress_proxy {proxy}"));
+            report.notes.push(format!("requests go through egress_proxy {proxy}"));
             url::Url::parse(proxy).map(|p| (p, "egress_proxy"))
         }
         None => Ok((url.clone(), role)),
@@ -462,11 +466,25 @@ pub async fn walk_document(settings: UpstreamSettings, url: url::Url, role: &str
     let (first, first_role) = match first_hop {
         Ok(hop) => hop,
         Err(e) => {
-            report.fail(Phase::Connect, "egress_proxy", format!("not a URL: {e}"), "fix egress_proxy in [openshift]");
+            report.fail(
+                Phase::Connect,
+                "egress_proxy",
+                format!("not a URL: {e}"),
+                "fix egress_proxy in [openshift]",
+            );
             return report;
         }
     };
-    if !endpoint(&mut report, &first, &tls, settings.connect_timeout, &settings.name, first_role).await {
+    if !endpoint(
+        &mut report,
+        &first,
+        &tls,
+        settings.connect_timeout,
+        &settings.name,
+        first_role,
+    )
+    .await
+    {
         return report;
     }
     let host = host_port_label(&url);

@@ -55,6 +55,9 @@ pub struct UpstreamSettings {
     pub body_idle_timeout: Duration,
     /// When the upstream is another pullgate: how its upstream is named in requests.
     pub behind: Option<RemoteUpstream>,
+    /// Pause requests after repeated failures (off for `prefetch`, whose requests are
+    /// independent images: one failing must not hold back the rest).
+    pub circuit_breaker: bool,
 }
 
 /// The upstream of another pullgate (a site cache in front of the DMZ's), and how
@@ -84,6 +87,7 @@ impl UpstreamSettings {
             response_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(60),
             behind: None,
+            circuit_breaker: true,
         }
     }
 }
@@ -190,6 +194,7 @@ pub struct Upstream {
     failures: Arc<FailureLog>,
     /// When the upstream is another pullgate: the name of its upstream.
     behind: Option<RemoteUpstream>,
+    circuit_breaker: bool,
 }
 
 /// Installs rustls' ring provider once per process (reqwest is built without one).
@@ -289,6 +294,7 @@ impl Upstream {
             token_fetch: tokio::sync::Mutex::new(()),
             failures,
             behind: settings.behind,
+            circuit_breaker: settings.circuit_breaker,
         })
     }
 
@@ -474,6 +480,9 @@ impl Upstream {
     }
 
     fn breaker_record(&self, result: &Result<(), UpstreamError>) {
+        if !self.circuit_breaker {
+            return;
+        }
         if let Some((failures, pause)) = self.breaker().record(result) {
             warn!(upstream = %self.name, failures, ?pause, "upstream keeps failing; pausing requests to it");
         }
@@ -489,7 +498,9 @@ impl Upstream {
         repo: &RepoName,
         headers: HeaderMap,
     ) -> Result<reqwest::Response, UpstreamError> {
-        self.breaker().check()?;
+        if self.circuit_breaker {
+            self.breaker().check()?;
+        }
         let result = self.send_once(method, path_and_query, repo, headers).await;
         if let Err(e) = &result {
             self.breaker_record(&Err(e.clone()));
@@ -781,6 +792,27 @@ impl Upstream {
         Ok(header_string(resp.headers(), "content-length").and_then(|l| l.parse().ok()))
     }
 
+    /// Whether a pullgate (this upstream) holds the blob, asked with
+    /// `Cache-Control: only-if-cached` so nothing is fetched: its size, or `None` (504).
+    pub async fn blob_cached(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, UpstreamError> {
+        let path = self.repo_path(repo, &format!("blobs/{digest}"));
+        let mut headers = Self::base_headers();
+        headers.insert(
+            reqwest::header::CACHE_CONTROL,
+            HeaderValue::from_static("only-if-cached"),
+        );
+        let resp = self.send(Method::HEAD, &path, repo, headers).await?;
+        if resp.status() == StatusCode::GATEWAY_TIMEOUT {
+            return Ok(None);
+        }
+        self.check_status(&resp)?;
+        Ok(Some(
+            header_string(resp.headers(), "content-length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0),
+        ))
+    }
+
     /// Reads a whole (small) body with the idle timeout and a size limit.
     async fn small_body(&self, resp: reqwest::Response, limit: usize) -> Result<Bytes, UpstreamError> {
         let from_host = host_port_label(resp.url());
@@ -860,7 +892,8 @@ impl Upstream {
         limit: usize,
     ) -> Result<Document, UpstreamError> {
         let origin = host_port(&url);
-        let configured = origin == host_port(&self.base) || self.sigstore.as_ref().is_some_and(|s| host_port(s) == origin);
+        let configured =
+            origin == host_port(&self.base) || self.sigstore.as_ref().is_some_and(|s| host_port(s) == origin);
         if !configured && !host_allowed(&url, &self.allow_redirect_hosts) {
             return Err(UpstreamError::RedirectRefused {
                 host: url.host_str().unwrap_or_default().to_string(),
@@ -881,7 +914,9 @@ impl Upstream {
         let retry_after = retry_after(resp.headers());
         let body = if status == 200 {
             if resp.content_length().is_some_and(|l| l > limit as u64) {
-                return Err(UpstreamError::Protocol(format!("upstream body larger than {limit} bytes")));
+                return Err(UpstreamError::Protocol(format!(
+                    "upstream body larger than {limit} bytes"
+                )));
             }
             self.small_body(resp, limit).await?
         } else {

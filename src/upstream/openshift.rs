@@ -193,17 +193,23 @@ pub async fn doctor(settings: &OpenShiftSettings, probe_channel: &str) -> Vec<su
         Err(e) => tracing::warn!(error = %e, "signature store URL"),
     }
     reports.push(
-        walk_document(settings.update_graph_settings(), graph, "update graph", Phase::Graph, |d| {
-            if d.status != 200 {
-                return Err(format!("the graph service answered HTTP {}", d.status));
-            }
-            let graph: serde_json::Value =
-                serde_json::from_slice(&d.body).map_err(|e| format!("not an update graph: {e}"))?;
-            match graph.get("nodes").and_then(|n| n.as_array()) {
-                Some(nodes) => Ok(format!("{} releases in the probe channel's graph", nodes.len())),
-                None => Err("not an update graph: no \"nodes\"".into()),
-            }
-        })
+        walk_document(
+            settings.update_graph_settings(),
+            graph,
+            "update graph",
+            Phase::Graph,
+            |d| {
+                if d.status != 200 {
+                    return Err(format!("the graph service answered HTTP {}", d.status));
+                }
+                let graph: serde_json::Value =
+                    serde_json::from_slice(&d.body).map_err(|e| format!("not an update graph: {e}"))?;
+                match graph.get("nodes").and_then(|n| n.as_array()) {
+                    Some(nodes) => Ok(format!("{} releases in the probe channel's graph", nodes.len())),
+                    None => Err("not an update graph: no \"nodes\"".into()),
+                }
+            },
+        )
         .await,
     );
     reports

@@ -333,6 +333,14 @@ impl FakeState {
         digest
     }
 
+    /// The bytes of a manifest stored under `digest` in any repository.
+    pub fn manifest_by_digest(&self, digest: &str) -> Option<Bytes> {
+        lock(&self.data)
+            .manifests
+            .values()
+            .find_map(|m| m.get(digest).map(|(_, b)| b.clone()))
+    }
+
     /// Points `tag` of `repo` at an already stored manifest digest.
     pub fn set_tag(&self, repo: &str, tag: &str, digest: &str) {
         lock(&self.data)

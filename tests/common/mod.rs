@@ -6,6 +6,7 @@ pub mod fake_upstream;
 pub mod forward_proxy;
 pub mod garage;
 pub mod lookaside;
+pub mod openshift;
 pub mod registry;
 pub mod signing;
 pub mod tls;
