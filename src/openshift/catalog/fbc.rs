@@ -73,9 +73,8 @@ impl CatalogBuilder {
             Some("yaml" | "yml") => Format::Yaml,
             _ => return Ok(()),
         };
-        if is_ignored(&self.ignores, &path) {
-            return Ok(());
-        }
+        // Parsed even when the `.indexignore` files so far exclude it: a deeper one that
+        // arrives later can take the exclusion back with `!pattern`.
         let parsed = parse_file(&path, format, bytes);
         self.files.push(ParsedFile { path, parsed });
         Ok(())
@@ -391,12 +390,22 @@ mod tests {
             .unwrap();
         b.add_file("alpha/.indexignore", b"# comments are fine\nnotes.yaml\nold/\n")
             .unwrap();
-        b.add_file(".indexignore", b"beta/*.json\n").unwrap();
+        b.add_file(".indexignore", b"beta/*.json\nkept-too.json\n").unwrap();
         b.add_file("beta/.indexignore", b"!keep.json\n").unwrap();
         b.add_file("beta/later.json", br#"{"schema":"olm.package","name":"beta"}"#)
             .unwrap();
+        // Excluded by the top `.indexignore` when it arrives, taken back by a later, deeper one.
+        b.add_file(
+            "beta/sub/kept-too.json",
+            br#"{"schema":"olm.package","name":"kept-too"}"#,
+        )
+        .unwrap();
+        b.add_file("beta/sub/.indexignore", b"!kept-too.json\n").unwrap();
         let c = b.finish().unwrap();
-        assert_eq!(c.packages.keys().collect::<Vec<_>>(), ["alpha", "beta", "kept"]);
+        assert_eq!(
+            c.packages.keys().collect::<Vec<_>>(),
+            ["alpha", "beta", "kept", "kept-too"]
+        );
     }
 
     #[test]
