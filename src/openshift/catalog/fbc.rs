@@ -73,9 +73,8 @@ impl CatalogBuilder {
             Some("yaml" | "yml") => Format::Yaml,
             _ => return Ok(()),
         };
-        if is_ignored(&self.ignores, &path) {
-            return Ok(());
-        }
+        // Parsed even when the `.indexignore` files so far exclude it: a deeper one that
+        // arrives later can take the exclusion back with `!pattern`.
         let parsed = parse_file(&path, format, bytes);
         self.files.push(ParsedFile { path, parsed });
         Ok(())
@@ -211,16 +210,37 @@ fn parse_file(path: &str, format: Format, bytes: &[u8]) -> Result<Vec<Meta>, Cat
                 file: path.to_string(),
                 reason: "not UTF-8".to_string(),
             })?;
-            let docs = serde_saphyr::from_multiple::<Value>(text).map_err(|e| CatalogError::File {
-                file: path.to_string(),
-                reason: format!("not valid YAML: {e}"),
-            })?;
+            let docs =
+                serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options(text.len())).map_err(|e| {
+                    CatalogError::File {
+                        file: path.to_string(),
+                        reason: format!("not valid YAML: {e}"),
+                    }
+                })?;
             for (index, doc) in docs.into_iter().enumerate() {
                 metas.extend(meta_of(doc).map_err(|reason| doc_error(index, reason))?);
             }
         }
     }
     Ok(metas)
+}
+
+/// serde-saphyr's default budget is sized for configuration files: 1,024 documents and
+/// 250,000 nodes, which one large operator package in YAML exceeds. The caller already
+/// bounds the file's size, so those counts go. What stops amplification stays, tighter:
+/// opm never writes anchors, so 100,000 events of them is plenty.
+fn yaml_options(len: usize) -> serde_saphyr::Options {
+    const ANCHORED_EVENTS: usize = 100_000;
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = usize::MAX;
+    budget.max_nodes = usize::MAX;
+    budget.max_events = usize::MAX;
+    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(len);
+    budget.max_recorded_anchor_events = ANCHORED_EVENTS;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.alias_limits.max_total_replayed_events = ANCHORED_EVENTS;
+    options
 }
 
 #[derive(Deserialize)]
@@ -370,12 +390,22 @@ mod tests {
             .unwrap();
         b.add_file("alpha/.indexignore", b"# comments are fine\nnotes.yaml\nold/\n")
             .unwrap();
-        b.add_file(".indexignore", b"beta/*.json\n").unwrap();
+        b.add_file(".indexignore", b"beta/*.json\nkept-too.json\n").unwrap();
         b.add_file("beta/.indexignore", b"!keep.json\n").unwrap();
         b.add_file("beta/later.json", br#"{"schema":"olm.package","name":"beta"}"#)
             .unwrap();
+        // Excluded by the top `.indexignore` when it arrives, taken back by a later, deeper one.
+        b.add_file(
+            "beta/sub/kept-too.json",
+            br#"{"schema":"olm.package","name":"kept-too"}"#,
+        )
+        .unwrap();
+        b.add_file("beta/sub/.indexignore", b"!kept-too.json\n").unwrap();
         let c = b.finish().unwrap();
-        assert_eq!(c.packages.keys().collect::<Vec<_>>(), ["alpha", "beta", "kept"]);
+        assert_eq!(
+            c.packages.keys().collect::<Vec<_>>(),
+            ["alpha", "beta", "kept", "kept-too"]
+        );
     }
 
     #[test]
@@ -420,6 +450,29 @@ mod tests {
                 file: "b.json".into()
             }
         );
+    }
+
+    #[test]
+    fn many_yaml_documents_parse_but_alias_bombs_do_not() {
+        let mut text = String::from("schema: olm.package\nname: p\n");
+        for i in 0..1500 {
+            text.push_str(&format!(
+                "---\nschema: olm.bundle\nname: p.v{i}\npackage: p\nimage: i{i}\n"
+            ));
+        }
+        let mut b = CatalogBuilder::new();
+        b.add_file("p/index.yaml", text.as_bytes()).unwrap();
+        assert_eq!(b.finish().unwrap().packages["p"].bundles.len(), 1500);
+
+        let mut bomb = String::from("schema: olm.x\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..7 {
+            let refs = vec![format!("*a{}", i - 1); 20].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let mut b = CatalogBuilder::new();
+        b.add_file("p/bomb.yaml", bomb.as_bytes()).unwrap();
+        let e = b.finish().unwrap_err().to_string();
+        assert!(e.starts_with("catalog file p/bomb.yaml: not valid YAML"), "{e}");
     }
 
     proptest! {
