@@ -205,8 +205,7 @@ async fn release_contents(client: &Pullgate, payload: &str, arch: &str) -> Resul
     let last = image.layers.last().ok_or("the payload image has no layers")?;
     let digest = Digest::parse(&last.digest).map_err(|e| format!("payload layer {}: {e}", last.digest))?;
     let bytes = read_blob(client, &name, &digest, |r| {
-        let tar = layers::open_layer(r).map_err(|e| e.to_string())?;
-        layers::read_file(tar, release::IMAGE_REFERENCES, MAX_IMAGE_REFERENCES).map_err(|e| e.to_string())
+        layers::read_file(r, release::IMAGE_REFERENCES, MAX_IMAGE_REFERENCES).map_err(|e| e.to_string())
     })
     .await?
     .ok_or_else(|| format!("the payload's last layer has no {}", release::IMAGE_REFERENCES))?;
@@ -236,9 +235,8 @@ async fn read_catalog(client: &Pullgate, image: &str) -> Result<Catalog, String>
         let (mut overlay, mut builder) = state.take().ok_or("catalog state lost")?;
         state = Some(
             read_blob(client, &name, &digest, move |r| {
-                let tar = layers::open_layer(r).map_err(|e| e.to_string())?;
                 overlay
-                    .walk_layer(tar, MAX_CATALOG_FILE, |path, size, file| {
+                    .walk_layer(r, MAX_CATALOG_FILE, |path, size, file| {
                         let mut bytes = Vec::with_capacity(size.min(MAX_CATALOG_FILE) as usize);
                         std::io::Read::read_to_end(file, &mut bytes).map_err(|e| e.to_string())?;
                         builder.add_file(path, &bytes).map_err(|e| e.to_string())

@@ -341,6 +341,11 @@ impl FakeState {
             .find_map(|m| m.get(digest).map(|(_, b)| b.clone()))
     }
 
+    /// The digest `tag` of `repo` points at.
+    pub fn tag_digest(&self, repo: &str, tag: &str) -> Option<String> {
+        lock(&self.data).tags.get(repo).and_then(|t| t.get(tag).cloned())
+    }
+
     /// Points `tag` of `repo` at an already stored manifest digest.
     pub fn set_tag(&self, repo: &str, tag: &str, digest: &str) {
         lock(&self.data)
