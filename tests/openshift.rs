@@ -618,3 +618,32 @@ async fn client_config_for_openshift_points_clusters_at_pullgate() {
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_larger_than_max_size_warns_before_it_starts() {
+    let size = WorldSize {
+        base_layer_size: 700 * 1024,
+        ..WorldSize::default()
+    };
+    let world = OpenShiftWorld::start(&size).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "pullgate.toml",
+        &world.config_toml(dir.path(), "[cache]\nmax_size = \"1MiB\"", ""),
+    );
+    let set = write(
+        dir.path(),
+        "imageset.yaml",
+        &format!("kind: ImageSetConfiguration\napiVersion: mirror.openshift.io/v1alpha2\nmirror:\n  platform:\n    channels:\n    - name: {CHANNEL}\n"),
+    );
+    let (code, out, err) =
+        pullgate(&["prefetch", "--config", config.to_str().unwrap(), "--imageset", set.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("warning:") && l.contains("free under [cache] max_size"))
+        .unwrap_or_else(|| panic!("a warning on stderr:\n{err}"));
+    assert!(warning.contains("to fetch"), "{warning}");
+    assert!(out.contains("warning:"), "and in the summary:\n{out}");
+}

@@ -208,6 +208,11 @@ pub async fn run(
     summary.cached_blobs = needs.len() - missing.len();
     summary.bytes_missing = missing.iter().filter_map(|d| needs.get(d)).map(|n| n.size).sum();
     summary.warnings.extend(room_warnings(summary.bytes_missing, room));
+    if !options.dry_run {
+        for w in &summary.warnings {
+            progress.warn(w);
+        }
+    }
 
     let mut blob_errors: HashMap<Digest, String> = HashMap::new();
     if !options.dry_run {

@@ -68,6 +68,16 @@ impl Progress {
         let _ = self.bars.println(line);
     }
 
+    /// A warning the operator must see now, before the work it warns about: above the
+    /// bars on a terminal, else on stderr.
+    pub fn warn(&self, line: &str) {
+        if self.bars.is_hidden() {
+            eprintln!("pullgate: warning: {line}");
+        } else {
+            let _ = self.bars.println(format!("warning: {line}"));
+        }
+    }
+
     pub fn finish(&self) {
         self.steps.finish_and_clear();
         self.bytes.finish_and_clear();
