@@ -635,10 +635,18 @@ async fn a_run_larger_than_max_size_warns_before_it_starts() {
     let set = write(
         dir.path(),
         "imageset.yaml",
-        &format!("kind: ImageSetConfiguration\napiVersion: mirror.openshift.io/v1alpha2\nmirror:\n  platform:\n    channels:\n    - name: {CHANNEL}\n"),
+        &format!(
+            "kind: ImageSetConfiguration\napiVersion: mirror.openshift.io/v1alpha2\nmirror:\n  platform:\n    channels:\n    - name: {CHANNEL}\n"
+        ),
     );
-    let (code, out, err) =
-        pullgate(&["prefetch", "--config", config.to_str().unwrap(), "--imageset", set.to_str().unwrap()]).await;
+    let (code, out, err) = pullgate(&[
+        "prefetch",
+        "--config",
+        config.to_str().unwrap(),
+        "--imageset",
+        set.to_str().unwrap(),
+    ])
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     let warning = err
         .lines()
@@ -646,4 +654,81 @@ async fn a_run_larger_than_max_size_warns_before_it_starts() {
         .unwrap_or_else(|| panic!("a warning on stderr:\n{err}"));
     assert!(warning.contains("to fetch"), "{warning}");
     assert!(out.contains("warning:"), "and in the summary:\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_walks_both_openshift_hosts_and_names_the_one_that_fails() {
+    let world = OpenShiftWorld::start(&WorldSize::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "pullgate.toml",
+        &world.config_toml(dir.path(), "", &format!("probe_channel = \"{CHANNEL}\"")),
+    );
+    let config = config.to_str().unwrap();
+    let (code, out, err) = pullgate(&["doctor", "--config", config, "--upstream", "openshift"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("upstream openshift-signatures"), "{out}");
+    assert!(out.contains("upstream openshift-graph"), "{out}");
+    assert!(out.lines().any(|l| l.contains("PASS signature")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("PASS graph") && l.contains("2 releases")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("upstream quay.io"),
+        "--upstream openshift walks only those:\n{out}"
+    );
+    world.store.stop();
+    let (code, out, _) = pullgate(&["doctor", "--config", config, "--upstream", "openshift"]).await;
+    assert_eq!(code, 1, "{out}");
+    let fail = out.lines().find(|l| l.contains("FAIL")).unwrap_or_default();
+    assert!(
+        fail.contains("connect") && fail.contains(&world.store.addr.to_string()),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openshift_hosts_go_through_the_egress_proxy_and_redirect_nowhere_else() {
+    let world = OpenShiftWorld::start(&WorldSize::default()).await;
+    let (proxy, seen) = common::forward_proxy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "pullgate.toml",
+        &world.config_toml(dir.path(), "", &format!("egress_proxy = \"{proxy}\"")),
+    );
+    let server = serve(&config).await;
+    let client = common::client();
+    let r = client
+        .get(format!("{}/openshift/graph?channel={CHANNEL}&arch=amd64", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let hex = world.releases[0].digest.trim_start_matches("sha256:");
+    let sig = format!("{}/openshift/signatures/sha256={hex}/signature-1", server.url());
+    assert_eq!(client.get(&sig).send().await.unwrap().status(), 200);
+    let host = world.store.addr.to_string();
+    let through: Vec<String> = seen.lock().unwrap().clone();
+    assert!(
+        through.iter().filter(|l| l.contains(&host)).count() >= 2,
+        "both requests went through the egress proxy: {through:?}"
+    );
+    // A store that redirects to a host [openshift] does not name: refused, not dialled.
+    *world.store.state.redirect_signatures_to.lock().unwrap() = Some(world.quay.cdn_url.clone());
+    let sig2 = format!("{}/openshift/signatures/sha256={hex}/signature-2", server.url());
+    assert_eq!(client.get(&sig2).send().await.unwrap().status(), 502);
+    assert_eq!(world.quay.cdn_gets_total(), 0, "the other host was never asked");
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&world.quay.cdn_addr.to_string())),
+        "nor through the proxy"
+    );
+    server.shutdown().await.unwrap();
 }

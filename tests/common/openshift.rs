@@ -377,6 +377,8 @@ pub struct StoreState {
     pub graph_queries: Mutex<Vec<String>>,
     /// Answer 503 to everything.
     pub failing: AtomicBool,
+    /// Redirect signature requests to this base URL (the path is kept).
+    pub redirect_signatures_to: Mutex<Option<String>>,
 }
 
 /// mirror.openshift.com and api.openshift.com in one server on 127.0.0.3.
@@ -488,6 +490,9 @@ async fn signature(State(s): State<Arc<StoreState>>, uri: Uri) -> Response {
     s.signature_gets.fetch_add(1, SeqCst);
     if s.failing.load(SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if let Some(base) = lock(&s.redirect_signatures_to).clone() {
+        return (StatusCode::FOUND, [(header::LOCATION, format!("{base}{}", uri.path()))]).into_response();
     }
     let found = uri
         .path()
