@@ -38,15 +38,30 @@ async fn serve(config: &Path) -> pullgate::app::RunningServer {
     pullgate::app::spawn(&Config::load(config).unwrap()).await.unwrap()
 }
 
+/// The world of `size`, a temp dir and a pullgate config for it (`extra_top` before the
+/// tables, `extra_openshift` in `[openshift]`).
+async fn setup(
+    size: &WorldSize,
+    extra_top: &str,
+    extra_openshift: &str,
+) -> (OpenShiftWorld, tempfile::TempDir, PathBuf) {
+    let world = OpenShiftWorld::start(size).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "pullgate.toml",
+        &world.config_toml(dir.path(), extra_top, extra_openshift),
+    );
+    (world, dir, config)
+}
+
 fn digest_of(pullspec: &str) -> &str {
     pullspec.rsplit_once('@').unwrap().1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quay_serves_release_images_by_digest_anonymously_through_its_cdn() {
-    let world = OpenShiftWorld::start(&WorldSize::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "pullgate.toml", &world.config_toml(dir.path(), "", ""));
+    let (world, _dir, config) = setup(&WorldSize::default(), "", "").await;
     let server = serve(&config).await;
     let client = common::client();
     let component = &world.releases[0].components[0];
@@ -91,13 +106,7 @@ async fn quay_serves_release_images_by_digest_anonymously_through_its_cdn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_signatures_are_served_kept_and_served_offline() {
-    let world = OpenShiftWorld::start(&WorldSize::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "pullgate.toml",
-        &world.config_toml(dir.path(), "", "missing_signature_ttl = \"1s\""),
-    );
+    let (world, _dir, config) = setup(&WorldSize::default(), "", "missing_signature_ttl = \"1s\"").await;
     let mut server = serve(&config).await;
     let client = common::client();
     let release = &world.releases[0];
@@ -167,13 +176,7 @@ async fn release_signatures_are_served_kept_and_served_offline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_update_graph_is_cached_for_its_ttl_and_served_stale() {
-    let world = OpenShiftWorld::start(&WorldSize::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "pullgate.toml",
-        &world.config_toml(dir.path(), "", "graph_ttl = \"1s\""),
-    );
+    let (world, _dir, config) = setup(&WorldSize::default(), "", "graph_ttl = \"1s\"").await;
     let mut server = serve(&config).await;
     let client = common::client();
     let expected = common::openshift::graph_json(&world.releases);
@@ -278,10 +281,8 @@ fn blobs_of(world: &OpenShiftWorld, images: &[String]) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_imageset_warms_everything_once_then_nothing_and_serves_it_offline() {
-    let world = OpenShiftWorld::start(&WorldSize::default()).await;
+    let (world, dir, config) = setup(&WorldSize::default(), "", "").await;
     let ubi = world.rh.add_image("ubi9/ubi", "latest", &[4000]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "pullgate.toml", &world.config_toml(dir.path(), "", ""));
     let set = write(dir.path(), "imageset.yaml", &imageset(""));
     let args = [
         "prefetch",
@@ -406,9 +407,7 @@ async fn imageset_selections_follow_oc_mirror() {
         components: 3,
         ..WorldSize::default()
     };
-    let world = OpenShiftWorld::start(&size).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "pullgate.toml", &world.config_toml(dir.path(), "", ""));
+    let (world, dir, config) = setup(&size, "", "").await;
     let dry = async |yaml: &str| {
         let set = write(dir.path(), "set.yaml", yaml);
         let (code, out, err) = pullgate(&[
@@ -487,14 +486,12 @@ async fn imageset_selections_follow_oc_mirror() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_failing_image_does_not_stop_the_others() {
-    let world = OpenShiftWorld::start(&WorldSize::default()).await;
+    let (world, dir, config) = setup(&WorldSize::default(), "", "").await;
     world.rh.add_image("ubi9/ubi", "latest", &[4000]);
     // A component whose layer the CDN lost: the release's other images still warm.
     let broken = world.releases[1].components.last().unwrap().clone();
     let lost = image_blobs(&world.quay, digest_of(&broken)).pop().unwrap();
     world.quay.remove_blob(&lost);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "pullgate.toml", &world.config_toml(dir.path(), "", ""));
     let set = write(
         dir.path(),
         "imageset.yaml",
@@ -523,9 +520,7 @@ async fn one_failing_image_does_not_stop_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_config_for_openshift_points_clusters_at_pullgate() {
-    let world = OpenShiftWorld::start(&WorldSize::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "pullgate.toml", &world.config_toml(dir.path(), "", ""));
+    let (world, dir, config) = setup(&WorldSize::default(), "", "").await;
     let set = write(dir.path(), "imageset.yaml", &imageset(""));
     let (code, out, err) = pullgate(&[
         "client-config",
@@ -625,13 +620,7 @@ async fn a_run_larger_than_max_size_warns_before_it_starts() {
         base_layer_size: 700 * 1024,
         ..WorldSize::default()
     };
-    let world = OpenShiftWorld::start(&size).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "pullgate.toml",
-        &world.config_toml(dir.path(), "[cache]\nmax_size = \"1MiB\"", ""),
-    );
+    let (_world, dir, config) = setup(&size, "[cache]\nmax_size = \"1MiB\"", "").await;
     let set = write(
         dir.path(),
         "imageset.yaml",
@@ -658,13 +647,7 @@ async fn a_run_larger_than_max_size_warns_before_it_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_walks_both_openshift_hosts_and_names_the_one_that_fails() {
-    let world = OpenShiftWorld::start(&WorldSize::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "pullgate.toml",
-        &world.config_toml(dir.path(), "", &format!("probe_channel = \"{CHANNEL}\"")),
-    );
+    let (world, _dir, config) = setup(&WorldSize::default(), "", &format!("probe_channel = \"{CHANNEL}\"")).await;
     let config = config.to_str().unwrap();
     let (code, out, err) = pullgate(&["doctor", "--config", config, "--upstream", "openshift"]).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -692,14 +675,8 @@ async fn doctor_walks_both_openshift_hosts_and_names_the_one_that_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openshift_hosts_go_through_the_egress_proxy_and_redirect_nowhere_else() {
-    let world = OpenShiftWorld::start(&WorldSize::default()).await;
     let (proxy, seen) = common::forward_proxy::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "pullgate.toml",
-        &world.config_toml(dir.path(), "", &format!("egress_proxy = \"{proxy}\"")),
-    );
+    let (world, _dir, config) = setup(&WorldSize::default(), "", &format!("egress_proxy = \"{proxy}\"")).await;
     let server = serve(&config).await;
     let client = common::client();
     let r = client

@@ -82,6 +82,17 @@ impl Report {
         self.hops.iter().all(|h| h.passed)
     }
 
+    /// An empty report of the walk with `settings`.
+    fn new(settings: &UpstreamSettings) -> Report {
+        Report {
+            upstream: settings.name.clone(),
+            url: settings.url.to_string(),
+            egress_proxy: settings.egress_proxy.clone(),
+            hops: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
     fn pass(&mut self, phase: Phase, target: impl Into<String>, detail: impl Into<String>) {
         self.hops.push(Hop {
             phase,
@@ -139,13 +150,7 @@ impl ProbeImage {
 /// Walks `settings`' egress path; `probe` names the image whose manifest and config blob
 /// are fetched (without one, the walk ends after the token).
 pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>) -> Report {
-    let mut report = Report {
-        upstream: settings.name.clone(),
-        url: settings.url.to_string(),
-        egress_proxy: settings.egress_proxy.clone(),
-        hops: Vec::new(),
-        notes: Vec::new(),
-    };
+    let mut report = Report::new(&settings);
     let tls = TlsProbe::new(settings.ca_pem.as_deref());
     let timeout = settings.connect_timeout;
     let via_proxy = match &settings.egress_proxy {
@@ -448,13 +453,7 @@ pub async fn walk_document(
     phase: Phase,
     judge: Judge,
 ) -> Report {
-    let mut report = Report {
-        upstream: settings.name.clone(),
-        url: settings.url.to_string(),
-        egress_proxy: settings.egress_proxy.clone(),
-        hops: Vec::new(),
-        notes: Vec::new(),
-    };
+    let mut report = Report::new(&settings);
     let tls = TlsProbe::new(settings.ca_pem.as_deref());
     let first_hop = match &settings.egress_proxy {
         Some(proxy) => {
