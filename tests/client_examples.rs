@@ -2,7 +2,7 @@
 //! and http://pullgate.example.com:5000. This test keeps them identical; regenerate with
 //! `UPDATE_DEPLOY=1 cargo test --test client_examples`.
 
-use pullgate::cli::client_config::{ClientKind, render, split_files};
+use pullgate::cli::client_config::{ClientKind, Extras, render, render_with, split_files};
 use pullgate::config::Config;
 use std::path::{Path, PathBuf};
 
@@ -19,9 +19,17 @@ fn expected_files() -> Vec<(PathBuf, String)> {
             out.push((dir.join(name).join(path.trim_start_matches('/')), body));
         }
     }
+    // With the example image set's catalogs (deploy/openshift/imageset-config.yaml).
+    let imageset = std::fs::read_to_string(root.join("deploy/openshift/imageset-config.yaml")).unwrap();
+    let (set, warnings) = pullgate::openshift::imageset::ImageSet::parse(&imageset).unwrap();
+    assert!(warnings.is_empty(), "the example image set is read whole: {warnings:?}");
+    let extras = Extras {
+        catalogs: set.operators.iter().map(|o| o.catalog.clone()).collect(),
+        ..Extras::default()
+    };
     out.push((
         dir.join("openshift/pullgate-mirrors.yaml"),
-        render(&config, ClientKind::Openshift, URL, None).unwrap(),
+        render_with(&config, ClientKind::Openshift, URL, None, &extras).unwrap(),
     ));
     out.push((
         dir.join("satellite/pullgate-satellite-aap.toml"),
