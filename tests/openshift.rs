@@ -295,6 +295,8 @@ async fn prefetch_imageset_warms_everything_once_then_nothing_and_serves_it_offl
     // A dry run: the images and their total, only what planning must read fetched.
     let (code, out, err) = pullgate(&[&args[..], &["--dry-run"]].concat()).await;
     assert_eq!(code, 0, "{out}{err}");
+    // Shown with --nocapture: the README and the issue quote it.
+    eprintln!("--- prefetch --imageset --dry-run ---\n{out}");
     let alpha = world.bundle("alpha.v1.2.0");
     let beta = world.bundle("beta.v0.3.0");
     let mut expected: Vec<String> = world.releases.iter().map(|r| r.pullspec.clone()).collect();

@@ -82,9 +82,10 @@ pub async fn plan(client: &Pullgate, set: &ImageSet, progress: &Progress) -> Pla
     let before = plan.images.len();
     plan.images.retain(|w| !set.is_blocked(&w.image));
     if plan.images.len() < before {
+        let n = before - plan.images.len();
         plan.notes.push(format!(
-            "{} images left out by blockedImages",
-            before - plan.images.len()
+            "{n} image{} left out by blockedImages",
+            if n == 1 { "" } else { "s" }
         ));
     }
     plan
