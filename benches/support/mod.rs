@@ -96,6 +96,15 @@ impl Proc {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits for the process to exit by itself (a command that runs to completion).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().unwrap_or_else(|e| panic!("wait for {}: {e}", self.name));
+        self.stopped = true;
+        let pid = self.child.id();
+        lock(&PIDS).retain(|p| *p != pid);
+        status
+    }
+
     pub fn stop(&mut self) {
         if self.stopped {
             return;
