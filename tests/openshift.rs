@@ -711,3 +711,24 @@ async fn openshift_hosts_go_through_the_egress_proxy_and_redirect_nowhere_else()
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_imageset_goes_through_a_running_pullgate() {
+    let port = common::registry::pick_free_port();
+    let (world, dir, config) = setup(&WorldSize::default(), "", "").await;
+    // The running pullgate holds the database; prefetch reaches it at its listen address.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    std::fs::write(&config, text).unwrap();
+    let server = common::ServeProcess::start(&config, &[]);
+    let set = write(dir.path(), "imageset.yaml", &imageset(""));
+    world.rh.add_image("ubi9/ubi", "latest", &[4000]);
+    let (code, out, err) =
+        pullgate(&["prefetch", "--config", config.to_str().unwrap(), "--imageset", set.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("of 15 images prefetched") && !out.contains("FAILED"), "{out}");
+    let (_, log) = server.stop();
+    let prefetched = log.iter().filter(|l| l.contains("pullgate::access")).count();
+    assert!(prefetched > 30, "the running pullgate served the prefetch ({prefetched} requests)");
+}
