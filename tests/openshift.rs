@@ -724,11 +724,23 @@ async fn prefetch_imageset_goes_through_a_running_pullgate() {
     let server = common::ServeProcess::start(&config, &[]);
     let set = write(dir.path(), "imageset.yaml", &imageset(""));
     world.rh.add_image("ubi9/ubi", "latest", &[4000]);
-    let (code, out, err) =
-        pullgate(&["prefetch", "--config", config.to_str().unwrap(), "--imageset", set.to_str().unwrap()]).await;
+    let (code, out, err) = pullgate(&[
+        "prefetch",
+        "--config",
+        config.to_str().unwrap(),
+        "--imageset",
+        set.to_str().unwrap(),
+    ])
+    .await;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("of 15 images prefetched") && !out.contains("FAILED"), "{out}");
+    assert!(
+        out.contains("of 15 images prefetched") && !out.contains("FAILED"),
+        "{out}"
+    );
     let (_, log) = server.stop();
     let prefetched = log.iter().filter(|l| l.contains("pullgate::access")).count();
-    assert!(prefetched > 30, "the running pullgate served the prefetch ({prefetched} requests)");
+    assert!(
+        prefetched > 30,
+        "the running pullgate served the prefetch ({prefetched} requests)"
+    );
 }

@@ -98,7 +98,10 @@ impl Proc {
 
     /// Waits for the process to exit by itself (a command that runs to completion).
     pub fn wait(&mut self) -> std::process::ExitStatus {
-        let status = self.child.wait().unwrap_or_else(|e| panic!("wait for {}: {e}", self.name));
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|e| panic!("wait for {}: {e}", self.name));
         self.stopped = true;
         let pid = self.child.id();
         lock(&PIDS).retain(|p| *p != pid);
