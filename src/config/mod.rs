@@ -2,15 +2,18 @@
 //! sizes, validation that names the offending key, and the secrets read from files.
 
 pub use crate::cache::BlobStoreKind;
-use crate::oci::pattern::RepoPatterns;
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod cluster;
 mod openshift;
+mod upstream;
+pub use cluster::{CLUSTER_SELF_ENV, ClusterConfig};
 pub use openshift::{DEFAULT_SIGNATURE_STORE, DEFAULT_UPDATE_GRAPH, OpenShiftConfig};
+pub use upstream::{UpstreamConfig, UpstreamNaming};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -163,47 +166,6 @@ pub struct Config {
     /// OpenShift's release signatures and update graph, served to clusters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openshift: Option<OpenShiftConfig>,
-}
-
-/// The environment variable that gives this replica's URL when `cluster.self` is not
-/// set (a Kubernetes Deployment sets it from the pod IP).
-pub const CLUSTER_SELF_ENV: &str = "PULLGATE_CLUSTER_SELF";
-
-fn default_peer_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(5))
-}
-
-fn default_peers_dns_refresh() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
-}
-
-/// `[cluster]`: replicas that agree on an owner per digest (rendezvous hashing), so the
-/// fleet fetches each blob and manifest from upstream once.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// This replica's URL as the others reach it, e.g. `http://10.0.0.5:5000`; none:
-    /// the `PULLGATE_CLUSTER_SELF` environment variable.
-    #[serde(default, rename = "self", skip_serializing_if = "Option::is_none")]
-    pub self_url: Option<String>,
-    /// Every member's URL, this one's included (one list serves every replica).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub peers: Vec<String>,
-    /// Instead of `peers`: `name:port` whose A/AAAA records are the replicas (a
-    /// headless Service), resolved again every `peers_dns_refresh`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peers_dns: Option<String>,
-    #[serde(default = "default_peers_dns_refresh")]
-    pub peers_dns_refresh: HumanDuration,
-    /// A file holding the secret every member shares; peer requests carry it.
-    pub secret_file: PathBuf,
-    /// How long to wait for a peer to accept a connection, and for its answer beyond
-    /// the time upstream itself may take.
-    #[serde(default = "default_peer_timeout")]
-    pub peer_timeout: HumanDuration,
-    /// Extra CA certificates (PEM) trusted for peers served over TLS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -381,154 +343,6 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    pub name: String,
-    pub url: String,
-    /// Other path prefixes (and `ns` values) that mean this upstream, e.g. `rh` for an
-    /// OpenShift mirror `pullgate.example/rh/ubi8` of `registry.redhat.io/ubi8`.
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// The upstream's signature lookaside (sigstore) base URL, e.g.
-    /// `https://registry.redhat.io/containers/sigstore`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sigstore: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// Credentials from a containers auth.json (as `podman login` writes it), looked up
-    /// by the upstream's host. An alternative to `username` + `password_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_file: Option<PathBuf>,
-    /// Extra CA certificates (PEM) trusted for this upstream, e.g. a corporate root for
-    /// a TLS-inspecting egress; the system roots stay trusted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    /// An HTTP(S) proxy every request for this upstream (registry, realm, CDN,
-    /// lookaside) goes through, for DMZs that reach the internet through one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress_proxy: Option<String>,
-    /// Repository patterns clients may pull (`*` matches anything); empty allows all.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// Repository patterns refused even when allowed.
-    #[serde(default)]
-    pub deny: Vec<String>,
-    /// `REPOSITORY:TAG` that `pullgate doctor` pulls the manifest and config blob of;
-    /// none: `ubi9/ubi-minimal:latest` for the Red Hat registries, else no probe image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe_image: Option<String>,
-    #[serde(default)]
-    pub allow_redirect_hosts: Vec<String>,
-    /// Hosts other than the upstream's own that may serve its token realm.
-    #[serde(default)]
-    pub allow_realm_hosts: Vec<String>,
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: HumanDuration,
-    #[serde(default = "default_response_timeout")]
-    pub response_timeout: HumanDuration,
-    #[serde(default = "default_body_idle_timeout")]
-    pub body_idle_timeout: HumanDuration,
-    /// When `url` is another pullgate (a site cache in front of the DMZ's): the name of
-    /// the upstream there, e.g. `registry.redhat.io`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pullgate_upstream: Option<String>,
-    /// How `pullgate_upstream` is named in requests: as a path prefix (`path`, the
-    /// default) or as `?ns=` (`ns`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pullgate_upstream_by: Option<UpstreamNaming>,
-}
-
-/// A replica's base URL as `key` gives it (a member of `peers`, `self`, or the
-/// environment variable that stands for `self`).
-fn member_url(key: &str, s: &str) -> Result<url::Url, ConfigError> {
-    let url = url::Url::parse(s).map_err(|e| invalid(key, format!("{s:?}: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https")
-        || url.host_str().is_none()
-        || url.path() != "/"
-        || url.query().is_some()
-        || !url.username().is_empty()
-    {
-        return Err(invalid(
-            key,
-            format!("{s:?} must be a replica's base URL such as \"http://10.0.0.5:5000\""),
-        ));
-    }
-    Ok(url)
-}
-
-impl ClusterConfig {
-    /// This replica's URL, as `key` gives it (`cluster.self`, or the environment
-    /// variable when that is not set): a replica's base URL, and one of `peers` when
-    /// they are listed.
-    pub fn self_member(&self, key: &str, value: &str) -> Result<url::Url, ConfigError> {
-        let me = member_url(key, value)?;
-        let listed = self
-            .peers
-            .iter()
-            .filter_map(|p| url::Url::parse(p).ok())
-            .any(|p| p == me);
-        if !self.peers.is_empty() && !listed {
-            return Err(invalid(
-                "cluster.peers",
-                format!(
-                    "must include this replica's own URL {:?} (one list serves every replica)",
-                    me.as_str()
-                ),
-            ));
-        }
-        Ok(me)
-    }
-}
-
-/// How a site pullgate names the DMZ pullgate's upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum UpstreamNaming {
-    #[default]
-    Path,
-    Ns,
-}
-
-/// Credentials for `upstream_url` from a containers auth.json: the entry keyed by its
-/// host (with port, if any), optionally with a scheme.
-fn auth_file_credentials(path: &Path, upstream_url: &str) -> Result<Option<(String, Secret)>, String> {
-    use base64::Engine as _;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
-    let url = url::Url::parse(upstream_url).map_err(|e| e.to_string())?;
-    let host = match url.port() {
-        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_string(),
-    };
-    let auths = json
-        .get("auths")
-        .and_then(|a| a.as_object())
-        .ok_or_else(|| format!("{} has no \"auths\"", path.display()))?;
-    let entry = auths.iter().find(|(k, _)| {
-        let k = k.trim_start_matches("https://").trim_start_matches("http://");
-        k == host || k.split('/').next() == Some(host.as_str())
-    });
-    let Some((_, entry)) = entry else {
-        return Err(format!("{} has no entry for {host}", path.display()));
-    };
-    let auth = entry
-        .get("auth")
-        .and_then(|a| a.as_str())
-        .ok_or_else(|| format!("the {host} entry has no \"auth\""))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(auth.trim())
-        .map_err(|_| format!("the {host} entry's auth is not base64"))?;
-    let decoded = String::from_utf8(decoded).map_err(|_| format!("the {host} entry's auth is not text"))?;
-    let (user, password) = decoded
-        .split_once(':')
-        .ok_or_else(|| format!("the {host} entry's auth is not user:password"))?;
-    Ok(Some((user.to_string(), Secret::new(password))))
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -579,129 +393,11 @@ impl Config {
         }
         let mut names: Vec<&str> = Vec::new();
         for (i, u) in self.upstreams.iter().enumerate() {
-            let key = |k: &str| format!("upstream[{i}].{k}");
-            if crate::oci::RepoName::parse(&u.name).is_err() {
-                return Err(invalid(
-                    key("name"),
-                    format!(
-                        "{:?} must be a lowercase registry name such as \"registry.redhat.io\"",
-                        u.name
-                    ),
-                ));
-            }
-            if names.contains(&u.name.as_str()) {
-                return Err(invalid(key("name"), format!("{:?} is configured twice", u.name)));
-            }
-            names.push(&u.name);
-            for alias in &u.aliases {
-                if crate::oci::RepoName::parse(alias).is_err() {
-                    return Err(invalid(
-                        key("aliases"),
-                        format!("{alias:?} must be a lowercase repository path prefix such as \"rh\""),
-                    ));
-                }
-                if names.contains(&alias.as_str()) {
-                    return Err(invalid(
-                        key("aliases"),
-                        format!("{alias:?} already names another upstream or alias"),
-                    ));
-                }
-                names.push(alias);
-            }
-            if let Some(sigstore) = &u.sigstore {
-                let parsed =
-                    url::Url::parse(sigstore).map_err(|e| invalid(key("sigstore"), format!("{sigstore:?}: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https")
-                    || parsed.host_str().is_none()
-                    || parsed.query().is_some()
-                {
-                    return Err(invalid(
-                        key("sigstore"),
-                        format!("{sigstore:?} must be an http(s) base URL without a query"),
-                    ));
-                }
-            }
-            let url = url::Url::parse(&u.url).map_err(|e| invalid(key("url"), format!("{:?}: {e}", u.url)))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(invalid(
-                    key("url"),
-                    format!("{:?} must be an http(s) URL with a host", u.url),
-                ));
-            }
-            if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
-                return Err(invalid(
-                    key("url"),
-                    "must not carry a query string or credentials (use username and password_file)",
-                ));
-            }
-            if let Some(proxy) = &u.egress_proxy {
-                let parsed =
-                    url::Url::parse(proxy).map_err(|e| invalid(key("egress_proxy"), format!("{proxy:?}: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-                    return Err(invalid(
-                        key("egress_proxy"),
-                        format!("{proxy:?} must be an http:// or https:// proxy URL"),
-                    ));
-                }
-            }
-            if u.auth_file.is_some() && u.username.is_some() {
-                return Err(invalid(
-                    key("auth_file"),
-                    "use either auth_file or username + password_file, not both",
-                ));
-            }
-            for (k, patterns) in [("allow", &u.allow), ("deny", &u.deny)] {
-                RepoPatterns::new(patterns).map_err(|e| invalid(key(k), e.to_string()))?;
-            }
-            match (&u.username, &u.password_file) {
-                (Some(_), None) => return Err(invalid(key("password_file"), "is required when username is set")),
-                (None, Some(_)) => return Err(invalid(key("username"), "is required when password_file is set")),
-                _ => {}
-            }
-            if let Some(probe) = &u.probe_image {
-                let repo = probe.rsplit_once(':').map(|(r, _)| r).unwrap_or_default();
-                if !probe.ends_with(|c: char| c != ':') || crate::oci::RepoName::parse(repo).is_err() {
-                    return Err(invalid(
-                        key("probe_image"),
-                        format!("{probe:?} must be REPOSITORY:TAG, e.g. ubi9/ubi-minimal:latest"),
-                    ));
-                }
-            }
-            for (k, hosts) in [
-                ("allow_redirect_hosts", &u.allow_redirect_hosts),
-                ("allow_realm_hosts", &u.allow_realm_hosts),
-            ] {
-                for h in hosts.iter() {
-                    if h.is_empty() || h.contains(['/', '@', ' ', '*']) {
-                        return Err(invalid(
-                            key(k),
-                            format!("{h:?} must be a host name, optionally with :port"),
-                        ));
-                    }
-                }
-            }
-            if let Some(remote) = &u.pullgate_upstream
-                && crate::oci::RepoName::parse(remote).is_err()
-            {
-                return Err(invalid(
-                    key("pullgate_upstream"),
-                    format!("{remote:?} must be an upstream name of the other pullgate, e.g. \"registry.redhat.io\""),
-                ));
-            }
-            if u.pullgate_upstream_by.is_some() && u.pullgate_upstream.is_none() {
-                return Err(invalid(key("pullgate_upstream_by"), "needs pullgate_upstream"));
-            }
-            for (k, d) in [
-                ("connect_timeout", u.connect_timeout),
-                ("response_timeout", u.response_timeout),
-                ("body_idle_timeout", u.body_idle_timeout),
-            ] {
-                if d.0.is_zero() {
-                    return Err(invalid(key(k), "must be greater than zero"));
-                }
-            }
+            u.validate(i, &mut names)?;
         }
-        self.validate_cluster()?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         if let Some(o) = &self.openshift {
             o.validate()?;
         }
@@ -714,64 +410,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-
-    fn validate_cluster(&self) -> Result<(), ConfigError> {
-        let Some(c) = &self.cluster else { return Ok(()) };
-        match (c.peers.is_empty(), &c.peers_dns) {
-            (true, None) => return Err(invalid("cluster.peers", "set peers (every member's URL) or peers_dns")),
-            (false, Some(_)) => return Err(invalid("cluster.peers_dns", "use either peers or peers_dns, not both")),
-            (_, Some(dns)) => {
-                let port = dns.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p));
-                if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
-                    return Err(invalid(
-                        "cluster.peers_dns",
-                        format!("{dns:?} must be NAME:PORT, e.g. \"pullgate-headless.pullgate.svc:5000\""),
-                    ));
-                }
-            }
-            (false, None) => {}
-        }
-        let mut members = Vec::new();
-        for p in &c.peers {
-            let url = member_url("cluster.peers", p)?;
-            if members.contains(&url) {
-                return Err(invalid("cluster.peers", format!("{p:?} is listed twice")));
-            }
-            members.push(url);
-        }
-        if let Some(me) = &c.self_url {
-            c.self_member("cluster.self", me)?;
-        }
-        if c.peer_timeout.0.is_zero() {
-            return Err(invalid("cluster.peer_timeout", "must be greater than zero"));
-        }
-        if c.peers_dns_refresh.0 < Duration::from_secs(1) {
-            return Err(invalid("cluster.peers_dns_refresh", "must be at least 1s"));
-        }
-        Ok(())
-    }
-
-    /// The `[cluster]` shared secret from its file.
-    pub fn read_cluster_secret(&self) -> Result<Option<Secret>, ConfigError> {
-        let Some(c) = &self.cluster else { return Ok(None) };
-        let text = std::fs::read_to_string(&c.secret_file).map_err(|e| {
-            invalid(
-                "cluster.secret_file",
-                format!("cannot read {}: {e}", c.secret_file.display()),
-            )
-        })?;
-        let secret = text.trim();
-        if secret.len() < 16 {
-            return Err(invalid(
-                "cluster.secret_file",
-                format!(
-                    "{} must hold a secret of at least 16 characters",
-                    c.secret_file.display()
-                ),
-            ));
-        }
-        Ok(Some(Secret::new(secret)))
     }
 
     fn validate_s3(&self) -> Result<(), ConfigError> {
@@ -860,34 +498,6 @@ impl Config {
             read("access_key_id_file", id)?,
             read("secret_access_key_file", secret)?,
         )))
-    }
-
-    /// Reads every upstream's credentials (`password_file` or `auth_file`), so a missing
-    /// or unreadable secret fails at startup. Returns (username, password) per upstream.
-    pub fn read_secrets(&self) -> Result<Vec<Option<(String, Secret)>>, ConfigError> {
-        self.upstreams
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                if let (Some(user), Some(p)) = (&u.username, &u.password_file) {
-                    let password = std::fs::read_to_string(p).map_err(|e| {
-                        invalid(
-                            format!("upstream[{i}].password_file"),
-                            format!("cannot read {}: {e}", p.display()),
-                        )
-                    })?;
-                    return Ok(Some((
-                        user.clone(),
-                        Secret::new(password.trim_end_matches(['\r', '\n'])),
-                    )));
-                }
-                match &u.auth_file {
-                    Some(p) => auth_file_credentials(p, &u.url)
-                        .map_err(|reason| invalid(format!("upstream[{i}].auth_file"), reason)),
-                    None => Ok(None),
-                }
-            })
-            .collect()
     }
 
     /// The client htpasswd file's bcrypt entries, if client authentication is on.

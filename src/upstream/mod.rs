@@ -3,17 +3,22 @@
 //! `Authorization`, never shown to clients), timeouts per phase, and a circuit breaker;
 //! failures typed by host and phase (`error.rs`), counted and logged (`failures.rs`);
 //! the hop-by-hop walk of `pullgate doctor` (`doctor.rs`). Only this module names
-//! reqwest. `prefetch` uses it too, with a running pullgate as the registry.
+//! reqwest. `prefetch` uses it too, with a running pullgate as the registry. Signatures,
+//! other documents, referrers and tag lists are in `documents.rs`; this file keeps the
+//! request path itself (auth, send, redirects) with the manifest and blob calls on it,
+//! which is why it runs a little over 800 lines.
 
 pub mod auth;
 mod breaker;
 pub mod doctor;
+mod documents;
 mod error;
 mod failures;
 pub mod openshift;
 pub mod peer;
 
 pub use auth::Credentials;
+pub use documents::{Document, next_link_target};
 pub use error::{NetPhase, UpstreamError};
 
 use crate::metrics::{Metrics, RedirectLabels, UpstreamLabels};
@@ -116,17 +121,6 @@ pub struct FetchedManifest {
 pub struct ManifestHead {
     pub digest: Option<Digest>,
     pub content_type: Option<String>,
-}
-
-/// A document fetched with [`Upstream::get_document`].
-#[derive(Debug, Clone)]
-pub struct Document {
-    pub status: u16,
-    pub content_type: Option<String>,
-    /// `Retry-After` of a 429 or 503, in seconds.
-    pub retry_after: Option<u64>,
-    /// The body of a 200 (empty otherwise).
-    pub body: Bytes,
 }
 
 /// A blob body on its way in.
@@ -840,135 +834,6 @@ impl Upstream {
         }
         Ok(Bytes::from(bytes))
     }
-
-    /// Signature `index` of `digest` from the upstream's lookaside, anonymously (as
-    /// containers/image reads lookasides). `None` when there is no such signature: a
-    /// 404, a 403 from object storage, or an HTML page served with 200.
-    pub async fn lookaside_signature(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        index: u32,
-    ) -> Result<Option<Bytes>, UpstreamError> {
-        let Some(base) = &self.sigstore else { return Ok(None) };
-        let url = url::Url::parse(&format!(
-            "{}/{}@sha256={}/signature-{index}",
-            base.as_str().trim_end_matches('/'),
-            repo.as_str(),
-            digest.hex()
-        ))
-        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        self.signature_document(url, media::MAX_MANIFEST_BYTES).await
-    }
-
-    /// A signature file at `url` (a lookaside's, or OpenShift's release signature store,
-    /// whose protocol is the same): the bytes, or `None` when there is none.
-    pub async fn signature_document(&self, url: url::Url, limit: usize) -> Result<Option<Bytes>, UpstreamError> {
-        let document = self.get_document(url, None, limit).await?;
-        match document.status {
-            200 => {
-                // An HTML page is a missing signature behind a web front end, not a signature.
-                let bytes = document.body;
-                let looks_like_html = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<');
-                Ok((!bytes.is_empty() && !looks_like_html).then_some(bytes))
-            }
-            401 | 403 | 404 | 410 => Ok(None),
-            429 => Err(UpstreamError::TooManyRequests {
-                retry_after: document.retry_after,
-            }),
-            code => Err(UpstreamError::Status(code)),
-        }
-    }
-
-    /// An anonymous GET of a document that is not a registry API call (a signature, the
-    /// update graph), on the host `url` names: it must be a configured one (the
-    /// upstream's own, its lookaside's, or an allowed host), and redirects go only to
-    /// allowed hosts, as for blobs. The body (at most `limit` bytes, else an error) is
-    /// read for a 200 only.
-    pub async fn get_document(
-        &self,
-        url: url::Url,
-        accept: Option<&str>,
-        limit: usize,
-    ) -> Result<Document, UpstreamError> {
-        let origin = host_port(&url);
-        let configured =
-            origin == host_port(&self.base) || self.sigstore.as_ref().is_some_and(|s| host_port(s) == origin);
-        if !configured && !host_allowed(&url, &self.allow_redirect_hosts) {
-            return Err(UpstreamError::RedirectRefused {
-                host: url.host_str().unwrap_or_default().to_string(),
-            });
-        }
-        let mut headers = Self::base_headers();
-        if let Some(accept) = accept {
-            headers.insert(
-                ACCEPT,
-                HeaderValue::from_str(accept).map_err(|e| UpstreamError::Protocol(e.to_string()))?,
-            );
-        }
-        let resp = self
-            .send_following_redirects(Method::GET, url, &headers, None, origin)
-            .await?;
-        let status = resp.status().as_u16();
-        let content_type = header_string(resp.headers(), "content-type");
-        let retry_after = retry_after(resp.headers());
-        let body = if status == 200 {
-            if resp.content_length().is_some_and(|l| l > limit as u64) {
-                return Err(UpstreamError::Protocol(format!(
-                    "upstream body larger than {limit} bytes"
-                )));
-            }
-            self.small_body(resp, limit).await?
-        } else {
-            Bytes::new()
-        };
-        Ok(Document {
-            status,
-            content_type,
-            retry_after,
-            body,
-        })
-    }
-
-    /// The OCI referrers API: the index body and its `Content-Type`.
-    pub async fn referrers(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        query: &str,
-    ) -> Result<(Bytes, Option<String>), UpstreamError> {
-        let mut path = format!("referrers/{digest}");
-        if !query.is_empty() {
-            path = format!("{path}?{query}");
-        }
-        let path = self.repo_path(repo, &path);
-        let mut headers = Self::base_headers();
-        headers.insert(
-            ACCEPT,
-            HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
-        );
-        let resp = self.send(Method::GET, &path, repo, headers).await?;
-        self.check_status(&resp)?;
-        let content_type = header_string(resp.headers(), "content-type");
-        Ok((self.small_body(resp, media::MAX_MANIFEST_BYTES).await?, content_type))
-    }
-
-    /// One page of the tag list: the body and the `Link` next target (path + query).
-    pub async fn tags_list(&self, repo: &RepoName, query: &str) -> Result<(Bytes, Option<String>), UpstreamError> {
-        let path = if query.is_empty() {
-            self.repo_path(repo, "tags/list")
-        } else {
-            self.repo_path(repo, &format!("tags/list?{query}"))
-        };
-        let resp = self.send(Method::GET, &path, repo, Self::base_headers()).await?;
-        self.check_status(&resp)?;
-        let link = header_string(resp.headers(), "link");
-        let body = tokio::time::timeout(self.response_timeout, resp.bytes())
-            .await
-            .map_err(|_| UpstreamError::Timeout("the tag list body"))?
-            .map_err(|e| classify(&self.name, e))?;
-        Ok((body, link.and_then(|l| next_link_target(&l))))
-    }
 }
 
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -990,45 +855,9 @@ pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
     Some((first.trim().parse().ok()?, total.trim().parse().ok()))
 }
 
-/// The target of a `Link: <…>; rel="next"` header, as path and query.
-pub fn next_link_target(link: &str) -> Option<String> {
-    for part in link.split(',') {
-        let part = part.trim();
-        let (target, params) = part.strip_prefix('<')?.split_once('>')?;
-        if params.split(';').any(|p| {
-            let p = p.trim().replace(' ', "");
-            p == "rel=\"next\"" || p == "rel=next"
-        }) {
-            let path_and_query = match url::Url::parse(target) {
-                Ok(u) => match u.query() {
-                    Some(q) => format!("{}?{q}", u.path()),
-                    None => u.path().to_string(),
-                },
-                Err(_) => target.to_string(),
-            };
-            return Some(path_and_query);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn link_targets() {
-        assert_eq!(
-            next_link_target(r#"</v2/a/tags/list?last=x&n=2>; rel="next""#).as_deref(),
-            Some("/v2/a/tags/list?last=x&n=2")
-        );
-        assert_eq!(
-            next_link_target(r#"<https://h/v2/a/tags/list?n=1>;rel=next"#).as_deref(),
-            Some("/v2/a/tags/list?n=1")
-        );
-        assert_eq!(next_link_target(r#"</x>; rel="prev""#), None);
-        assert_eq!(next_link_target("garbage"), None);
-    }
 
     #[test]
     fn content_ranges() {
