@@ -16,6 +16,7 @@ use crate::oci::pattern::RepoPatterns;
 use crate::proxy::openshift::OpenShift;
 use crate::proxy::{Proxy, ProxyError, ProxySettings, UpstreamRoute};
 use crate::secret::Secret;
+use crate::trust::{CosignKeys, Keyring, Policy};
 use crate::upstream::openshift::{OpenShiftClient, OpenShiftSettings};
 use crate::upstream::peer::{PeerClient, PeerSettings};
 use crate::upstream::{Credentials, RemoteUpstream, SetupError, Upstream, UpstreamSettings};
@@ -176,6 +177,19 @@ pub fn openshift_settings(config: &Config) -> Result<Option<OpenShiftSettings>, 
     }))
 }
 
+/// An upstream's signature policy with its key files read (a file that does not parse
+/// is an error naming it).
+pub fn signature_policy(u: &UpstreamConfig) -> Result<Option<Policy>, ConfigError> {
+    let Some(p) = &u.signature_policy else { return Ok(None) };
+    let invalid = |k: &str, e: crate::trust::KeyFileError| ConfigError::Invalid {
+        key: format!("upstream {}: signature_policy.{k}", u.name),
+        reason: e.to_string(),
+    };
+    let keyring = Keyring::from_files(&p.keys).map_err(|e| invalid("keys", e))?;
+    let cosign = CosignKeys::from_files(&p.cosign_keys).map_err(|e| invalid("cosign_keys", e))?;
+    Ok(Some(Policy::new(keyring, cosign, p.identities_or(&u.name), p.mode)))
+}
+
 /// The upstream clients and the client names that route to each.
 fn routes(config: &Config, metrics: &Arc<Metrics>) -> Result<Vec<UpstreamRoute>, StartError> {
     upstreams_with_settings(config)?
@@ -192,6 +206,7 @@ fn routes(config: &Config, metrics: &Arc<Metrics>) -> Result<Vec<UpstreamRoute>,
                 aliases: u.aliases.clone(),
                 allow: patterns("allow", &u.allow)?,
                 deny: patterns("deny", &u.deny)?,
+                policy: signature_policy(u)?.map(Arc::new),
             })
         })
         .collect()

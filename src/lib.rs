@@ -21,4 +21,5 @@ pub mod openshift;
 pub mod prefetch;
 pub mod proxy;
 pub mod secret;
+pub mod trust;
 pub mod upstream;

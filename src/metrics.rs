@@ -51,6 +51,12 @@ pub struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    pub upstream: String,
+    pub verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
     pub upstream: String,
     pub kind: &'static str,
@@ -117,6 +123,8 @@ pub struct Metrics {
     pub fills: Family<OutcomeLabels, Counter>,
     pub fill_resumes: Counter,
     pub verification_failures: Family<UpstreamLabels, Counter>,
+    /// Signature policy verdicts on the manifests served or refused.
+    pub signature_verdicts: Family<VerdictLabels, Counter>,
     pub redirects_refused: Family<RedirectLabels, Counter>,
     pub evictions: Counter,
     pub evicted_bytes: Counter,
@@ -178,6 +186,7 @@ impl Metrics {
         let fills = Family::default();
         let fill_resumes = Counter::default();
         let verification_failures = Family::default();
+        let signature_verdicts = Family::default();
         let redirects_refused = Family::default();
         let evictions = Counter::default();
         let evicted_bytes = Counter::default();
@@ -243,6 +252,11 @@ impl Metrics {
             verification_failures.clone(),
         );
         registry.register(
+            "pullgate_signature_verdicts",
+            "Signature policy verdicts on manifests served or refused, by upstream and verdict",
+            signature_verdicts.clone(),
+        );
+        registry.register(
             "pullgate_redirects_refused",
             "Upstream redirects refused because the host is not in allow_redirect_hosts",
             redirects_refused.clone(),
@@ -300,6 +314,7 @@ impl Metrics {
             fills,
             fill_resumes,
             verification_failures,
+            signature_verdicts,
             redirects_refused,
             evictions,
             evicted_bytes,

@@ -21,6 +21,7 @@ mod repair;
 pub mod s3;
 mod shared;
 pub mod sled_store;
+mod verdicts;
 
 pub use blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
 pub use eviction::{Evicted, ReaderGuard};
@@ -29,6 +30,7 @@ pub use records::{
     BlobRecord, CacheStats, RepairReport, SignatureEntry, StoredManifest, StoredResponse, TagListPage, TagRecord,
     Totals, now_ms,
 };
+pub use verdicts::VerdictKey;
 
 use crate::oci::Digest;
 use hot::Hot;
@@ -184,6 +186,8 @@ struct Inner {
     /// Recently used manifests and tag mappings (see [`hot`]).
     hot: Hot,
     signatures: sled::Tree,
+    /// Signature policy verdicts, and the platform manifests a verified index covers.
+    verdicts: sled::Tree,
     responses: sled::Tree,
     blobs: sled::Tree,
     manifests: sled::Tree,
@@ -302,6 +306,7 @@ impl Cache {
             tag_lists: db.open_tree("tag_lists")?,
             fills: db.open_tree("fills")?,
             signatures: db.open_tree("signatures")?,
+            verdicts: db.open_tree("verdicts")?,
             responses: db.open_tree("responses")?,
             manifest_meta: db.open_tree("manifest_meta")?,
             lru: db.open_tree("lru")?,
@@ -595,7 +600,7 @@ impl Cache {
                 removed += tree.len() as u64;
                 tree.clear()?;
             }
-            for tree in [&i.manifest_meta, &i.lru, &i.removals, &i.responses] {
+            for tree in [&i.manifest_meta, &i.lru, &i.removals, &i.responses, &i.verdicts] {
                 tree.clear()?;
             }
             i.totals.load(Totals::default());

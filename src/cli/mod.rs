@@ -331,6 +331,27 @@ fn check_config(path: &Path, online: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Each signature policy's keys, read as serve reads them, named by fingerprint.
+    for u in &config.upstreams {
+        match crate::app::signature_policy(u) {
+            Ok(Some(policy)) => {
+                let (openpgp, cosign) = policy.key_fingerprints();
+                eprintln!(
+                    "pullgate: upstream {}: signature_policy ({:?}, identities {}): OpenPGP keys [{}], cosign keys [{}]",
+                    u.name,
+                    policy.mode(),
+                    policy.identities().join(", "),
+                    openpgp.join(", "),
+                    cosign.join(", ")
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("pullgate: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
     if online {
         let settings = match crate::app::store_settings(&config) {
             Ok(s) => s,

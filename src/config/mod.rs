@@ -13,7 +13,7 @@ mod openshift;
 mod upstream;
 pub use cluster::{CLUSTER_SELF_ENV, ClusterConfig};
 pub use openshift::{DEFAULT_SIGNATURE_STORE, DEFAULT_UPDATE_GRAPH, OpenShiftConfig};
-pub use upstream::{UpstreamConfig, UpstreamNaming};
+pub use upstream::{SignaturePolicyConfig, UpstreamConfig, UpstreamNaming};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -68,6 +68,40 @@ pub struct UpstreamConfig {
     /// default) or as `?ns=` (`ns`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pullgate_upstream_by: Option<UpstreamNaming>,
+    /// Serve this upstream's manifests only when a signature by one of these keys
+    /// verifies them (an inline table or an `[upstream.signature_policy]` table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_policy: Option<SignaturePolicyConfig>,
+}
+
+/// `signature_policy`: the keys an upstream's manifests must be signed with.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturePolicyConfig {
+    /// OpenPGP public key files (armored or binary), e.g. Red Hat's
+    /// `/etc/pki/rpm-gpg/RPM-GPG-KEY-redhat-release`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<PathBuf>,
+    /// cosign public keys (PEM, ECDSA P-256).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cosign_keys: Vec<PathBuf>,
+    /// The registry names a signature's identity may carry; default: the upstream's name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
+    /// `enforce` (refuse what no signature verifies) or `audit` (serve it, log it).
+    #[serde(default)]
+    pub mode: crate::trust::Mode,
+}
+
+impl SignaturePolicyConfig {
+    /// The identities, or the upstream's name when none are given.
+    pub fn identities_or(&self, upstream: &str) -> Vec<String> {
+        if self.identities.is_empty() {
+            vec![upstream.to_string()]
+        } else {
+            self.identities.clone()
+        }
+    }
 }
 
 /// How a site pullgate names the DMZ pullgate's upstream.
@@ -235,6 +269,19 @@ impl UpstreamConfig {
         ] {
             if d.0.is_zero() {
                 return Err(invalid(key(k), "must be greater than zero"));
+            }
+        }
+        if let Some(p) = &u.signature_policy {
+            if p.keys.is_empty() && p.cosign_keys.is_empty() {
+                return Err(invalid(key("signature_policy"), "needs keys or cosign_keys"));
+            }
+            for identity in &p.identities {
+                if crate::oci::RepoName::parse(identity).is_err() {
+                    return Err(invalid(
+                        key("signature_policy.identities"),
+                        format!("{identity:?} must be a registry name such as \"registry.redhat.io\""),
+                    ));
+                }
             }
         }
         Ok(())

@@ -83,6 +83,7 @@ fn record(m: &Metrics, method: &Method, started: Instant, resp: &mut Response) {
         route: "other",
         name: None,
         cache: None,
+        verdict: None,
     });
     let route = served.route;
     m.http_requests
@@ -117,6 +118,7 @@ fn record(m: &Metrics, method: &Method, started: Instant, resp: &mut Response) {
         bytes = %bytes,
         ms = started.elapsed().as_millis() as u64,
         cache = served.cache.map(|c| c.as_str()).unwrap_or("-"),
+        verdict = served.verdict.unwrap_or("-"),
         "request"
     );
 }

@@ -61,6 +61,7 @@ fn served(route: &'static str, cache: Option<CacheStatus>) -> Served {
         route,
         name: None,
         cache,
+        verdict: None,
     }
 }
 

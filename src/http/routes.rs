@@ -9,7 +9,7 @@ use crate::oci::range::{RangeError, RangeSpec};
 use crate::oci::route::{HOP_HEADER, PEER_PREFIX};
 use crate::oci::route::{Route, RouteError};
 use crate::oci::{Digest, ErrorCode, Reference, RepoName};
-use crate::proxy::{CacheStatus, Target};
+use crate::proxy::{CacheStatus, ProxyError, Target};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -25,6 +25,8 @@ pub struct Served {
     pub route: &'static str,
     pub name: Option<String>,
     pub cache: Option<CacheStatus>,
+    /// The signature policy's verdict on a manifest, when the upstream has a policy.
+    pub verdict: Option<&'static str>,
 }
 
 /// The route label for metrics and logs.
@@ -103,6 +105,7 @@ impl ApiRequest {
                 route: self.route,
                 name: None,
                 cache: None,
+                verdict: None,
             },
         }
     }
@@ -214,6 +217,7 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
             route: label,
             name,
             cache: None,
+            verdict: None,
         });
     }
     resp
@@ -263,12 +267,28 @@ async fn manifest(
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
-    let answer = app.proxy.manifest(&target, reference, &accept).await?;
-    req.reply(&answer.media_type)
+    let answer = match app.proxy.manifest(&target, reference, &accept).await {
+        Ok(a) => a,
+        Err(ProxyError::PolicyRefused { message, verdict }) => {
+            // The refusal carries its verdict to the access line.
+            let mut resp = ApiError::from(ProxyError::PolicyRefused { message, verdict }).into_response();
+            resp.extensions_mut().insert(Served {
+                route: req.route,
+                name: Some(name.to_string()),
+                cache: None,
+                verdict: Some(verdict.as_str()),
+            });
+            return Ok(resp);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut reply = req
+        .reply(&answer.media_type)
         .header("docker-content-digest", answer.digest.to_string())
         .namespace(req, &target)
-        .served(name, Some(answer.cache))
-        .body(answer.bytes)
+        .served(name, Some(answer.cache));
+    reply.served.verdict = answer.verdict.map(|v| v.as_str());
+    reply.body(answer.bytes)
 }
 
 async fn blob(app: &AppState, req: &ApiRequest, name: &RepoName, digest: &Digest) -> Result<Response, ApiError> {

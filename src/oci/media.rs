@@ -20,6 +20,11 @@ pub fn upstream_manifest_accept() -> &'static str {
 }
 
 /// Longest manifest body pullgate accepts (distribution's limit).
+/// The media type of a cosign signature layer (a simple-signing payload).
+pub const COSIGN_SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The layer annotation that carries its cosign signature (base64).
+pub const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn is_index(media_type: &str) -> bool {

@@ -18,6 +18,12 @@ pub enum ProxyError {
     BlobUnknown,
     #[error("{0}")]
     Denied(String),
+    /// The upstream's signature policy refused the manifest.
+    #[error("{message}")]
+    PolicyRefused {
+        message: String,
+        verdict: crate::trust::Verdict,
+    },
     #[error("requested range is not satisfiable")]
     RangeNotSatisfiable { size: u64 },
     #[error(transparent)]
@@ -91,7 +97,7 @@ impl ProxyError {
             ProxyError::NameInvalid(_) => ErrorKind::Invalid,
             ProxyError::ManifestUnknown(_) => ErrorKind::NotFound(Missing::Manifest),
             ProxyError::BlobUnknown => ErrorKind::NotFound(Missing::Blob),
-            ProxyError::Denied(_) => ErrorKind::Denied,
+            ProxyError::Denied(_) | ProxyError::PolicyRefused { .. } => ErrorKind::Denied,
             ProxyError::RangeNotSatisfiable { size } => ErrorKind::RangeNotSatisfiable { size: *size },
             ProxyError::Upstream(u) => match u {
                 UpstreamError::NotFound => ErrorKind::NotFound(Missing::Name),

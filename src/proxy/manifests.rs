@@ -18,6 +18,8 @@ pub struct ManifestAnswer {
     pub media_type: String,
     pub bytes: Bytes,
     pub cache: CacheStatus,
+    /// The signature policy's verdict, when the upstream has a policy.
+    pub verdict: Option<crate::trust::Verdict>,
 }
 
 impl Proxy {
@@ -28,10 +30,38 @@ impl Proxy {
         accept: &AcceptSet,
     ) -> ProxyResult<ManifestAnswer> {
         match reference {
-            Reference::Digest(d) => self.manifest_by_digest(target, d).await,
+            Reference::Digest(d) => {
+                let mut answer = self.manifest_by_digest(target, d).await?;
+                answer.verdict = self
+                    .apply_policy(target, None, &answer.digest, &answer.bytes, &answer.media_type)
+                    .await?;
+                Ok(answer)
+            }
             Reference::Tag(t) => {
                 let (stored_digest, stored, status) = self.resolve_tag(target, t).await?;
-                self.negotiate(target, stored_digest, stored, status, accept).await
+                // The tag's own manifest answers to the policy (an index covers the
+                // platform manifest negotiation may choose).
+                let verdict = self
+                    .apply_policy(
+                        target,
+                        Some(t.as_str()),
+                        &stored_digest,
+                        &stored.bytes,
+                        &stored.media_type,
+                    )
+                    .await?;
+                let mut answer = self
+                    .negotiate(target, stored_digest.clone(), stored, status, accept)
+                    .await?;
+                if answer.digest != stored_digest {
+                    let child = self
+                        .apply_policy(target, None, &answer.digest, &answer.bytes, &answer.media_type)
+                        .await?;
+                    answer.verdict = child.or(verdict);
+                } else {
+                    answer.verdict = verdict;
+                }
+                Ok(answer)
             }
         }
     }
@@ -45,6 +75,7 @@ impl Proxy {
                 media_type: m.media_type,
                 bytes: m.bytes,
                 cache: CacheStatus::Hit,
+                verdict: None,
             });
         }
         let reference = digest.to_string();
@@ -69,6 +100,7 @@ impl Proxy {
             media_type,
             bytes: fetched.bytes,
             cache: CacheStatus::Miss,
+            verdict: None,
         })
     }
 
@@ -217,6 +249,7 @@ impl Proxy {
                 media_type: stored.media_type,
                 bytes: stored.bytes,
                 cache: status,
+                verdict: None,
             });
         }
         if media::is_index(&stored.media_type) && accept.accepts_image_manifest() {

@@ -13,6 +13,7 @@ pub mod fill;
 mod manifests;
 pub mod openshift;
 mod owners;
+mod policy;
 pub mod read;
 mod signatures;
 mod tags;
@@ -28,6 +29,7 @@ use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::oci::pattern::RepoPatterns;
 use crate::oci::{Digest, RepoName};
+use crate::trust::Policy;
 use crate::upstream::Upstream;
 use fill::FillRegistry;
 use std::sync::Arc;
@@ -56,6 +58,8 @@ pub struct UpstreamRoute {
     /// Repository patterns clients may pull (empty: all), and those refused.
     pub allow: RepoPatterns,
     pub deny: RepoPatterns,
+    /// The signatures its manifests must carry, when a policy is configured.
+    pub policy: Option<Arc<Policy>>,
 }
 
 impl UpstreamRoute {
@@ -99,6 +103,7 @@ impl CacheStatus {
 pub struct Target {
     upstream: Arc<Upstream>,
     repo: RepoName,
+    policy: Option<Arc<Policy>>,
     /// Asked by another replica of the cluster: answered here, never forwarded again.
     from_peer: bool,
 }
@@ -138,6 +143,8 @@ pub struct Proxy {
     peer_streams: Arc<owners::SharedPeerStreams>,
     /// OpenShift's release signatures and update graph, when `[openshift]` is set.
     openshift: Option<openshift::OpenShift>,
+    /// Signature policy verdicts recently used (all are kept in the database).
+    verdicts: policy::VerdictMemory,
 }
 
 /// How often the housekeeping task runs an eviction pass (blobs spared while clients
@@ -179,6 +186,7 @@ impl Proxy {
             cluster: None,
             peer_streams: Arc::default(),
             openshift: None,
+            verdicts: policy::VerdictMemory::new(policy::VERDICTS_IN_MEMORY),
         })
     }
 
@@ -218,6 +226,7 @@ impl Proxy {
         Ok(Target {
             upstream: route.upstream.clone(),
             repo,
+            policy: route.policy.clone(),
             from_peer: false,
         })
     }

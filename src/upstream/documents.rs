@@ -61,6 +61,139 @@ impl Upstream {
         }
     }
 
+    /// The signatures of `digest` from the registry signature extension API, when the
+    /// upstream advertises it on `/v2/` (`X-Registry-Supports-Signatures: 1`); `None`
+    /// when it does not offer the API.
+    pub async fn extension_signatures(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Bytes>>, UpstreamError> {
+        if !self.advertises_signature_api().await? {
+            return Ok(None);
+        }
+        // The API's path is not under /v2/: name the repository as repo_path does.
+        let path = match &self.behind {
+            Some(super::RemoteUpstream::PathPrefix(name)) => {
+                format!("/extensions/v2/{name}/{repo}/signatures/{digest}")
+            }
+            Some(super::RemoteUpstream::Ns(name)) => format!("/extensions/v2/{repo}/signatures/{digest}?ns={name}"),
+            None => format!("/extensions/v2/{repo}/signatures/{digest}"),
+        };
+        let resp = self.send(Method::GET, &path, repo, Self::base_headers()).await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.check_status(&resp)?;
+        let body = self.small_body(resp, media::MAX_MANIFEST_BYTES).await?;
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            #[serde(rename = "schemaVersion", default)]
+            schema_version: u32,
+            #[serde(rename = "type", default)]
+            kind: String,
+            #[serde(default)]
+            content: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            signatures: Vec<Entry>,
+        }
+        use base64::Engine as _;
+        let list: List = serde_json::from_slice(&body)
+            .map_err(|_| UpstreamError::Protocol("the signature API answered something that is not its JSON".into()))?;
+        Ok(Some(
+            list.signatures
+                .into_iter()
+                .filter(|e| e.schema_version == 2 && e.kind == "atomic")
+                .filter_map(|e| base64::engine::general_purpose::STANDARD.decode(e.content).ok())
+                .map(Bytes::from)
+                .collect(),
+        ))
+    }
+
+    /// Whether `/v2/` advertises the signature extension API (asked once).
+    async fn advertises_signature_api(&self) -> Result<bool, UpstreamError> {
+        self.signature_api
+            .get_or_try_init(|| async {
+                let url = self.url("/v2/")?;
+                let resp = tokio::time::timeout(self.response_timeout, self.client.get(url).send())
+                    .await
+                    .map_err(|_| UpstreamError::Timeout("response headers"))?
+                    .map_err(|e| classify(&self.name, e))?;
+                Ok(resp
+                    .headers()
+                    .get("x-registry-supports-signatures")
+                    .is_some_and(|v| v.as_bytes() == b"1"))
+            })
+            .await
+            .copied()
+    }
+
+    /// The cosign signatures of `digest`: the layers of its `sha256-<hex>.sig` manifest
+    /// with the simple-signing media type, each checked against its digest, with its
+    /// signature annotation. Empty when there is no such tag.
+    pub async fn cosign_signatures(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Vec<(Bytes, String)>, UpstreamError> {
+        let manifest = match self.get_manifest(repo, &format!("sha256-{}.sig", digest.hex())).await {
+            Ok(m) => m,
+            Err(UpstreamError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        #[derive(serde::Deserialize)]
+        struct Layer {
+            #[serde(rename = "mediaType", default)]
+            media_type: String,
+            digest: String,
+            #[serde(default)]
+            annotations: std::collections::HashMap<String, String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct SigManifest {
+            #[serde(default)]
+            layers: Vec<Layer>,
+        }
+        let parsed: SigManifest = serde_json::from_slice(&manifest.bytes)
+            .map_err(|_| UpstreamError::Protocol("the cosign signature manifest is not a manifest".into()))?;
+        let mut out = Vec::new();
+        for layer in parsed.layers {
+            let Some(signature) = layer.annotations.get(media::COSIGN_SIGNATURE_ANNOTATION) else {
+                continue;
+            };
+            if layer.media_type != media::COSIGN_SIMPLE_SIGNING {
+                continue;
+            }
+            let Ok(layer_digest) = Digest::parse(&layer.digest) else {
+                continue;
+            };
+            let payload = self.small_blob(repo, &layer_digest).await?;
+            out.push((payload, signature.clone()));
+        }
+        Ok(out)
+    }
+
+    /// A small blob (at most 1 MiB), read whole and checked against its digest.
+    async fn small_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Bytes, UpstreamError> {
+        let mut body = self.get_blob(repo, digest, 0).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next_chunk().await {
+            bytes.extend_from_slice(&chunk?);
+            if bytes.len() > 1 << 20 {
+                return Err(UpstreamError::Protocol(format!("blob {digest} is larger than 1 MiB")));
+            }
+        }
+        if Digest::of(&bytes) != *digest {
+            return Err(UpstreamError::Protocol(format!(
+                "blob {digest} does not match its digest"
+            )));
+        }
+        Ok(Bytes::from(bytes))
+    }
+
     /// An anonymous GET of a document that is not a registry API call (a signature, the
     /// update graph), on the host `url` names: it must be a configured one (the
     /// upstream's own, its lookaside's, or an allowed host), and redirects go only to

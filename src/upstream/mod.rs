@@ -189,6 +189,8 @@ pub struct Upstream {
     /// When the upstream is another pullgate: the name of its upstream.
     behind: Option<RemoteUpstream>,
     circuit_breaker: bool,
+    /// Whether `/v2/` advertises the signature extension API, once asked.
+    signature_api: tokio::sync::OnceCell<bool>,
 }
 
 /// Installs rustls' ring provider once per process (reqwest is built without one).
@@ -289,6 +291,7 @@ impl Upstream {
             failures,
             behind: settings.behind,
             circuit_breaker: settings.circuit_breaker,
+            signature_api: tokio::sync::OnceCell::new(),
         })
     }
 
