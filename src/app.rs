@@ -136,10 +136,13 @@ fn upstreams_with_settings(config: &Config) -> Result<Vec<(&UpstreamConfig, Upst
         .collect()
 }
 
-/// What `doctor` walks: each upstream's settings and its probe image (configured, or
-/// the default for the Red Hat registries).
-pub fn doctor_targets(config: &Config) -> Result<Vec<(UpstreamSettings, Option<String>)>, StartError> {
-    Ok(upstreams_with_settings(config)?
+/// What `doctor` walks for one upstream: its settings, its probe image (configured, or
+/// the default for the Red Hat registries) and its signature policy.
+pub type DoctorTarget = (UpstreamSettings, Option<String>, Option<Policy>);
+
+/// What `doctor` walks: every upstream (see [`DoctorTarget`]).
+pub fn doctor_targets(config: &Config) -> Result<Vec<DoctorTarget>, StartError> {
+    upstreams_with_settings(config)?
         .into_iter()
         .map(|(u, settings)| {
             let red_hat = matches!(
@@ -150,9 +153,9 @@ pub fn doctor_targets(config: &Config) -> Result<Vec<(UpstreamSettings, Option<S
                 .probe_image
                 .clone()
                 .or_else(|| red_hat.then(|| RED_HAT_PROBE_IMAGE.to_string()));
-            (settings, probe)
+            Ok((settings, probe, signature_policy(u)?))
         })
-        .collect())
+        .collect()
 }
 
 /// `[openshift]`'s client settings (its CA file read), when the section is set.

@@ -595,3 +595,113 @@ fn a_key_file_that_does_not_parse_is_a_startup_error_naming_it() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_one_warn_line_and_the_access_line_carries_the_verdict() {
+    let key = GpgKey::generate("release");
+    let w = World::start(&policy_with(&key)).await;
+    let unsigned = image(&w.fake, "rhel9/big", "latest");
+    let signed = image(&w.fake, "ubi9/ubi", "latest");
+    w.publish(
+        "ubi9/ubi",
+        &signed.manifest_digest,
+        1,
+        key.sign(&signed.manifest, "registry.redhat.io/ubi9/ubi:latest"),
+    );
+    let config = w.dir.path().join("serve.toml");
+    let mut toml = w.config(&policy_with(&key), "").to_toml();
+    toml = toml.replace(
+        &format!("data_dir = \"{}\"", w.dir.path().join("data").display()),
+        &format!("data_dir = \"{}\"", w.dir.path().join("data2").display()),
+    );
+    std::fs::write(&config, toml).unwrap();
+    let server = common::ServeProcess::start(&config, &[]);
+    let client = common::client();
+    let get = |path: String| {
+        let client = client.clone();
+        let url = format!("{}/v2/registry.redhat.io/{path}", server.url());
+        async move { client.get(url).send().await.unwrap() }
+    };
+    let refused = get("rhel9/big/manifests/latest".into()).await;
+    assert_eq!(refused.status(), 403);
+    let body = refused.text().await.unwrap();
+    eprintln!("--- what the client sees ---\n403 {body}");
+    assert_eq!(get("ubi9/ubi/manifests/latest".into()).await.status(), 200);
+    let (_, log) = server.stop();
+    let warns: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("signature policy of upstream registry.redhat.io"))
+        .collect();
+    assert_eq!(warns.len(), 1, "{log:#?}");
+    assert!(
+        warns[0].contains(&format!("rhel9/big@{}", unsigned.manifest_digest)),
+        "{}",
+        warns[0]
+    );
+    eprintln!("--- the WARN line ---\n{}", warns[0]);
+    let access = |name: &str, verdict: &str| {
+        log.iter().any(|l| {
+            l.contains("pullgate::access") && l.contains(name) && l.contains(&format!("verdict=\"{verdict}\""))
+        })
+    };
+    assert!(access("rhel9/big", "unsigned"), "{log:#?}");
+    assert!(access("ubi9/ubi", "verified"), "{log:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_verifies_the_probe_image_under_the_policy() {
+    let key = GpgKey::generate("release");
+    let w = World::start(&policy_with(&key)).await;
+    let signed = image(&w.fake, "ubi9/ubi-minimal", "latest");
+    image(&w.fake, "ubi9/unsigned", "latest");
+    w.publish(
+        "ubi9/ubi-minimal",
+        &signed.manifest_digest,
+        1,
+        key.sign(&signed.manifest, "registry.redhat.io/ubi9/ubi-minimal:latest"),
+    );
+    let config = w.dir.path().join("doctor.toml");
+    std::fs::write(
+        &config,
+        common::config_toml(
+            w.dir.path(),
+            &w.fake.registry_url,
+            "",
+            &format!(
+                "sigstore = \"{}\"\nsignature_policy = {{ {} }}",
+                w.lookaside_url,
+                policy_with(&key)
+            ),
+        ),
+    )
+    .unwrap();
+    let doctor = |image: &'static str| {
+        let config = config.clone();
+        async move {
+            let out = tokio::process::Command::new(common::pullgate_bin())
+                .args(["doctor", "--config", config.to_str().unwrap(), "--image", image])
+                .output()
+                .await
+                .unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let (code, out) = doctor("ubi9/ubi-minimal:latest").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("PASS signature") && l.contains("verified under the policy")),
+        "{out}"
+    );
+    let (code, out) = doctor("ubi9/unsigned:latest").await;
+    assert_eq!(code, Some(1), "{out}");
+    let fail = out
+        .lines()
+        .find(|l| l.contains("FAIL signature"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(fail.contains("unsigned"), "{fail}");
+    assert!(
+        out.contains("check signature_policy of upstream registry.redhat.io"),
+        "{out}"
+    );
+}

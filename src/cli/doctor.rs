@@ -4,6 +4,7 @@
 //! as text or JSON. Exit 0 when every hop passed, 1 when one failed, 2 for bad input.
 
 use crate::config::Config;
+use crate::trust::Policy;
 use crate::upstream::UpstreamSettings;
 use crate::upstream::doctor::{self, ProbeImage, Report};
 use crate::upstream::openshift::OpenShiftSettings;
@@ -32,7 +33,7 @@ pub fn run(config: &Config, only: Option<&str>, image: Option<&str>, format: Doc
         Err(code) => return code,
     };
     let mut chosen = Vec::new();
-    for (settings, configured) in targets {
+    for (settings, configured, policy) in targets {
         if only.is_some_and(|name| name != settings.name) {
             continue;
         }
@@ -46,7 +47,7 @@ pub fn run(config: &Config, only: Option<&str>, image: Option<&str>, format: Doc
             },
             None => None,
         };
-        chosen.push((settings, probe));
+        chosen.push((settings, probe, policy));
     }
     if chosen.is_empty() && openshift.is_none() {
         let mut names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
@@ -86,7 +87,7 @@ pub fn online(config: &Config) -> ExitCode {
     };
     let chosen = targets
         .into_iter()
-        .map(|(settings, probe)| (settings, probe.and_then(|p| ProbeImage::parse(&p).ok())))
+        .map(|(settings, probe, policy)| (settings, probe.and_then(|p| ProbeImage::parse(&p).ok()), policy))
         .collect();
     let openshift = match openshift_target(config, None) {
         Ok(o) => o,
@@ -121,14 +122,14 @@ fn openshift_target(config: &Config, only: Option<&str>) -> Result<Option<(OpenS
 /// The walks, one upstream after the other, then `[openshift]`'s two hosts (`None`: no
 /// runtime).
 fn walk_all(
-    chosen: Vec<(UpstreamSettings, Option<ProbeImage>)>,
+    chosen: Vec<(UpstreamSettings, Option<ProbeImage>, Option<Policy>)>,
     openshift: Option<(OpenShiftSettings, String)>,
 ) -> Option<Vec<Report>> {
     let runtime = super::runtime()?;
     Some(runtime.block_on(async {
         let mut reports = Vec::new();
-        for (settings, probe) in chosen {
-            reports.push(doctor::walk(settings, probe).await);
+        for (settings, probe, policy) in chosen {
+            reports.push(doctor::walk(settings, probe, policy.as_ref()).await);
         }
         if let Some((settings, channel)) = openshift {
             reports.extend(crate::upstream::openshift::doctor(&settings, &channel).await);

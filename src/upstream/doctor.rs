@@ -11,6 +11,7 @@
 use super::{Upstream, UpstreamError, UpstreamSettings, host_port_label};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, DigestHasher, RepoName, image};
+use crate::trust::{CosignSignature, Policy, Requested, Verdict};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
@@ -82,8 +83,19 @@ impl Report {
         self.hops.iter().all(|h| h.passed)
     }
 
+    /// A failed hop, for callers that go on after it.
+    fn fail_hop(
+        &mut self,
+        phase: Phase,
+        target: impl Into<String>,
+        cause: impl Into<String>,
+        remedy: impl Into<String>,
+    ) {
+        self.fail(phase, target, cause, remedy);
+    }
+
     /// An empty report of the walk with `settings`.
-    fn new(settings: &UpstreamSettings) -> Report {
+    pub(super) fn new(settings: &UpstreamSettings) -> Report {
         Report {
             upstream: settings.name.clone(),
             url: settings.url.to_string(),
@@ -93,7 +105,7 @@ impl Report {
         }
     }
 
-    fn pass(&mut self, phase: Phase, target: impl Into<String>, detail: impl Into<String>) {
+    pub(super) fn pass(&mut self, phase: Phase, target: impl Into<String>, detail: impl Into<String>) {
         self.hops.push(Hop {
             phase,
             target: target.into(),
@@ -105,7 +117,7 @@ impl Report {
 
     /// Records a failure; returns `false` so a caller can `return report.fail(…)`-style
     /// stop.
-    fn fail(
+    pub(super) fn fail(
         &mut self,
         phase: Phase,
         target: impl Into<String>,
@@ -149,7 +161,7 @@ impl ProbeImage {
 
 /// Walks `settings`' egress path; `probe` names the image whose manifest and config blob
 /// are fetched (without one, the walk ends after the token).
-pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>) -> Report {
+pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>, policy: Option<&Policy>) -> Report {
     let mut report = Report::new(&settings);
     let tls = TlsProbe::new(settings.ca_pem.as_deref());
     let timeout = settings.connect_timeout;
@@ -365,11 +377,72 @@ pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>) -> Repo
             },
             Err(e) => {
                 let remedy = http_remedy(&e, &registry);
-                report.fail(Phase::Manifest, image, e.to_string(), remedy);
+                report.fail(Phase::Manifest, image.clone(), e.to_string(), remedy);
             }
         }
     }
+    if let Some(policy) = policy {
+        signature_hop(&mut report, &upstream, &probe, policy, &image).await;
+    }
     report
+}
+
+/// The `signature` hop of a policy: the probe image's manifest (by tag) verified under
+/// it, as a client's request would be.
+async fn signature_hop(report: &mut Report, upstream: &Upstream, probe: &ProbeImage, policy: &Policy, image: &str) {
+    let name = upstream.name.clone();
+    let remedy = format!(
+        "check signature_policy of upstream {name}: its keys (the signer's fingerprint), its identities, and the upstream's sigstore"
+    );
+    let digest = match upstream.get_manifest(&probe.repo, &probe.tag).await {
+        Ok(m) => Digest::of(&m.bytes),
+        Err(e) => return report.fail_hop(Phase::Signature, image, e.to_string(), remedy),
+    };
+    let mut gpg = Vec::new();
+    for n in 1..=crate::oci::route::MAX_SIGNATURES {
+        match upstream.lookaside_signature(&probe.repo, &digest, n).await {
+            Ok(Some(s)) => gpg.push(s),
+            Ok(None) => break,
+            Err(e) => return report.fail_hop(Phase::Signature, image, e.to_string(), remedy),
+        }
+    }
+    if gpg.is_empty()
+        && upstream.sigstore.is_none()
+        && let Ok(Some(api)) = upstream.extension_signatures(&probe.repo, &digest).await
+    {
+        gpg = api;
+    }
+    let cosign: Vec<CosignSignature> = match policy.has_cosign_keys() {
+        true => match upstream.cosign_signatures(&probe.repo, &digest).await {
+            Ok(sigs) => sigs
+                .into_iter()
+                .map(|(payload, signature)| CosignSignature { payload, signature })
+                .collect(),
+            Err(e) => return report.fail_hop(Phase::Signature, image, e.to_string(), remedy),
+        },
+        false => Vec::new(),
+    };
+    let digest_text = digest.to_string();
+    let requested = Requested {
+        repo: probe.repo.as_str(),
+        tag: Some(&probe.tag),
+        digest: &digest_text,
+    };
+    let judgement = policy.judge(&requested, &gpg, &cosign);
+    if judgement.verdict == Verdict::Verified {
+        report.pass(
+            Phase::Signature,
+            image,
+            format!("{digest} verified under the policy ({})", judgement.explain()),
+        );
+    } else {
+        report.fail_hop(
+            Phase::Signature,
+            image,
+            format!("{}: {}", judgement.verdict.as_str(), judgement.explain()),
+            remedy,
+        );
+    }
 }
 
 /// The config blob's digest of the probe image (the first linux/amd64 entry of an
@@ -440,79 +513,8 @@ async fn fetch_verified(
     Ok(size)
 }
 
-/// What a document GET must answer for its hop to pass: the detail shown, or why not.
-pub type Judge = fn(&super::Document) -> Result<String, String>;
-
-/// The walk to a host that serves documents rather than a registry (OpenShift's release
-/// signature store and update graph): its DNS, TCP and TLS hops (or the egress
-/// proxy's), then a GET of `url` judged by `judge`.
-pub async fn walk_document(
-    settings: UpstreamSettings,
-    url: url::Url,
-    role: &str,
-    phase: Phase,
-    judge: Judge,
-) -> Report {
-    let mut report = Report::new(&settings);
-    let tls = TlsProbe::new(settings.ca_pem.as_deref());
-    let first_hop = match &settings.egress_proxy {
-        Some(proxy) => {
-            report.notes.push(format!("requests go through egress_proxy {proxy}"));
-            url::Url::parse(proxy).map(|p| (p, "egress_proxy"))
-        }
-        None => Ok((url.clone(), role)),
-    };
-    let (first, first_role) = match first_hop {
-        Ok(hop) => hop,
-        Err(e) => {
-            report.fail(
-                Phase::Connect,
-                "egress_proxy",
-                format!("not a URL: {e}"),
-                "fix egress_proxy in [openshift]",
-            );
-            return report;
-        }
-    };
-    if !endpoint(
-        &mut report,
-        &first,
-        &tls,
-        settings.connect_timeout,
-        &settings.name,
-        first_role,
-    )
-    .await
-    {
-        return report;
-    }
-    let host = host_port_label(&url);
-    let name = settings.name.clone();
-    let client = match Upstream::new(settings, Arc::new(Metrics::new())) {
-        Ok(u) => u,
-        Err(e) => {
-            report.fail(phase, host, e.to_string(), "fix [openshift] in the configuration");
-            return report;
-        }
-    };
-    match client.get_document(url, Some("application/json"), 32 << 20).await {
-        Ok(document) => match judge(&document) {
-            Ok(detail) => report.pass(phase, host, detail),
-            Err(why) => {
-                let remedy = format!("{host} answered, but not as {name} should: check the URL in [openshift]");
-                report.fail(phase, host, why, remedy);
-            }
-        },
-        Err(e) => {
-            let remedy = http_remedy(&e, &host);
-            report.fail(phase, host, e.to_string(), remedy);
-        }
-    }
-    report
-}
-
 /// What to do about an HTTP-level failure at `host`.
-fn http_remedy(e: &UpstreamError, host: &str) -> String {
+pub(super) fn http_remedy(e: &UpstreamError, host: &str) -> String {
     match e {
         UpstreamError::Timeout(_) => format!(
             "{host} accepted the connection but did not answer in time: check the path to it (an egress proxy, a slow link)"
@@ -531,7 +533,7 @@ fn http_remedy(e: &UpstreamError, host: &str) -> String {
 }
 
 /// The DNS, TCP and (for https) TLS hops to `url`'s host; `false` when one failed.
-async fn endpoint(
+pub(super) async fn endpoint(
     report: &mut Report,
     url: &url::Url,
     tls: &TlsProbe,
@@ -640,12 +642,12 @@ enum TlsFailure {
 
 /// TLS handshakes that verify as the upstream client does (system roots plus
 /// `ca_file`) and remember the certificate presented, to name it when it fails.
-struct TlsProbe {
+pub(super) struct TlsProbe {
     roots: Arc<rustls::RootCertStore>,
 }
 
 impl TlsProbe {
-    fn new(ca_pem: Option<&[u8]>) -> TlsProbe {
+    pub(super) fn new(ca_pem: Option<&[u8]>) -> TlsProbe {
         super::install_crypto_provider();
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {

@@ -5,6 +5,7 @@
 //! anonymously, through the configured egress proxy and CA, with redirects allowed only
 //! between these two hosts.
 
+use super::doctor::{Phase, Report, TlsProbe, endpoint, http_remedy};
 use super::{SetupError, Upstream, UpstreamError, UpstreamSettings, host_port_label};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
@@ -158,11 +159,81 @@ impl OpenShiftClient {
     }
 }
 
+/// What a document GET must answer for its hop to pass: the detail shown, or why not.
+pub type Judge = fn(&super::Document) -> Result<String, String>;
+
+/// The walk to a host that serves documents rather than a registry (OpenShift's release
+/// signature store and update graph): its DNS, TCP and TLS hops (or the egress
+/// proxy's), then a GET of `url` judged by `judge`.
+pub async fn walk_document(
+    settings: UpstreamSettings,
+    url: url::Url,
+    role: &str,
+    phase: Phase,
+    judge: Judge,
+) -> Report {
+    let mut report = Report::new(&settings);
+    let tls = TlsProbe::new(settings.ca_pem.as_deref());
+    let first_hop = match &settings.egress_proxy {
+        Some(proxy) => {
+            report.notes.push(format!("requests go through egress_proxy {proxy}"));
+            url::Url::parse(proxy).map(|p| (p, "egress_proxy"))
+        }
+        None => Ok((url.clone(), role)),
+    };
+    let (first, first_role) = match first_hop {
+        Ok(hop) => hop,
+        Err(e) => {
+            report.fail(
+                Phase::Connect,
+                "egress_proxy",
+                format!("not a URL: {e}"),
+                "fix egress_proxy in [openshift]",
+            );
+            return report;
+        }
+    };
+    if !endpoint(
+        &mut report,
+        &first,
+        &tls,
+        settings.connect_timeout,
+        &settings.name,
+        first_role,
+    )
+    .await
+    {
+        return report;
+    }
+    let host = host_port_label(&url);
+    let name = settings.name.clone();
+    let client = match Upstream::new(settings, Arc::new(Metrics::new())) {
+        Ok(u) => u,
+        Err(e) => {
+            report.fail(phase, host, e.to_string(), "fix [openshift] in the configuration");
+            return report;
+        }
+    };
+    match client.get_document(url, Some("application/json"), 32 << 20).await {
+        Ok(document) => match judge(&document) {
+            Ok(detail) => report.pass(phase, host, detail),
+            Err(why) => {
+                let remedy = format!("{host} answered, but not as {name} should: check the URL in [openshift]");
+                report.fail(phase, host, why, remedy);
+            }
+        },
+        Err(e) => {
+            let remedy = http_remedy(&e, &host);
+            report.fail(phase, host, e.to_string(), remedy);
+        }
+    }
+    report
+}
+
 /// `pullgate doctor`'s walks of the two hosts: the signature store must answer a
 /// signature GET (a 404 for a digest no release has is a pass), the graph must answer
 /// `probe_channel`'s graph as JSON.
 pub async fn doctor(settings: &OpenShiftSettings, probe_channel: &str) -> Vec<super::doctor::Report> {
-    use super::doctor::{Phase, walk_document};
     let missing = Digest::of(b"pullgate doctor: no release has this digest");
     let signature = url::Url::parse(&format!(
         "{}/sha256={}/signature-1",
