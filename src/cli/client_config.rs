@@ -101,7 +101,7 @@ pub fn render_with(
         return Err("the configuration has no [[upstream]]".into());
     }
     Ok(match kind {
-        ClientKind::Podman => podman(&ep, &upstreams),
+        ClientKind::Podman => podman(&ep, &upstreams) + &podman_policy(&upstreams),
         ClientKind::Openshift => {
             let mut out = openshift(&ep, &upstreams);
             out.push_str(&super::client_config_openshift::render(config, &ep, &extras.catalogs)?);
@@ -159,6 +159,40 @@ fn podman(ep: &Endpoint, upstreams: &[&UpstreamConfig]) -> String {
         ep.host, ep.url
     );
     out
+}
+
+/// `policy.json` for clients that verify too, when an upstream has a signature policy:
+/// the same keys, for the registry's own name (clients apply policy to the name they
+/// pull, not to the mirror). The key files must be on the clients at the same paths
+/// (Red Hat's is at /etc/pki/rpm-gpg/RPM-GPG-KEY-redhat-release on RHEL).
+fn podman_policy(upstreams: &[&UpstreamConfig]) -> String {
+    let mut docker = serde_json::Map::new();
+    for u in upstreams {
+        let Some(p) = &u.signature_policy else { continue };
+        let mut requirements = Vec::new();
+        let paths: Vec<String> = p.keys.iter().map(|k| k.display().to_string()).collect();
+        match paths.as_slice() {
+            [] => {}
+            [one] => requirements.push(serde_json::json!({"type": "signedBy", "keyType": "GPGKeys", "keyPath": one})),
+            many => requirements.push(serde_json::json!({"type": "signedBy", "keyType": "GPGKeys", "keyPaths": many})),
+        }
+        for key in &p.cosign_keys {
+            requirements.push(serde_json::json!({"type": "sigstoreSigned", "keyPath": key.display().to_string(), "signedIdentity": {"type": "matchRepository"}}));
+        }
+        docker.insert(u.name.clone(), serde_json::Value::Array(requirements));
+    }
+    if docker.is_empty() {
+        return String::new();
+    }
+    let policy = serde_json::json!({
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": docker, "docker-daemon": {"": [{"type": "insecureAcceptAnything"}]}},
+    });
+    format!(
+        "\n{}\n{}\n",
+        file_marker("/etc/containers/policy.json"),
+        serde_json::to_string_pretty(&policy).unwrap_or_default()
+    )
 }
 
 fn openshift(ep: &Endpoint, upstreams: &[&UpstreamConfig]) -> String {
@@ -397,6 +431,32 @@ mod tests {
         );
         assert_eq!(conf["registry"][0]["mirror"][0]["insecure"].as_bool(), Some(true));
         assert!(files[1].1.contains("lookaside: http://pg.example:5000/sigstore"));
+    }
+
+    #[test]
+    fn podman_gets_a_policy_json_for_upstreams_with_a_policy() {
+        let config = Config::from_toml_str(
+            "[[upstream]]\nname = \"registry.redhat.io\"\nurl = \"https://registry.redhat.io\"\nsignature_policy = { keys = [\"/etc/pki/rpm-gpg/RPM-GPG-KEY-redhat-release\"] }\n[[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\n",
+        )
+        .unwrap();
+        let out = render(&config, ClientKind::Podman, "http://pg.example:5000", None).unwrap();
+        let files = split_files(&out);
+        let (path, body) = files.last().unwrap();
+        assert_eq!(path, "/etc/containers/policy.json");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v["transports"]["docker"]["registry.redhat.io"][0]["keyPath"],
+            "/etc/pki/rpm-gpg/RPM-GPG-KEY-redhat-release"
+        );
+        assert!(v["transports"]["docker"].get("quay.io").is_none());
+        let plain = render(
+            &self::tests::config(),
+            ClientKind::Podman,
+            "http://pg.example:5000",
+            None,
+        )
+        .unwrap();
+        assert!(!plain.contains("policy.json"));
     }
 
     #[test]

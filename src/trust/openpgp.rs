@@ -262,3 +262,62 @@ fn read_keys(path: &Path) -> Result<Vec<SignedPublicKey>, KeyFileError> {
     let bytes = std::fs::read(path).map_err(|e| error(format!("cannot read it: {e}")))?;
     parse_keys(&bytes).map_err(error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgp::composed::{KeyType, MessageBuilder, SecretKeyParamsBuilder};
+    use pgp::crypto::hash::HashAlgorithm;
+    use pgp::types::{KeyVersion, Password};
+    use rand::SeedableRng;
+
+    /// A message signed (one-pass) by a key rPGP makes: (keyring, message).
+    fn signed_by(version: KeyVersion, key_type: KeyType, hash: HashAlgorithm) -> (Keyring, Vec<u8>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let key = SecretKeyParamsBuilder::default()
+            .version(version)
+            .key_type(key_type)
+            .can_sign(true)
+            .primary_user_id("Signer <signer@example.invalid>".into())
+            .passphrase(None)
+            .build()
+            .unwrap()
+            .generate(&mut rng)
+            .unwrap();
+        let mut builder = MessageBuilder::from_bytes("", &b"{\"critical\":{}}"[..]);
+        builder.sign(&*key, Password::empty(), hash);
+        let message = builder.to_vec(&mut rng).unwrap();
+        (
+            Keyring {
+                keys: vec![key.to_public_key()],
+            },
+            message,
+        )
+    }
+
+    #[test]
+    fn post_quantum_v6_signatures_verify() {
+        let (ring, message) = signed_by(KeyVersion::V6, KeyType::MlDsa65Ed25519, HashAlgorithm::Sha3_512);
+        match ring.verify(&message) {
+            GpgOutcome::Verified { payload, signer } => {
+                assert_eq!(payload, b"{\"critical\":{}}");
+                assert_eq!(Some(&signer), ring.fingerprints().first());
+            }
+            other => panic!("a v6 ML-DSA-65+Ed25519 signature: {other:?}"),
+        }
+        let (other_ring, _) = signed_by(KeyVersion::V4, KeyType::Ed25519Legacy, HashAlgorithm::Sha256);
+        assert_eq!(other_ring.verify(&message), GpgOutcome::UnknownKey);
+    }
+
+    #[test]
+    fn a_flipped_byte_is_a_bad_signature_and_garbage_is_unreadable() {
+        let (ring, mut message) = signed_by(KeyVersion::V4, KeyType::Ed25519Legacy, HashAlgorithm::Sha256);
+        assert!(matches!(ring.verify(&message), GpgOutcome::Verified { .. }));
+        let n = message.len();
+        message[n - 5] ^= 0x40;
+        assert_eq!(ring.verify(&message), GpgOutcome::BadSignature);
+        assert_eq!(ring.verify(b"\x00\x01garbage"), GpgOutcome::Unreadable);
+        assert_eq!(ring.verify(b""), GpgOutcome::Unreadable);
+        assert!(Keyring::from_bytes(b"not a key").is_err());
+    }
+}
