@@ -1,0 +1,216 @@
+//! What a signature policy costs, outside the test suite: `cargo bench --bench policy`.
+//! On loopback: the test suite's fake Red Hat registry and a signature lookaside, a
+//! 2-platform image (a Docker manifest list and its two children, each signed by a gpg
+//! key made here with `skopeo standalone-sign`), and two pullgate processes (this
+//! package's release binary) in front of them, one with `signature_policy` and one
+//! without, both with `tag_ttl = "1h"` so tag requests are answered locally.
+//!
+//! Measured: the first GET of the list by tag on each (cold: the upstream manifest fetch,
+//! and on the policy side the signature fetch and verification), then manifest GETs by tag
+//! with `PULLGATE_POLICY_CONNECTIONS` (64) connections for `PULLGATE_POLICY_SECS` (5) s
+//! driven by `wrk`, alternating the two for `PULLGATE_POLICY_ROUNDS` (3) rounds; medians.
+//! Target: with a policy (verdict kept) ≥ 0.9× the req/s without one. Prints a Markdown
+//! table and writes JSON to `target/bench-policy.json`.
+
+#[path = "../tests/common/fake_upstream.rs"]
+mod fake_upstream;
+#[path = "../tests/common/lookaside.rs"]
+#[allow(dead_code)]
+mod lookaside;
+#[path = "../tests/common/registry.rs"]
+mod registry;
+#[path = "../tests/common/signing.rs"]
+mod signing;
+mod support;
+
+use fake_upstream::FakeRedHat;
+use serde_json::json;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Starts `pullgate serve` on `config`; returns it and its URL.
+fn serve(name: &str, dir: &Path, config: &Path) -> (Proc, String) {
+    let log_path = dir.join(format!("{name}.log"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullgate"));
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .env("PULLGATE_LOG", "warn,pullgate::server=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut proc = Proc::spawn(name, &mut cmd, true, log_path.clone());
+    let stderr = proc.child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log = std::fs::File::create(&log_path).ok();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("listening on http://") {
+                let addr = line[i + 20..].split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(addr);
+            }
+            if let Some(f) = log.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{name} did not start:\n{}", proc.log_text()));
+    (proc, format!("http://{addr}"))
+}
+
+fn wrk(url: &str, conns: u64, secs: u64) -> LoadResult {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "--latency",
+            "-c",
+            &conns.to_string(),
+            "-d",
+            &format!("{secs}s"),
+            "-H",
+        ])
+        .arg(format!("Accept: {ACCEPT}"))
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let r = parse_wrk(&text).unwrap_or_else(|| panic!("wrk's output:\n{text}"));
+    assert_eq!(r.errors, 0, "non-2xx answers:\n{text}");
+    r
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        tokio::spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                emergency_cleanup();
+                std::process::exit(130);
+            }
+        });
+        run().await;
+    });
+}
+
+async fn run() {
+    ensure_installed("/usr/bin/wrk", "wrk");
+    ensure_installed("/usr/bin/skopeo", "skopeo");
+    ensure_installed("/usr/bin/gpg", "gnupg");
+    let conns = env_num("PULLGATE_POLICY_CONNECTIONS", 64);
+    let secs = env_num("PULLGATE_POLICY_SECS", 5);
+    let rounds = env_num("PULLGATE_POLICY_ROUNDS", 3).max(1);
+    let scratch = Scratch::new("pullgate-bench-policy-");
+    let fake = FakeRedHat::start().await;
+    let (store, lookaside_url, _task) = lookaside::start_lookaside().await;
+    let key = signing::GpgKey::generate("release");
+    let list = fake.add_docker_list("ubi9/ubi", "latest");
+    let reference = "registry.redhat.io/ubi9/ubi:latest";
+    let sign = |digest: &str, bytes: &[u8]| {
+        store
+            .files
+            .lock()
+            .unwrap()
+            .insert(lookaside::sig_path("ubi9/ubi", digest, 1), key.sign(bytes, reference));
+    };
+    sign(&list.digest, &list.bytes);
+    for child in &list.child_images {
+        sign(&child.manifest_digest, &child.manifest);
+    }
+    let password = scratch.path().join("password");
+    std::fs::write(&password, fake_upstream::PASSWORD).expect("password");
+    let config = |name: &str, policy: &str| {
+        let dir = scratch.path().join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("pullgate.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[cache]\ntag_ttl = \"1h\"\n[[upstream]]\nname = \"registry.redhat.io\"\nurl = \"{}\"\nusername = \"{}\"\npassword_file = \"{}\"\nallow_redirect_hosts = [\"127.0.0.2\"]\nsigstore = \"{lookaside_url}\"\n{policy}\n",
+                dir.join("data").display(),
+                fake.registry_url,
+                fake_upstream::USERNAME,
+                password.display()
+            ),
+        )
+        .expect("config");
+        (dir, path)
+    };
+    let (pdir, pconf) = config(
+        "policy",
+        &format!("signature_policy = {{ keys = [\"{}\"] }}", key.public_key.display()),
+    );
+    let (ndir, nconf) = config("plain", "");
+    let (_policy_proc, policy_url) = serve("policy", &pdir, &pconf);
+    let (_plain_proc, plain_url) = serve("plain", &ndir, &nconf);
+    let client = reqwest::Client::new();
+    let first = |base: String| {
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let r = client
+                .get(format!("{base}/v2/registry.redhat.io/ubi9/ubi/manifests/latest"))
+                .header("accept", ACCEPT)
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(r.status(), 200);
+            let _ = r.bytes().await;
+            started.elapsed().as_secs_f64() * 1000.0
+        }
+    };
+    let first_plain = first(plain_url.clone()).await;
+    let first_policy = first(policy_url.clone()).await;
+    eprintln!("policy bench: first GET by tag {first_plain:.1} ms without a policy, {first_policy:.1} ms with one");
+    let path = "/v2/registry.redhat.io/ubi9/ubi/manifests/latest";
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let p = wrk(&format!("{policy_url}{path}"), conns, secs);
+        let n = wrk(&format!("{plain_url}{path}"), conns, secs);
+        eprintln!(
+            "  round {round}: {:.0} req/s with a policy, {:.0} without",
+            p.rps, n.rps
+        );
+        with.push(p);
+        without.push(n);
+    }
+    let med = |v: &[LoadResult], f: fn(&LoadResult) -> f64| median(v.iter().map(f).collect());
+    let (rps_with, rps_without) = (med(&with, |r| r.rps), med(&without, |r| r.rps));
+    let ratio = rps_with / rps_without;
+    println!("\n| measurement | with signature_policy | without | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| manifest GET by tag, {conns} connections, median of {rounds} (req/s) | {rps_with:.0} | {rps_without:.0} | {ratio:.2}× |"
+    );
+    println!(
+        "| p99 (ms) | {:.2} | {:.2} | |",
+        med(&with, |r| r.p99_ms),
+        med(&without, |r| r.p99_ms)
+    );
+    println!(
+        "| first GET of the 2-platform list by tag, cold (ms) | {first_policy:.1} | {first_plain:.1} | +{:.1} ms to verify |",
+        first_policy - first_plain
+    );
+    println!(
+        "{} policy req/s >= 0.9x without",
+        if ratio >= 0.9 { "PASS" } else { "FAIL" }
+    );
+    let doc = json!({
+        "rps_with": rps_with, "rps_without": rps_without, "ratio": ratio,
+        "first_get_ms_with": first_policy, "first_get_ms_without": first_plain,
+        "rounds_with": with.iter().map(LoadResult::json).collect::<Vec<_>>(),
+        "rounds_without": without.iter().map(LoadResult::json).collect::<Vec<_>>(),
+    });
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-policy.json");
+    let _ = std::fs::write(out, serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
