@@ -847,13 +847,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        tokio::spawn(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("e2e: interrupted; stopping everything it started");
-                emergency_cleanup();
-                std::process::exit(130);
-            }
-        });
+        cleanup_on_signals();
         run().await;
     });
 }

@@ -115,13 +115,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        tokio::spawn(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("openshift bench: interrupted; stopping everything it started");
-                emergency_cleanup();
-                std::process::exit(130);
-            }
-        });
+        cleanup_on_signals();
         run().await;
     });
 }

@@ -93,12 +93,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        tokio::spawn(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                emergency_cleanup();
-                std::process::exit(130);
-            }
-        });
+        cleanup_on_signals();
         run().await;
     });
 }

@@ -671,7 +671,8 @@ fn main() {
     println!("wrote {}", path.display());
 }
 
-/// Ctrl-C stops every process started here and removes the temp dirs.
+/// SIGINT, SIGTERM or SIGHUP stops every process started here and removes the temp
+/// dirs (see [`cleanup_on_signals`]); the bench itself runs without a runtime.
 fn ctrlc_cleanup() {
     std::thread::spawn(|| {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -679,10 +680,8 @@ fn ctrlc_cleanup() {
             .build()
             .expect("runtime");
         runtime.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                emergency_cleanup();
-                std::process::exit(130);
-            }
+            cleanup_on_signals();
+            std::future::pending::<()>().await;
         });
     });
 }

@@ -427,6 +427,7 @@ pub async fn spawn_with_cache(config: &Config, cache: Option<Cache>) -> Result<R
     let serving = crate::http::server::serve(listener, app, tls.clone(), limits, async move {
         let _ = rx.await;
     });
+    let drain = config.server.drain_timeout.0;
     let task = tokio::spawn({
         let proxy = proxy.clone();
         async move {
@@ -434,7 +435,14 @@ pub async fn spawn_with_cache(config: &Config, cache: Option<Cache>) -> Result<R
             let served = serving.await;
             housekeeping.abort();
             info!(target: LIFECYCLE, "stopping fills and flushing the database");
-            proxy.shutdown().await.map_err(std::io::Error::other)?;
+            // Bounded like the drain: a database that cannot be flushed (its directory
+            // gone) must not keep the process from exiting.
+            match tokio::time::timeout(drain, proxy.shutdown()).await {
+                Ok(result) => result.map_err(std::io::Error::other)?,
+                Err(_) => {
+                    warn!(target: LIFECYCLE, "the database did not flush within drain_timeout; exiting without it")
+                }
+            }
             served
         }
     });

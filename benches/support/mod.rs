@@ -25,6 +25,32 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Kills what the bench started and removes its temp dirs when the bench is told to
+/// stop by SIGINT, SIGTERM or SIGHUP (a `timeout`, a closed terminal, Ctrl-C). With only
+/// Ctrl-C handled, a bench stopped any other way died without running a destructor and
+/// left its pullgate processes behind, running on data directories nobody would remove
+/// or use. Call it inside the runtime, first thing.
+pub fn cleanup_on_signals() {
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+            _ = hup.recv() => {},
+        }
+        eprintln!("bench: stopped by a signal; stopping everything it started");
+        emergency_cleanup();
+        std::process::exit(130);
+    });
+}
+
 pub fn emergency_cleanup() {
     for pid in lock(&PIDS).drain(..) {
         let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();

@@ -21,6 +21,7 @@ mod repair;
 pub mod s3;
 mod shared;
 pub mod sled_store;
+mod storage;
 mod verdicts;
 
 pub use blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
@@ -69,6 +70,9 @@ pub enum CacheError {
     StoreUnavailable(io::Error),
     #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The data directory vanished, was replaced or turned read-only under pullgate.
+    #[error("the cache's storage is gone: {0}")]
+    StorageLost(String),
 }
 
 pub type CacheResult<T> = Result<T, CacheError>;
@@ -203,6 +207,8 @@ struct Inner {
     shared_misses: quick_cache::sync::Cache<Vec<u8>, Instant>,
     /// This replica's part in the fleet sharing the bucket (see [`fleet`]).
     fleet: Option<fleet::Fleet>,
+    /// Whether the data directory is still there and writable.
+    storage: storage::StorageWatch,
     /// `data_dir/lock`, held (flock) while the cache is open: a second process gets
     /// [`CacheError::Locked`]. Declared last, so it is released after the database.
     _lock: std::fs::File,
@@ -320,6 +326,7 @@ impl Cache {
             fleet,
             db,
             store,
+            storage: storage::StorageWatch::new(data_dir)?,
             _lock: lock,
         };
         let marker: Option<Totals> = decode(inner.responses.get(keys::meta(CLEAN_STOP))?.as_deref())?;
@@ -362,6 +369,11 @@ impl Cache {
         T: Send + 'static,
         F: FnOnce(&Inner) -> CacheResult<T> + Send + 'static,
     {
+        // With the data directory gone the database is not touched: sled would spin
+        // writing into it, and nothing it answers can be trusted to last.
+        if let Some(why) = self.inner.storage.lost() {
+            return Err(CacheError::StorageLost(why));
+        }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner)).await?
     }
@@ -610,8 +622,15 @@ impl Cache {
         .await
     }
 
+    /// Checks that the data directory is still the one opened and takes a file (the
+    /// housekeeping does every few seconds; readiness every time).
+    pub fn check_storage(&self) -> CacheResult<()> {
+        self.inner.storage.refresh().map_err(CacheError::StorageLost)
+    }
+
     /// Readiness: the database takes a write and the blob store takes a file.
     pub async fn probe(&self) -> CacheResult<()> {
+        self.check_storage()?;
         self.blocking(|i| {
             i.responses
                 .insert(keys::meta("readiness-probe"), now_ms().to_be_bytes().to_vec())?;

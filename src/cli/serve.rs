@@ -28,7 +28,11 @@ pub fn serve(path: &Path, log_format: LogFormat) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::app::run(&config, shutdown_signal())) {
+    let result = runtime.block_on(crate::app::run(&config, shutdown_signal()));
+    // A blocking task stuck in the database (its directory gone) must not keep the
+    // process alive: the runtime waits for it a moment, not forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

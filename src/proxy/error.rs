@@ -133,6 +133,10 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::TooManyRequests { .. }) => {
                 "upstream rate limit reached; retry later".into()
             }
+            ProxyError::Cache(CacheError::StorageLost(_)) => "the cache's storage is not available; retry later".into(),
+            ProxyError::Fill(FillError::Cache(e)) if matches!(**e, CacheError::StorageLost(_)) => {
+                "the cache's storage is not available; retry later".into()
+            }
             _ if self.store_unavailable() => "the cache's shared blob store is not answering; retry later".into(),
             ProxyError::Cache(_) | ProxyError::Fill(_) => "internal storage error".into(),
             other => other.to_string(),
@@ -142,8 +146,10 @@ impl ProxyError {
     /// The shared blob store did not answer (directly, or for a fill).
     fn store_unavailable(&self) -> bool {
         match self {
-            ProxyError::Cache(e) => matches!(e, CacheError::StoreUnavailable(_)),
-            ProxyError::Fill(FillError::Cache(e)) => matches!(**e, CacheError::StoreUnavailable(_)),
+            ProxyError::Cache(e) => matches!(e, CacheError::StoreUnavailable(_) | CacheError::StorageLost(_)),
+            ProxyError::Fill(FillError::Cache(e)) => {
+                matches!(**e, CacheError::StoreUnavailable(_) | CacheError::StorageLost(_))
+            }
             _ => false,
         }
     }

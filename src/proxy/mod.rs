@@ -307,6 +307,11 @@ impl Proxy {
         let mut saved = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(every).await;
+            // Said once when the data directory goes (or comes back); nothing else runs
+            // against a directory that is gone.
+            if self.cache.check_storage().is_err() {
+                continue;
+            }
             self.fills.enforce_limit(&self.cache).await;
             match self
                 .cache

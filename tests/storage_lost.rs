@@ -1,0 +1,166 @@
+//! The data directory vanishing or turning read-only under a running pullgate (the
+//! stray process a bench left behind): `/readyz` fails, one ERROR line names the path,
+//! fills fail cleanly, no thread spins, and SIGTERM still stops the process within
+//! `drain_timeout`.
+
+mod common;
+
+use common::ServeProcess;
+use common::fake_upstream::FakeRedHat;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn write_config(dir: &Path, data_dir: &Path, upstream: &str, store: &str) -> std::path::PathBuf {
+    let text = common::config_toml(
+        dir,
+        upstream,
+        &format!("[cache]\nblob_store = \"{store}\"\n[server]\ndrain_timeout = \"3s\""),
+        "",
+    )
+    .replace(
+        &format!("data_dir = \"{}\"", dir.join("data").display()),
+        &format!("data_dir = \"{}\"", data_dir.display()),
+    );
+    let path = dir.join("pullgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Breaks the storage with `break_it`, then checks everything the module header says.
+async fn storage_goes(store: &str, data_dir: &Path, dir: &Path, break_it: impl FnOnce()) {
+    let fake = FakeRedHat::start().await;
+    let cached = fake.add_image("ubi9/ubi", "latest", &[200_000]);
+    let later = fake.add_image("ubi9/later", "latest", &[200_000]);
+    let config = write_config(dir, data_dir, &fake.registry_url, store);
+    let server = ServeProcess::start(&config, &[]);
+    let client = common::client();
+    let url = |p: &str| format!("{}{p}", server.url());
+    let blob = |repo: &str, d: &str| url(&format!("/v2/registry.redhat.io/{repo}/blobs/{d}"));
+    let r = client
+        .get(blob("ubi9/ubi", &cached.layer_digests[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    assert_eq!(client.get(url("/readyz")).send().await.unwrap().status(), 200);
+
+    break_it();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let r = client.get(url("/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            break r.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "/readyz still answers {}", r.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.contains(&data_dir.display().to_string()), "{body}");
+
+    // A fill fails, and fails fast.
+    let started = Instant::now();
+    let r = client
+        .get(blob("ubi9/later", &later.layer_digests[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap_or_default());
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Nothing spins: a few seconds with housekeeping and probes cost little CPU.
+    let pid = server.child.id();
+    let before = cpu_seconds(pid);
+    for _ in 0..10 {
+        let _ = client.get(url("/readyz")).send().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let used = cpu_seconds(pid) - before;
+    assert!(used < 0.5, "{used:.2} CPU seconds in 3 s: something spins");
+
+    // SIGTERM ends it within drain_timeout (3 s) and a margin.
+    let started = Instant::now();
+    let (_, log) = server.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+    let errors: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("ERROR") && l.contains("data directory is gone or not writable"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one ERROR line: {log:#?}");
+    assert!(errors[0].contains(&data_dir.display().to_string()), "{}", errors[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_data_directory_with_the_sled_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    storage_goes("sled", &data.clone(), dir.path(), || {
+        std::fs::remove_dir_all(&data).unwrap()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_data_directory_with_the_files_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    storage_goes("files", &data.clone(), dir.path(), || {
+        std::fs::remove_dir_all(&data).unwrap()
+    })
+    .await;
+}
+
+/// A read-only bind mount over a directory, unmounted on drop.
+struct ReadOnlyOver(std::path::PathBuf);
+
+impl ReadOnlyOver {
+    fn mount(dir: &Path) -> ReadOnlyOver {
+        for args in [vec!["--bind"], vec!["-o", "remount,bind,ro"]] {
+            let out = std::process::Command::new("mount")
+                .args(&args)
+                .arg(dir)
+                .arg(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "this test bind-mounts (needs root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ReadOnlyOver(dir.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnlyOver {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_that_turns_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ro = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let hold = ro.clone();
+    let target = data.clone();
+    storage_goes("files", &data, dir.path(), move || {
+        *hold.lock().unwrap() = Some(ReadOnlyOver::mount(&target));
+    })
+    .await;
+    drop(ro);
+}
