@@ -136,6 +136,8 @@ pub struct Metrics {
     /// `[cache] max_size` (0: no limit).
     pub cache_max_size_bytes: Gauge,
     pub cache_entries: Family<KindLabels, Gauge>,
+    /// Tasks alive in the runtime (a number that must not creep).
+    pub tokio_alive_tasks: Gauge,
 }
 
 impl Default for Metrics {
@@ -195,6 +197,7 @@ impl Metrics {
         let cache_usage_bytes = Gauge::default();
         let cache_max_size_bytes = Gauge::default();
         let cache_entries = Family::default();
+        let tokio_alive_tasks = Gauge::default();
         // Help texts without a final period: the encoder adds one.
         registry.register(
             "pullgate_http_requests",
@@ -296,6 +299,11 @@ impl Metrics {
             "Cached entries by kind",
             cache_entries.clone(),
         );
+        registry.register(
+            "pullgate_tokio_alive_tasks",
+            "Tasks alive in the async runtime",
+            tokio_alive_tasks.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -323,6 +331,7 @@ impl Metrics {
             cache_usage_bytes,
             cache_max_size_bytes,
             cache_entries,
+            tokio_alive_tasks,
         }
     }
 

@@ -279,6 +279,11 @@ impl Proxy {
         if let Some(cluster) = &self.cluster {
             cluster.export(&self.metrics);
         }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.metrics
+                .tokio_alive_tasks
+                .set(runtime.metrics().num_alive_tasks() as i64);
+        }
         if let Ok(stats) = self.cache.stats().await {
             let m = &self.metrics;
             m.cache_size_bytes.set(stats.total_bytes() as i64);

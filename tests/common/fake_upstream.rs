@@ -200,6 +200,8 @@ pub struct FakeState {
     pub cut_times: AtomicU32,
     /// The CDN ignores `Range` and always answers 200 with the whole body.
     pub ignore_range: AtomicBool,
+    /// The CDN answers every request with 503 while set.
+    pub cdn_fail_5xx: AtomicBool,
     /// Sleep this long before each CDN body frame (the first one included;
     /// headers go out immediately). Read before every frame.
     pub frame_delay_ms: AtomicU64,
@@ -271,6 +273,7 @@ impl FakeState {
             cut_times: AtomicU32::new(0),
             ignore_range: AtomicBool::new(false),
             frame_delay_ms: AtomicU64::new(0),
+            cdn_fail_5xx: AtomicBool::new(false),
             revoke_tokens: AtomicBool::new(false),
             fail_5xx: AtomicU32::new(0),
             fail_all_5xx: AtomicBool::new(false),
@@ -1278,6 +1281,13 @@ async fn cdn_handler(State(st): State<Arc<FakeState>>, method: Method, uri: Uri,
         .collect();
     if !ranges.is_empty() {
         lock(&st.log).cdn_ranges.extend(ranges.iter().cloned());
+    }
+    if st.cdn_fail_5xx.load(SeqCst) {
+        return cdn_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SlowDown",
+            "Please reduce your request rate.",
+        );
     }
     let path = uri.path();
     let Some(digest) = parse_cdn_path(path) else {

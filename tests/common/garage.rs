@@ -173,6 +173,11 @@ impl Garage {
         }
     }
 
+    /// Garage's process id while it runs (for SIGSTOP/SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn port(&self) -> u16 {
         self.s3_port
     }
