@@ -14,6 +14,7 @@ use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::oci::pattern::RepoPatterns;
 use crate::proxy::openshift::OpenShift;
+use crate::proxy::policy::{RoutePolicy, VerdictCounters};
 use crate::proxy::{Proxy, ProxyError, ProxySettings, UpstreamRoute};
 use crate::secret::Secret;
 use crate::trust::{CosignKeys, Keyring, Policy};
@@ -209,7 +210,12 @@ fn routes(config: &Config, metrics: &Arc<Metrics>) -> Result<Vec<UpstreamRoute>,
                 aliases: u.aliases.clone(),
                 allow: patterns("allow", &u.allow)?,
                 deny: patterns("deny", &u.deny)?,
-                policy: signature_policy(u)?.map(Arc::new),
+                policy: signature_policy(u)?.map(|policy| {
+                    Arc::new(RoutePolicy {
+                        policy,
+                        counters: VerdictCounters::new(metrics, &u.name),
+                    })
+                }),
             })
         })
         .collect()

@@ -13,7 +13,7 @@ pub mod fill;
 mod manifests;
 pub mod openshift;
 mod owners;
-mod policy;
+pub mod policy;
 pub mod read;
 mod signatures;
 mod tags;
@@ -29,7 +29,6 @@ use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::oci::pattern::RepoPatterns;
 use crate::oci::{Digest, RepoName};
-use crate::trust::Policy;
 use crate::upstream::Upstream;
 use fill::FillRegistry;
 use std::sync::Arc;
@@ -59,7 +58,7 @@ pub struct UpstreamRoute {
     pub allow: RepoPatterns,
     pub deny: RepoPatterns,
     /// The signatures its manifests must carry, when a policy is configured.
-    pub policy: Option<Arc<Policy>>,
+    pub policy: Option<Arc<policy::RoutePolicy>>,
 }
 
 impl UpstreamRoute {
@@ -103,7 +102,7 @@ impl CacheStatus {
 pub struct Target {
     upstream: Arc<Upstream>,
     repo: RepoName,
-    policy: Option<Arc<Policy>>,
+    policy: Option<Arc<policy::RoutePolicy>>,
     /// Asked by another replica of the cluster: answered here, never forwarded again.
     from_peer: bool,
 }

@@ -19,7 +19,6 @@ use crate::oci::image::index_entries;
 use crate::oci::{Digest, media};
 use crate::trust::{CosignSignature, Judgement, Mode, Policy, Requested, Verdict};
 use bytes::Bytes;
-use std::sync::Arc;
 use tracing::warn;
 
 /// A verdict and the words for it, kept together.
@@ -47,8 +46,54 @@ impl Decision {
     }
 }
 
-/// The in-memory side of the verdicts (the database keeps them all).
-pub type VerdictMemory = quick_cache::sync::Cache<VerdictKey, Decision>;
+/// The in-memory side of the verdicts (the database keeps them all, with their words):
+/// by a SHA-256 of the key's parts, so a hit builds no string.
+pub type VerdictMemory = quick_cache::sync::Cache<[u8; 32], (Verdict, u64)>;
+
+/// The memory key of a verdict: upstream, repository, digest, how the client asked,
+/// policy fingerprint.
+fn memory_key(upstream: &str, repo: &str, digest: &Digest, tag: Option<&str>, policy: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for part in [upstream, repo, digest.hex(), tag.unwrap_or("\0digest"), policy] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().into()
+}
+
+/// A policy's verdict counters, one per verdict, made once per upstream so a request
+/// counts without building a label.
+pub struct VerdictCounters(Vec<(Verdict, prometheus_client::metrics::counter::Counter)>);
+
+impl VerdictCounters {
+    pub fn new(metrics: &crate::metrics::Metrics, upstream: &str) -> VerdictCounters {
+        VerdictCounters(
+            Verdict::ALL
+                .iter()
+                .map(|v| {
+                    let labels = VerdictLabels {
+                        upstream: upstream.to_string(),
+                        verdict: v.as_str(),
+                    };
+                    (*v, metrics.signature_verdicts.get_or_create_owned(&labels))
+                })
+                .collect(),
+        )
+    }
+
+    fn count(&self, verdict: Verdict) {
+        if let Some((_, c)) = self.0.iter().find(|(v, _)| *v == verdict) {
+            c.inc();
+        }
+    }
+}
+
+/// An upstream's policy as the proxy holds it: the policy and its counters.
+pub struct RoutePolicy {
+    pub policy: Policy,
+    pub counters: VerdictCounters,
+}
 
 /// How many verdicts are kept in memory.
 pub const VERDICTS_IN_MEMORY: usize = 100_000;
@@ -66,9 +111,25 @@ impl Proxy {
         bytes: &Bytes,
         media_type: &str,
     ) -> ProxyResult<Option<Verdict>> {
-        let Some(policy) = target.policy.clone() else {
+        let Some(route_policy) = target.policy.clone() else {
             return Ok(None);
         };
+        let policy = &route_policy.policy;
+        let memory = memory_key(
+            &target.upstream.name,
+            target.repo.as_str(),
+            digest,
+            tag,
+            policy.fingerprint(),
+        );
+        let fresh = |verdict: Verdict, decided_ms: u64| {
+            verdict == Verdict::Verified || now_ms().saturating_sub(decided_ms) < self.tag_ttl.as_millis() as u64
+        };
+        // The hot path: a kept verification, counted, nothing built.
+        if let Some((Verdict::Verified, _)) = self.verdicts.get(&memory) {
+            route_policy.counters.count(Verdict::Verified);
+            return Ok(Some(Verdict::Verified));
+        }
         let key = VerdictKey {
             upstream: target.upstream.name.clone(),
             repo: target.repo.to_string(),
@@ -76,22 +137,17 @@ impl Proxy {
             tag: tag.map(str::to_string),
             policy: policy.fingerprint().to_string(),
         };
-        let decision = match self.kept_decision(&key).await? {
+        let stored = self.cache.verdict(&key).await?.and_then(|t| Decision::decode(&t));
+        let decision = match stored.filter(|d| fresh(d.verdict, d.decided_ms)) {
             Some(d) => d,
             None => {
-                let d = self.decide(target, &policy, &key, bytes, media_type).await?;
-                self.verdicts.insert(key.clone(), d.clone());
+                let d = self.decide(target, policy, &key, bytes, media_type).await?;
                 self.cache.put_verdict(&key, &d.encode()).await?;
                 d
             }
         };
-        self.metrics
-            .signature_verdicts
-            .get_or_create(&VerdictLabels {
-                upstream: key.upstream.clone(),
-                verdict: decision.verdict.as_str(),
-            })
-            .inc();
+        self.verdicts.insert(memory, (decision.verdict, decision.decided_ms));
+        route_policy.counters.count(decision.verdict);
         if decision.verdict == Verdict::Verified {
             return Ok(Some(decision.verdict));
         }
@@ -118,29 +174,11 @@ impl Proxy {
         }
     }
 
-    /// A kept decision that still holds: a verification forever, a refusal for
-    /// `tag_ttl`.
-    async fn kept_decision(&self, key: &VerdictKey) -> ProxyResult<Option<Decision>> {
-        let kept = match self.verdicts.get(key) {
-            Some(d) => Some(d),
-            None => {
-                let stored = self.cache.verdict(key).await?.and_then(|t| Decision::decode(&t));
-                if let Some(d) = &stored {
-                    self.verdicts.insert(key.clone(), d.clone());
-                }
-                stored
-            }
-        };
-        Ok(kept.filter(|d| {
-            d.verdict == Verdict::Verified || now_ms().saturating_sub(d.decided_ms) < self.tag_ttl.as_millis() as u64
-        }))
-    }
-
     /// Decides anew (see the module header).
     async fn decide(
         &self,
         target: &Target,
-        policy: &Arc<Policy>,
+        policy: &Policy,
         key: &VerdictKey,
         bytes: &Bytes,
         media_type: &str,

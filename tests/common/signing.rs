@@ -83,12 +83,14 @@ impl GpgKey {
 
     /// `gpg --sign` of `payload` (a hand-made simple-signing JSON), by `signer` (a key
     /// or subkey id, `!`-suffixed to force it) or the primary key, at `faked_time`.
+    /// Uncompressed (`-z 0`), so a flipped byte near the end lands in the signature
+    /// itself; `skopeo standalone-sign` ([`GpgKey::sign`]) writes compressed messages.
     pub fn sign_payload(&self, payload: &[u8], signer: Option<&str>, faked_time: Option<&str>) -> Vec<u8> {
         let input = self.home.path().join("payload.json");
         let output = self.home.path().join("payload.sig");
         std::fs::write(&input, payload).unwrap();
         let _ = std::fs::remove_file(&output);
-        let mut args: Vec<String> = vec!["--batch".into(), "--yes".into()];
+        let mut args: Vec<String> = vec!["--batch".into(), "--yes".into(), "-z".into(), "0".into()];
         if let Some(t) = faked_time {
             args.push(format!("--faked-system-time={t}"));
         }
