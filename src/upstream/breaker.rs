@@ -1,6 +1,9 @@
 //! A per-upstream circuit breaker: after [`THRESHOLD`] consecutive transient failures,
 //! requests fail fast (and the proxy serves what it has cached) for a pause that doubles
-//! up to [`MAX_PAUSE`]; one success closes it.
+//! up to [`MAX_PAUSE`]; one success closes it. While paused, one request a
+//! [`PROBE_EVERY`] goes through (half-open), so an upstream that is back is used again
+//! within a second, not at the end of a long pause (the soak found clients refused for
+//! 16 s after the registry had come back).
 
 use super::UpstreamError;
 use std::time::{Duration, Instant};
@@ -10,19 +13,31 @@ const THRESHOLD: u32 = 3;
 /// The longest pause.
 pub const MAX_PAUSE: Duration = Duration::from_secs(30);
 
+/// While paused, how often one request is let through to see whether the upstream is back.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Default)]
 pub struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
+    /// When a request last went through while paused.
+    last_probe: Option<Instant>,
 }
 
 impl Breaker {
-    /// `Err(CircuitOpen)` while paused.
-    pub fn check(&self) -> Result<(), UpstreamError> {
+    /// `Err(CircuitOpen)` while paused, but for one probe a [`PROBE_EVERY`].
+    pub fn check(&mut self) -> Result<(), UpstreamError> {
+        let now = Instant::now();
         match self.open_until {
-            Some(until) if until > Instant::now() => Err(UpstreamError::CircuitOpen {
-                retry_after: (until - Instant::now()).as_secs().max(1),
-            }),
+            Some(until) if until > now => {
+                if self.last_probe.is_none_or(|p| now.duration_since(p) >= PROBE_EVERY) {
+                    self.last_probe = Some(now);
+                    return Ok(());
+                }
+                Err(UpstreamError::CircuitOpen {
+                    retry_after: (until - now).as_secs().max(1),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -60,8 +75,13 @@ mod tests {
         assert_eq!(b.record(&down), None);
         assert_eq!(b.record(&down), None);
         assert_eq!(b.record(&down), Some((3, Duration::from_secs(1))));
-        assert!(matches!(b.check(), Err(UpstreamError::CircuitOpen { .. })));
+        assert!(b.check().is_ok(), "one probe goes through");
+        assert!(
+            matches!(b.check(), Err(UpstreamError::CircuitOpen { .. })),
+            "the next waits"
+        );
         assert_eq!(b.record(&Err(UpstreamError::NotFound)), None);
         assert!(b.check().is_ok());
+        assert!(b.check().is_ok(), "closed by the answer");
     }
 }
