@@ -833,10 +833,10 @@ async fn upstream_credentials_can_come_from_a_containers_auth_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_when_the_database_disk_is_full() {
     let disk = common::SmallDisk::mount("64m");
-    let fake = FakeRedHat::start().await;
+    let fake = FakeRedHat::start_anonymous().await;
     let data = disk.0.join("data");
     let toml = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"r\"\nurl = \"{}\"\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[upstream]]\nname = \"r\"\nurl = \"{}\"\nallow_redirect_hosts = [\"127.0.0.2\"]\n",
         data.display(),
         fake.registry_url
     );
@@ -853,6 +853,15 @@ async fn readyz_fails_when_the_database_disk_is_full() {
             .status()
     };
     assert_eq!(ready().await, 200);
+    let cached = fake.add_image("ubi9/ubi", "cached", &[50_000]);
+    let later = fake.add_image("ubi9/ubi", "later", &[2_000_000]);
+    let blob = |d: &str| format!("{}/v2/r/ubi9/ubi/blobs/{d}", server.url());
+    let got = client.get(blob(&cached.layer_digests[0])).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(
+        got.bytes().await.unwrap() == cached.layers[0],
+        "the first pull is the blob"
+    );
     // Fill the disk.
     let filler = disk.0.join("filler");
     let _ = std::process::Command::new("dd")
@@ -860,6 +869,23 @@ async fn readyz_fails_when_the_database_disk_is_full() {
         .arg(format!("of={}", filler.display()))
         .output();
     assert_eq!(ready().await, 503, "a full disk makes pullgate not ready");
+    // What it holds is still served; a fill fails as a full disk, not as a 500.
+    let got = client.get(blob(&cached.layer_digests[0])).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(
+        got.bytes().await.unwrap() == cached.layers[0],
+        "a hit is still the blob"
+    );
+    let r = client.get(blob(&later.layer_digests[0])).send().await.unwrap();
+    if r.status().is_success() {
+        assert!(
+            common::body_bytes(r).await.is_err(),
+            "a fill on a full disk does not complete"
+        );
+    } else {
+        assert_eq!(r.status(), 503, "a full disk is 503, not an internal error");
+        assert!(r.text().await.unwrap().contains("disk is full"));
+    }
     std::fs::remove_file(&filler).unwrap();
     common::eventually(
         "ready again once space returns",

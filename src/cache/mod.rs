@@ -31,6 +31,7 @@ pub use records::{
     BlobRecord, CacheStats, RepairReport, SignatureEntry, StoredManifest, StoredResponse, TagListPage, TagRecord,
     Totals, now_ms,
 };
+pub use storage::is_full as storage_is_full;
 pub use verdicts::VerdictKey;
 
 use crate::oci::Digest;
@@ -73,6 +74,18 @@ pub enum CacheError {
     /// The data directory vanished, was replaced or turned read-only under pullgate.
     #[error("the cache's storage is gone: {0}")]
     StorageLost(String),
+}
+
+impl CacheError {
+    /// Whether the failure is the disk being full (or out of quota): the cache is not
+    /// broken, it has no room.
+    pub fn is_full(&self) -> bool {
+        match self {
+            CacheError::Io(e) => storage::is_full(e),
+            CacheError::Db(sled::Error::Io(e)) => storage::is_full(e),
+            _ => false,
+        }
+    }
 }
 
 pub type CacheResult<T> = Result<T, CacheError>;

@@ -13,11 +13,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{error, info};
 
 /// What was opened: each directory with its device and inode.
+/// What is wrong with the data directory.
+enum Trouble {
+    /// Gone, replaced or read-only: nothing may touch it.
+    Lost(String),
+    /// No room: what it holds is still good.
+    Full(String),
+}
+
+/// Whether an I/O error says the file system has no room (or no quota) left.
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 #[derive(Debug)]
 pub struct StorageWatch {
-    dirs: Vec<(PathBuf, u64, u64)>,
+    /// Each directory, held open: its inode cannot be reused while it is held, so a
+    /// directory made at the same path later is told apart.
+    dirs: Vec<(PathBuf, std::fs::File)>,
     probe_file: PathBuf,
     lost: AtomicBool,
+    /// Whether the disk was full at the last check.
+    full: AtomicBool,
     /// Why, when lost (the path and the cause).
     why: Mutex<Option<String>>,
 }
@@ -27,35 +47,67 @@ impl StorageWatch {
     pub fn new(data_dir: &Path) -> std::io::Result<StorageWatch> {
         let mut dirs = Vec::new();
         for dir in [data_dir.to_path_buf(), data_dir.join("db")] {
-            let m = std::fs::metadata(&dir)?;
-            dirs.push((dir, m.dev(), m.ino()));
+            let held = std::fs::File::open(&dir)?;
+            dirs.push((dir, held));
         }
         Ok(StorageWatch {
             dirs,
             probe_file: data_dir.join(".pullgate-probe"),
             lost: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             why: Mutex::new(None),
         })
     }
 
     /// Checks the directories now: `Err` with the path and the cause when one is gone,
-    /// replaced, or does not take a file.
-    fn check(&self) -> Result<(), String> {
-        for (dir, dev, ino) in &self.dirs {
+    /// replaced, or does not take a file; `Full` apart, as a full disk still serves
+    /// what it holds.
+    fn check(&self) -> Result<(), Trouble> {
+        for (dir, held) in &self.dirs {
+            let (dev, ino) = match held.metadata() {
+                Ok(m) => (m.dev(), m.ino()),
+                Err(e) => return Err(Trouble::Lost(format!("{}: {e}", dir.display()))),
+            };
             match std::fs::metadata(dir) {
-                Ok(m) if (m.dev(), m.ino()) == (*dev, *ino) => {}
-                Ok(_) => return Err(format!("{} was replaced by another directory", dir.display())),
-                Err(e) => return Err(format!("{}: {e}", dir.display())),
+                Ok(m) if (m.dev(), m.ino()) == (dev, ino) => {}
+                Ok(_) => {
+                    return Err(Trouble::Lost(format!(
+                        "{} was replaced by another directory",
+                        dir.display()
+                    )));
+                }
+                Err(e) => return Err(Trouble::Lost(format!("{}: {e}", dir.display()))),
             }
         }
-        std::fs::write(&self.probe_file, b"ok")
-            .and_then(|()| std::fs::remove_file(&self.probe_file))
-            .map_err(|e| format!("{} does not take a file: {e}", self.probe_file.display()))
+        match std::fs::write(&self.probe_file, b"ok").and_then(|()| std::fs::remove_file(&self.probe_file)) {
+            Ok(()) => Ok(()),
+            Err(e) if is_full(&e) => Err(Trouble::Full(format!("{} is full: {e}", self.probe_file.display()))),
+            Err(e) => Err(Trouble::Lost(format!(
+                "{} does not take a file: {e}",
+                self.probe_file.display()
+            ))),
+        }
     }
 
-    /// Checks and records the state; says so once when it changes.
+    /// Checks and records the state; says so once when it changes. A full disk fails
+    /// the check (readiness) but is not lost: hits go on, fills fail on their own.
     pub fn refresh(&self) -> Result<(), String> {
-        let result = self.check();
+        let result = match self.check() {
+            Err(Trouble::Full(reason)) => {
+                if !self.full.swap(true, Ordering::SeqCst) {
+                    error!(target: crate::http::server::LIFECYCLE, reason = %reason, "the cache's disk is full: not ready, fills fail until there is room");
+                }
+                return Err(reason);
+            }
+            other => {
+                if self.full.swap(false, Ordering::SeqCst) && other.is_ok() {
+                    info!(target: crate::http::server::LIFECYCLE, "the cache's disk has room again");
+                }
+                other.map_err(|t| match t {
+                    Trouble::Lost(r) | Trouble::Full(r) => r,
+                })
+            }
+        };
         let mut why = self.why.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Err(reason) => {

@@ -134,6 +134,7 @@ impl ProxyError {
                 "upstream rate limit reached; retry later".into()
             }
             ProxyError::Cache(CacheError::StorageLost(_)) => "the cache's storage is not available; retry later".into(),
+            _ if self.storage_full() => "the cache's disk is full; retry later".into(),
             ProxyError::Fill(FillError::Cache(e)) if matches!(**e, CacheError::StorageLost(_)) => {
                 "the cache's storage is not available; retry later".into()
             }
@@ -143,8 +144,22 @@ impl ProxyError {
         }
     }
 
-    /// The shared blob store did not answer (directly, or for a fill).
+    /// The cache's disk has no room (directly, or for a fill).
+    fn storage_full(&self) -> bool {
+        match self {
+            ProxyError::Cache(e) => e.is_full(),
+            ProxyError::Fill(FillError::Cache(e)) => e.is_full(),
+            ProxyError::Fill(FillError::Write(e)) => crate::cache::storage_is_full(e),
+            _ => false,
+        }
+    }
+
+    /// The shared blob store did not answer, the storage is gone or full (directly, or
+    /// for a fill): the client may retry.
     fn store_unavailable(&self) -> bool {
+        if self.storage_full() {
+            return true;
+        }
         match self {
             ProxyError::Cache(e) => matches!(e, CacheError::StoreUnavailable(_) | CacheError::StorageLost(_)),
             ProxyError::Fill(FillError::Cache(e)) => {
