@@ -164,3 +164,62 @@ async fn a_data_directory_that_turns_read_only() {
     .await;
     drop(ro);
 }
+
+/// A full disk under a running pullgate: readiness fails with one WARN (not one per
+/// probe: load balancers probe every few seconds), comes back by itself with one INFO,
+/// a stop on a full disk still ends the process, and a start on a full disk (sled writes
+/// as it opens) fails at once with an error that says what to do, for systemd's
+/// `Restart=on-failure` to try again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_logged_once_and_a_start_on_it_fails_clearly() {
+    let disk = common::SmallDisk::mount("48m");
+    let dir = tempfile::tempdir().unwrap();
+    let data = disk.0.join("data");
+    let fake = FakeRedHat::start().await;
+    let config = write_config(dir.path(), &data, &fake.registry_url, "files");
+    let server = ServeProcess::start(&config, &[]);
+    let client = common::client();
+    let ready = || async {
+        client
+            .get(format!("{}/readyz", server.url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ready().await, 200);
+    let filler = disk.0.join("filler");
+    let fill = || {
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M"])
+            .arg(format!("of={}", filler.display()))
+            .output();
+    };
+    fill();
+    for _ in 0..5 {
+        assert_eq!(ready().await, 503);
+    }
+    std::fs::remove_file(&filler).unwrap();
+    common::eventually("ready once there is room", Duration::from_secs(10), async || {
+        ready().await == 200
+    })
+    .await;
+    fill();
+    assert_eq!(ready().await, 503);
+    let (_, log) = server.stop();
+    let count = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count("WARN pullgate::proxy: not ready"),
+        2,
+        "one WARN per time readiness was lost: {log:#?}"
+    );
+    assert_eq!(count("ready again"), 1, "{log:#?}");
+
+    let out = common::pullgate(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success(), "a start on a full disk fails");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("the disk of {} is full", data.display())) && stderr.contains("free space"),
+        "{stderr}"
+    );
+}

@@ -74,6 +74,13 @@ pub enum CacheError {
     /// The data directory vanished, was replaced or turned read-only under pullgate.
     #[error("the cache's storage is gone: {0}")]
     StorageLost(String),
+    /// The data directory's disk has no room (the storage watch's probe file did not fit).
+    #[error("the cache's disk is full: {0}")]
+    DiskFull(String),
+    /// The database could not be opened because its disk is full (sled writes as it
+    /// opens): nothing is served until there is room again.
+    #[error("the disk of {} is full: the database cannot be opened; free space there (or raise the volume's size) and start pullgate again", data_dir.display())]
+    OpenOnFullDisk { data_dir: PathBuf },
 }
 
 impl CacheError {
@@ -83,6 +90,7 @@ impl CacheError {
         match self {
             CacheError::Io(e) => storage::is_full(e),
             CacheError::Db(sled::Error::Io(e)) => storage::is_full(e),
+            CacheError::OpenOnFullDisk { .. } | CacheError::DiskFull(_) => true,
             _ => false,
         }
     }
@@ -279,6 +287,11 @@ fn open_db(data_dir: &Path) -> CacheResult<sled::Db> {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e)) if e.kind() == io::ErrorKind::Other && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(sled::Error::Io(e)) if storage::is_full(&e) => {
+                return Err(CacheError::OpenOnFullDisk {
+                    data_dir: data_dir.to_path_buf(),
+                });
             }
             Err(e) => return Err(e.into()),
         }
@@ -638,7 +651,10 @@ impl Cache {
     /// Checks that the data directory is still the one opened and takes a file (the
     /// housekeeping does every few seconds; readiness every time).
     pub fn check_storage(&self) -> CacheResult<()> {
-        self.inner.storage.refresh().map_err(CacheError::StorageLost)
+        self.inner.storage.refresh().map_err(|t| match t {
+            storage::Trouble::Lost(why) => CacheError::StorageLost(why),
+            storage::Trouble::Full(why) => CacheError::DiskFull(why),
+        })
     }
 
     /// Readiness: the database takes a write and the blob store takes a file.

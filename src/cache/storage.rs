@@ -12,13 +12,22 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{error, info};
 
-/// What was opened: each directory with its device and inode.
 /// What is wrong with the data directory.
-enum Trouble {
+#[derive(Debug)]
+pub enum Trouble {
     /// Gone, replaced or read-only: nothing may touch it.
     Lost(String),
     /// No room: what it holds is still good.
     Full(String),
+}
+
+impl Trouble {
+    #[cfg(test)]
+    pub fn reason(&self) -> &str {
+        match self {
+            Trouble::Lost(r) | Trouble::Full(r) => r,
+        }
+    }
 }
 
 /// Whether an I/O error says the file system has no room (or no quota) left.
@@ -91,13 +100,13 @@ impl StorageWatch {
 
     /// Checks and records the state; says so once when it changes. A full disk fails
     /// the check (readiness) but is not lost: hits go on, fills fail on their own.
-    pub fn refresh(&self) -> Result<(), String> {
+    pub fn refresh(&self) -> Result<(), Trouble> {
         let result = match self.check() {
             Err(Trouble::Full(reason)) => {
                 if !self.full.swap(true, Ordering::SeqCst) {
                     error!(target: crate::http::server::LIFECYCLE, reason = %reason, "the cache's disk is full: not ready, fills fail until there is room");
                 }
-                return Err(reason);
+                return Err(Trouble::Full(reason));
             }
             other => {
                 if self.full.swap(false, Ordering::SeqCst) && other.is_ok() {
@@ -123,7 +132,7 @@ impl StorageWatch {
                 *why = None;
             }
         }
-        result
+        result.map_err(Trouble::Lost)
     }
 
     /// Whether the last check found the storage gone (cheap: no system call).
@@ -148,11 +157,11 @@ mod tests {
         assert!(watch.refresh().is_ok());
         assert_eq!(watch.lost(), None);
         std::fs::remove_dir_all(&data).unwrap();
-        let why = watch.refresh().unwrap_err();
+        let why = watch.refresh().unwrap_err().reason().to_string();
         assert!(why.contains(&data.display().to_string()), "{why}");
         assert!(watch.lost().is_some());
         // A new directory at the same path is not the one the database lives in.
         std::fs::create_dir_all(data.join("db")).unwrap();
-        assert!(watch.refresh().unwrap_err().contains("replaced"));
+        assert!(watch.refresh().unwrap_err().reason().contains("replaced"));
     }
 }

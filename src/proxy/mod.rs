@@ -144,6 +144,9 @@ pub struct Proxy {
     openshift: Option<openshift::OpenShift>,
     /// Signature policy verdicts recently used (all are kept in the database).
     verdicts: policy::VerdictMemory,
+    /// What the last readiness check found, so only a change is logged (a load
+    /// balancer probes every few seconds).
+    was_ready: std::sync::atomic::AtomicBool,
 }
 
 /// How often the housekeeping task runs an eviction pass (blobs spared while clients
@@ -186,6 +189,7 @@ impl Proxy {
             peer_streams: Arc::default(),
             openshift: None,
             verdicts: policy::VerdictMemory::new(policy::VERDICTS_IN_MEMORY),
+            was_ready: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -270,7 +274,16 @@ impl Proxy {
     /// Readiness: the database answers a write and blob storage takes a file.
     /// (Upstream reachability is not required: the cache can serve.)
     pub async fn ready(&self) -> ProxyResult<()> {
-        Ok(self.cache.probe().await?)
+        let result = self.cache.probe().await.map_err(ProxyError::from);
+        let was_ready = self
+            .was_ready
+            .swap(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        match &result {
+            Err(e) if was_ready => tracing::warn!(error = %e, "not ready"),
+            Ok(()) if !was_ready => tracing::info!("ready again"),
+            _ => {}
+        }
+        result
     }
 
     /// The metrics exposition, with the cache's sizes read now.

@@ -88,6 +88,12 @@ pub async fn run(options: &Options) -> Outcome {
         nemesis_stop.clone(),
         windows.clone(),
     ));
+    let supervisor = tokio::spawn(nemesis::supervise(
+        world.clone(),
+        started,
+        stop.clone(),
+        windows.clone(),
+    ));
     // The last tenth runs without new faults, so everything heals under load.
     let run_for = Duration::from_secs_f64(options.minutes * 60.0);
     tokio::time::sleep(run_for.mul_f64(0.9)).await;
@@ -106,6 +112,7 @@ pub async fn run(options: &Options) -> Outcome {
     let ready = world.wait_ready(Duration::from_secs(10)).await;
     tokio::time::sleep(run_for.mul_f64(0.1)).await;
     stop.store(true, Ordering::SeqCst);
+    let _ = supervisor.await;
     let mut records = Vec::new();
     for c in clients {
         records.extend(c.await.unwrap_or_default());
@@ -184,6 +191,7 @@ pub async fn run(options: &Options) -> Outcome {
         final_inv.detail = format!("{} blobs, through {} pullgates", digests.len(), world.urls().len());
     }
     invariants.push(final_inv);
+    invariants.push(report::exit_invariant(&windows));
     invariants.push(report::termination_invariant(&windows, &exits));
     invariants.push(Invariant {
         name: "no process is left behind (checked by PID)",

@@ -23,7 +23,13 @@ pub enum Fault {
     DiskFull,
     RotateCertificate,
     TermDuringFill,
+    /// Not injected: a pullgate that exited on its own, started again after
+    /// [`RESTART_SEC`] as systemd's `Restart=on-failure` does (deploy/pullgate.service).
+    ExitedAndRestarted,
 }
+
+/// deploy/pullgate.service's `RestartSec`.
+pub const RESTART_SEC: Duration = Duration::from_secs(5);
 
 impl Fault {
     pub const ALL: [Fault; 9] = [
@@ -57,6 +63,9 @@ pub struct Window {
     pub end: f64,
     /// For SIGTERM: how long the process took to exit (`None`: longer than allowed).
     pub exit_secs: Option<f64>,
+    /// For an exit on its own: the last line the process logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 pub type Windows = Arc<Mutex<Vec<Window>>>;
@@ -146,6 +155,7 @@ async fn inject(world: Arc<World>, fault: Fault, hold: Duration, member: usize, 
             on = Some(SINGLE);
             world.rotate_certificate();
         }
+        Fault::ExitedAndRestarted => return, // not injected: see `supervise`
     }
     record(
         &windows,
@@ -155,6 +165,7 @@ async fn inject(world: Arc<World>, fault: Fault, hold: Duration, member: usize, 
             start,
             end: now(),
             exit_secs,
+            note: None,
         },
     );
 }
@@ -208,6 +219,53 @@ pub async fn run(
         running.push((fault, handle));
     }
     for (_, h) in running {
+        let _ = h.await;
+    }
+}
+
+/// Plays systemd for the pullgates: one that exited on its own (not taken by the nemesis)
+/// is started again after [`RESTART_SEC`], and its time down is a window, with the last
+/// line it logged.
+pub async fn supervise(world: Arc<World>, started: Instant, stop: Arc<AtomicBool>, windows: Windows) {
+    let mut restarting: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut handled = std::collections::HashSet::new();
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        restarting.retain(|h| !h.is_finished());
+        let exited: Vec<(usize, u32, Option<String>)> = world
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let pid = m.pid()?;
+                (m.exited() && handled.insert(pid)).then(|| (i, pid, m.last_log_line()))
+            })
+            .collect();
+        for (member, _, note) in exited {
+            let world = world.clone();
+            let windows = windows.clone();
+            restarting.push(tokio::spawn(async move {
+                let start = started.elapsed().as_secs_f64();
+                tokio::time::sleep(RESTART_SEC).await;
+                world.members.lock().unwrap_or_else(|p| p.into_inner())[member].revive();
+                let _ = world.wait_ready(Duration::from_secs(30)).await;
+                record(
+                    &windows,
+                    Window {
+                        fault: Fault::ExitedAndRestarted,
+                        member: Some(member),
+                        start,
+                        end: started.elapsed().as_secs_f64(),
+                        exit_secs: None,
+                        note,
+                    },
+                );
+            }));
+        }
+    }
+    for h in restarting {
         let _ = h.await;
     }
 }

@@ -48,7 +48,7 @@ fn excused(r: &Record, windows: &[Window]) -> bool {
         let on_member = w.member == Some(r.member);
         let replica = r.member < SINGLE;
         match w.fault {
-            Fault::KillReplica | Fault::TermDuringFill => on_member && overlaps(w, r, 2.0),
+            Fault::KillReplica | Fault::TermDuringFill | Fault::ExitedAndRestarted => on_member && overlaps(w, r, 2.0),
             Fault::PauseGarage => replica && overlaps(w, r, 2.0),
             Fault::DiskFull => r.member == SINGLE && !r.hot && overlaps(w, r, 1.0),
             f if f.upstream() => (!r.hot || r.member == SINGLE) && overlaps(w, r, 2.0),
@@ -83,7 +83,8 @@ pub fn client_invariants(records: &[Record], windows: &[Window]) -> Vec<Invarian
     ]
 }
 
-/// Baseline after the warm-up (or 30 s after a restart), then every later sample
+/// Baseline once the run is past its warm-up and the process is at least as old (and a
+/// minute: a young process still fills its caches and allocator arenas), then every later sample
 /// outside fault windows within +20 % (with a small floor for small numbers).
 fn growth(
     samples: &[Sample],
@@ -96,7 +97,7 @@ fn growth(
     let mut broken = Vec::new();
     let mut baselines: BTreeMap<u32, u64> = BTreeMap::new();
     let quiet = |s: &Sample| !windows.iter().any(|w| w.start - 5.0 <= s.t && s.t <= w.end + 10.0);
-    for s in samples.iter().filter(|s| s.t >= warmup && s.age >= 30.0) {
+    for s in samples.iter().filter(|s| s.t >= warmup && s.age >= warmup.max(60.0)) {
         let Some(v) = field(s) else { continue };
         let base = *baselines.entry(s.pid).or_insert(v);
         let limit = base + (base / 5).max(floor);
@@ -134,6 +135,21 @@ pub fn resource_invariants(samples: &[Sample], windows: &[Window], warmup: f64) 
             growth(samples, windows, warmup, |s| s.tasks, 16, "tasks"),
         ),
     ]
+}
+
+/// A pullgate exits on its own only when it cannot open its database on a full disk
+/// (sled writes as it opens); anything else (a panic, an error) is a finding.
+pub fn exit_invariant(windows: &[Window]) -> Invariant {
+    let broken: Vec<String> = windows
+        .iter()
+        .filter(|w| w.fault == Fault::ExitedAndRestarted)
+        .filter(|w| !w.note.as_deref().is_some_and(|n| n.contains("is full")))
+        .map(|w| format!("member {:?} at {:.0}s: {:?}", w.member, w.start, w.note))
+        .collect();
+    invariant(
+        "a pullgate exits on its own only when a start finds its disk full",
+        broken,
+    )
 }
 
 /// SIGTERM during fills ended each process within `drain_timeout` + 5 s.
@@ -184,7 +200,7 @@ pub fn table(
         bytes as f64 / 1048576.0
     ));
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
-    for w in windows {
+    for w in windows.iter().filter(|w| w.fault != Fault::ExitedAndRestarted) {
         *faults.entry(format!("{:?}", w.fault)).or_default() += 1;
     }
     let abandons = records.iter().filter(|r| r.op == super::clients::Op::Abandon).count();
@@ -196,6 +212,20 @@ pub fn table(
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
             .join(", ")
+    ));
+    let exits: Vec<String> = windows
+        .iter()
+        .filter(|w| w.fault == Fault::ExitedAndRestarted)
+        .map(|w| format!("{:?} at {:.0}s", w.member, w.start))
+        .collect();
+    out.push_str(&format!(
+        "| exits on their own, started again after 5 s as systemd would | {} {} |\n",
+        exits.len(),
+        if exits.is_empty() {
+            String::new()
+        } else {
+            format!("({})", exits.join(", "))
+        }
     ));
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     for f in records.iter().flat_map(|r| &r.failures) {

@@ -180,6 +180,19 @@ impl Member {
         self.proc.is_some()
     }
 
+    /// Whether its process exited on its own (it is still held: not taken by the nemesis).
+    pub fn exited(&mut self) -> bool {
+        self.proc
+            .as_mut()
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(Some(_))))
+    }
+
+    /// The last line it logged.
+    pub fn last_log_line(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.config.with_file_name(format!("{}.log", self.name))).ok()?;
+        text.lines().last().map(str::to_string)
+    }
+
     /// Starts it again when its process is gone (killed, or it exited: a start on a
     /// full disk fails).
     pub fn revive(&mut self) -> bool {
