@@ -844,14 +844,8 @@ async fn readyz_fails_when_the_database_disk_is_full() {
         .await
         .unwrap();
     let client = common::client();
-    let ready = || async {
-        client
-            .get(format!("{}/readyz", server.url()))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
+    let base = server.url();
+    let ready = || common::readyz(&client, &base);
     assert_eq!(ready().await, 200);
     let cached = fake.add_image("ubi9/ubi", "cached", &[50_000]);
     let later = fake.add_image("ubi9/ubi", "later", &[2_000_000]);

@@ -179,14 +179,8 @@ async fn a_full_disk_is_logged_once_and_a_start_on_it_fails_clearly() {
     let config = write_config(dir.path(), &data, &fake.registry_url, "files");
     let server = ServeProcess::start(&config, &[]);
     let client = common::client();
-    let ready = || async {
-        client
-            .get(format!("{}/readyz", server.url()))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
+    let base = server.url();
+    let ready = || common::readyz(&client, &base);
     assert_eq!(ready().await, 200);
     let filler = disk.0.join("filler");
     let fill = || {

@@ -332,6 +332,16 @@ pub async fn assert_not_delivered(resp: reqwest::Response) {
 
 /// A tiny tmpfs for full-disk tests (mounting needs root, as CI runs), unmounted on drop.
 /// Fields: the mount point, and the temp dir holding it (removed after the unmount).
+/// The status `/readyz` of the pullgate at `base` answers.
+pub async fn readyz(client: &reqwest::Client, base: &str) -> u16 {
+    client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
 pub struct SmallDisk(pub PathBuf, pub TempDir);
 
 impl SmallDisk {

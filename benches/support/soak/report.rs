@@ -216,7 +216,7 @@ pub fn table(
     let exits: Vec<String> = windows
         .iter()
         .filter(|w| w.fault == Fault::ExitedAndRestarted)
-        .map(|w| format!("{:?} at {:.0}s", w.member, w.start))
+        .map(|w| format!("member {} at {:.0}s", w.member.unwrap_or_default(), w.start))
         .collect();
     out.push_str(&format!(
         "| exits on their own, started again after 5 s as systemd would | {} {} |\n",
