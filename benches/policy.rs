@@ -25,66 +25,11 @@ mod support;
 
 use fake_upstream::FakeRedHat;
 use serde_json::json;
-use std::io::{BufRead, BufReader, Write as _};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use support::*;
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// Starts `pullgate serve` on `config`; returns it and its URL.
-fn serve(name: &str, dir: &Path, config: &Path) -> (Proc, String) {
-    let log_path = dir.join(format!("{name}.log"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullgate"));
-    cmd.args(["serve", "--config"])
-        .arg(config)
-        .env("PULLGATE_LOG", "warn,pullgate::server=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut proc = Proc::spawn(name, &mut cmd, true, log_path.clone());
-    let stderr = proc.child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut log = std::fs::File::create(&log_path).ok();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listening on http://") {
-                let addr = line[i + 20..].split_whitespace().next().unwrap_or("").to_string();
-                let _ = tx.send(addr);
-            }
-            if let Some(f) = log.as_mut() {
-                let _ = writeln!(f, "{line}");
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{name} did not start:\n{}", proc.log_text()));
-    (proc, format!("http://{addr}"))
-}
-
-fn wrk(url: &str, conns: u64, secs: u64) -> LoadResult {
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            "--latency",
-            "-c",
-            &conns.to_string(),
-            "-d",
-            &format!("{secs}s"),
-            "-H",
-        ])
-        .arg(format!("Accept: {ACCEPT}"))
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let r = parse_wrk(&text).unwrap_or_else(|| panic!("wrk's output:\n{text}"));
-    assert_eq!(r.errors, 0, "non-2xx answers:\n{text}");
-    r
-}
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -131,29 +76,21 @@ async fn run() {
     let password = scratch.path().join("password");
     std::fs::write(&password, fake_upstream::PASSWORD).expect("password");
     let config = |name: &str, policy: &str| {
-        let dir = scratch.path().join(name);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("pullgate.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[cache]\ntag_ttl = \"1h\"\n[[upstream]]\nname = \"registry.redhat.io\"\nurl = \"{}\"\nusername = \"{}\"\npassword_file = \"{}\"\nallow_redirect_hosts = [\"127.0.0.2\"]\nsigstore = \"{lookaside_url}\"\n{policy}\n",
-                dir.join("data").display(),
-                fake.registry_url,
-                fake_upstream::USERNAME,
-                password.display()
-            ),
+        write_proxy_config(
+            scratch.path(),
+            name,
+            &fake.registry_url,
+            (fake_upstream::USERNAME, &password),
+            &format!("sigstore = \"{lookaside_url}\"\n{policy}"),
         )
-        .expect("config");
-        (dir, path)
     };
     let (pdir, pconf) = config(
         "policy",
         &format!("signature_policy = {{ keys = [\"{}\"] }}", key.public_key.display()),
     );
     let (ndir, nconf) = config("plain", "");
-    let (_policy_proc, policy_url) = serve("policy", &pdir, &pconf);
-    let (_plain_proc, plain_url) = serve("plain", &ndir, &nconf);
+    let (_policy_proc, policy_url) = serve_pullgate("policy", &pdir, &pconf);
+    let (_plain_proc, plain_url) = serve_pullgate("plain", &ndir, &nconf);
     let client = reqwest::Client::new();
     let first = |base: String, repo: String| {
         let client = client.clone();
@@ -189,8 +126,9 @@ async fn run() {
     let path = "/v2/registry.redhat.io/ubi9/ubi/manifests/latest";
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let p = wrk(&format!("{policy_url}{path}"), conns, secs);
-        let n = wrk(&format!("{plain_url}{path}"), conns, secs);
+        let accept = format!("Accept: {ACCEPT}");
+        let p = wrk_get(&format!("{policy_url}{path}"), conns, secs, &[&accept]);
+        let n = wrk_get(&format!("{plain_url}{path}"), conns, secs, &[&accept]);
         eprintln!(
             "  round {round}: {:.0} req/s with a policy, {:.0} without",
             p.rps, n.rps

@@ -10,6 +10,8 @@ use crate::cluster::{Cluster, member_name};
 use crate::config::{CLUSTER_SELF_ENV, ClusterConfig, Config, ConfigError, UpstreamConfig, UpstreamNaming};
 use crate::http::auth::{ClientAuth, PeerSecret};
 use crate::http::server::{LIFECYCLE, Limits, TlsFiles, TlsState};
+use crate::http::status::activity::Activity;
+use crate::http::status::{About, StatusState};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::oci::pattern::RepoPatterns;
@@ -261,13 +263,61 @@ pub async fn build(config: &Config, cache: Option<Cache>) -> Result<AppState, St
         }
         None => None,
     };
+    let status = status_page(config, htpasswd.as_deref())?;
     let clients = htpasswd.map(|entries| Arc::new(ClientAuth::new(entries)));
     Ok(AppState {
         proxy: Arc::new(proxy),
         clients,
         peers,
         metrics,
+        status,
     })
+}
+
+/// The status page's state, unless `[status] enabled = false`; every `[status] users`
+/// entry must be an htpasswd user.
+fn status_page(config: &Config, htpasswd: Option<&[(String, Secret)]>) -> Result<Option<Arc<StatusState>>, StartError> {
+    if !config.status.enabled {
+        return Ok(None);
+    }
+    if let Some(entries) = htpasswd
+        && let Some(missing) = config
+            .status
+            .users
+            .iter()
+            .find(|u| !entries.iter().any(|(e, _)| e == *u))
+    {
+        return Err(ConfigError::Invalid {
+            key: "status.users".into(),
+            reason: format!("{missing:?} is not a user of [clients] htpasswd"),
+        }
+        .into());
+    }
+    let doctor = doctor_targets(config)?
+        .into_iter()
+        .map(|(settings, probe, policy)| {
+            (
+                settings.name.clone(),
+                crate::http::status::DoctorTarget {
+                    settings,
+                    probe,
+                    policy,
+                },
+            )
+        })
+        .collect();
+    Ok(Some(Arc::new(StatusState {
+        activity: Activity::start(),
+        users: config.status.users.clone(),
+        about: About {
+            version: env!("CARGO_PKG_VERSION"),
+            listen: config.listen.clone(),
+            bound: std::sync::OnceLock::new(),
+            config_toml: config.to_toml(),
+        },
+        doctor,
+        doctor_running: Arc::new(tokio::sync::Semaphore::new(1)),
+    })))
 }
 
 /// `[cluster]`'s secret file and this replica's URL, as `serve` will read them (for
@@ -413,6 +463,7 @@ pub async fn spawn_with_cache(config: &Config, cache: Option<Cache>) -> Result<R
         .map(Arc::new);
     let state = build(config, cache).await?;
     let proxy = state.proxy.clone();
+    let status = state.status.clone();
     let addr = config.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
@@ -422,6 +473,9 @@ pub async fn spawn_with_cache(config: &Config, cache: Option<Cache>) -> Result<R
         .map_err(|source| StartError::Bind { addr, source })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(target: LIFECYCLE, store = proxy.store_name(), "listening on {scheme}://{addr}");
+    if let Some(s) = &status {
+        let _ = s.about.bound.set(format!("{scheme}://{addr}"));
+    }
     let limits = Limits {
         drain_timeout: config.server.drain_timeout.0,
         max_connections: config.server.max_connections,
@@ -438,8 +492,12 @@ pub async fn spawn_with_cache(config: &Config, cache: Option<Cache>) -> Result<R
         let proxy = proxy.clone();
         async move {
             let housekeeping = tokio::spawn(proxy.clone().housekeeping());
+            let sampling = status.map(|s| tokio::spawn(s.activity.clone().sample_every_minute(proxy.clone())));
             let served = serving.await;
             housekeeping.abort();
+            if let Some(s) = sampling {
+                s.abort();
+            }
             info!(target: LIFECYCLE, "stopping fills and flushing the database");
             // Bounded like the drain: a database that cannot be flushed (its directory
             // gone) must not keep the process from exiting.

@@ -135,22 +135,32 @@ impl Cluster {
         }
     }
 
-    /// `pullgate_cluster_members{member, state}` as of now.
-    pub fn export(&self, metrics: &Metrics) {
+    /// Each member and its state as of now: `self`, `up` or `down`.
+    pub fn member_states(&self) -> Vec<(String, &'static str)> {
         let now = Instant::now();
         let down = self.down.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.members()
+            .into_iter()
+            .map(|m| {
+                let state = if m == self.self_name {
+                    "self"
+                } else if down.get(&m).is_some_and(|d| d.until > now) {
+                    "down"
+                } else {
+                    "up"
+                };
+                (m, state)
+            })
+            .collect()
+    }
+
+    /// `pullgate_cluster_members{member, state}` as of now.
+    pub fn export(&self, metrics: &Metrics) {
         metrics.cluster_members.clear();
-        for m in self.members() {
-            let state = if m == self.self_name {
-                "self"
-            } else if down.get(&m).is_some_and(|d| d.until > now) {
-                "down"
-            } else {
-                "up"
-            };
+        for (member, state) in self.member_states() {
             metrics
                 .cluster_members
-                .get_or_create(&MemberLabels { member: m, state })
+                .get_or_create(&MemberLabels { member, state })
                 .set(1);
         }
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this).
-# Installs what the interop tests need (Debian's skopeo, docker-registry, podman, gpg and
-# systemd-analyze for the unit file, and Garage from crates.io for the shared-store tests)
+# Installs what the interop tests need (Debian's skopeo, docker-registry, podman, gpg,
+# systemd-analyze for the unit file, chromium and chromedriver for the status page, and
+# Garage from crates.io for the shared-store tests)
 # when it is missing, checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "tests/run.sh: installing ${missing[*]}" >&2
     sudo=""
@@ -26,6 +29,8 @@ command -v skopeo >/dev/null || { echo "skopeo is required (apt-get install skop
 command -v podman >/dev/null || { echo "podman is required (apt-get install podman)" >&2; exit 1; }
 command -v gpg >/dev/null || { echo "gpg is required (apt-get install gnupg)" >&2; exit 1; }
 command -v systemd-analyze >/dev/null || { echo "systemd-analyze is required (apt-get install systemd)" >&2; exit 1; }
+command -v chromium >/dev/null || { echo "chromium is required (apt-get install chromium)" >&2; exit 1; }
+command -v chromedriver >/dev/null || { echo "chromedriver is required (apt-get install chromium-driver)" >&2; exit 1; }
 
 # Garage, the S3-compatible object store the shared-store tests run against (crates.io;
 # built once into ~/.cargo/bin: about 23 minutes on 2 cores the first time).

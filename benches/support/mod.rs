@@ -345,3 +345,72 @@ pub fn parse_wrk(text: &str) -> Option<LoadResult> {
     }
     (r.requests > 0 && r.rps > 0.0 && r.p99_ms > 0.0).then_some(r)
 }
+
+/// Writes `ROOT/NAME/pullgate.toml`: one pullgate on its own data directory in front of
+/// a fake Red Hat's registry (CDN at 127.0.0.2), with `extra` appended after the
+/// upstream's keys (more upstream keys, or further tables). Returns the directory and file.
+pub fn write_proxy_config(
+    root: &Path,
+    name: &str,
+    registry_url: &str,
+    (username, password_file): (&str, &Path),
+    extra: &str,
+) -> (PathBuf, PathBuf) {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).expect("config dir");
+    let path = dir.join("pullgate.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[cache]\ntag_ttl = \"1h\"\n[[upstream]]\nname = \"registry.redhat.io\"\nurl = \"{registry_url}\"\nusername = \"{username}\"\npassword_file = \"{}\"\nallow_redirect_hosts = [\"127.0.0.2\"]\n{extra}\n",
+        dir.join("data").display(),
+        password_file.display()
+    );
+    fs::write(&path, text).expect("config");
+    (dir, path)
+}
+/// Starts `pullgate serve --config CONFIG` (this package's binary) with its log in
+/// `dir/NAME.log`; returns it and its `http://` URL once it printed where it listens.
+pub fn serve_pullgate(name: &str, dir: &Path, config: &Path) -> (Proc, String) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let log_path = dir.join(format!("{name}.log"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullgate"));
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .env("PULLGATE_LOG", "warn,pullgate::server=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut proc = Proc::spawn(name, &mut cmd, true, log_path.clone());
+    let stderr = proc.child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log = fs::File::create(&log_path).ok();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("listening on http://") {
+                let addr = line[i + 20..].split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(addr);
+            }
+            if let Some(f) = log.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{name} did not start:\n{}", proc.log_text()));
+    (proc, format!("http://{addr}"))
+}
+
+/// `wrk` GETs of `url` with `headers`, on `conns` connections for `secs` seconds; panics
+/// on a non-2xx answer.
+pub fn wrk_get(url: &str, conns: u64, secs: u64, headers: &[&str]) -> LoadResult {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", "--latency", "-c", &conns.to_string(), "-d", &format!("{secs}s")]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).stdin(Stdio::null()).output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let r = parse_wrk(&text).unwrap_or_else(|| panic!("wrk's output:\n{text}"));
+    assert_eq!(r.errors, 0, "non-2xx answers:\n{text}");
+    r
+}

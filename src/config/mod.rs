@@ -10,9 +10,11 @@ use std::time::Duration;
 
 mod cluster;
 mod openshift;
+mod status;
 mod upstream;
 pub use cluster::{CLUSTER_SELF_ENV, ClusterConfig};
 pub use openshift::{DEFAULT_SIGNATURE_STORE, DEFAULT_UPDATE_GRAPH, OpenShiftConfig};
+pub use status::StatusConfig;
 pub use upstream::{SignaturePolicyConfig, UpstreamConfig, UpstreamNaming};
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +168,9 @@ pub struct Config {
     /// OpenShift's release signatures and update graph, served to clusters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openshift: Option<OpenShiftConfig>,
+    /// The operator's status page.
+    #[serde(default)]
+    pub status: StatusConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -339,7 +344,7 @@ impl Default for SignaturesConfig {
     }
 }
 
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
 }
 
@@ -401,6 +406,7 @@ impl Config {
         if let Some(o) = &self.openshift {
             o.validate()?;
         }
+        self.status.validate(self.clients.htpasswd.is_some())?;
         if let Some(d) = &self.default_upstream
             && !self.upstreams.iter().any(|u| &u.name == d)
         {

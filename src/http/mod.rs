@@ -1,8 +1,10 @@
 //! The client-facing HTTP surface (axum): the router, one handler per registry route
-//! ([`routes`]), OpenShift's signatures and update graph ([`openshift`]), the layer that logs and measures every API request ([`observe`]),
-//! client authentication ([`auth`]), OCI error rendering ([`error`]) and the listener
-//! with TLS and graceful shutdown ([`server`]). It renders what the proxy decides and
-//! never names upstream or cache types.
+//! ([`routes`]), OpenShift's signatures and update graph ([`openshift`]), the layer that
+//! logs and measures every API request ([`observe`]), client authentication
+//! ([`auth`]), OCI error rendering ([`error`]), the operator's status page ([`status`])
+//! and the listener with TLS and graceful shutdown ([`server`]). It renders what the
+//! proxy decides and never names cache types; of the upstream module it names only the
+//! doctor's walk, which the status page's button runs.
 
 pub mod auth;
 pub mod error;
@@ -10,6 +12,7 @@ mod observe;
 pub mod openshift;
 mod routes;
 pub mod server;
+pub mod status;
 
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -30,6 +33,8 @@ pub struct AppState {
     /// The cluster's shared secret, when `[cluster]` is set: it opens the peer routes.
     pub peers: Option<Arc<auth::PeerSecret>>,
     pub metrics: Arc<Metrics>,
+    /// The operator's status page, unless `[status] enabled = false`.
+    pub status: Option<Arc<status::StatusState>>,
 }
 
 /// The registry API (every path but the three below) and OpenShift's routes behind the
@@ -42,11 +47,22 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::registry_api)
         .layer(observe::ObserveLayer {
             metrics: state.metrics.clone(),
+            activity: state.status.as_ref().map(|s| s.activity.clone()),
         })
+        .route("/", any(root))
+        .merge(status::routes())
         .route("/healthz", any(healthz))
         .route("/readyz", any(readyz))
         .route("/metrics", any(metrics))
         .with_state(state)
+}
+
+/// `/`: a browser goes to the status page; anything else is the registry API's.
+async fn root(State(app): State<AppState>, req: axum::extract::Request) -> Response {
+    if status::wants_page(&app, req.headers()) {
+        return axum::response::Redirect::to("/status").into_response();
+    }
+    routes::registry_api(State(app), req).await
 }
 
 async fn healthz() -> Response {

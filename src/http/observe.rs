@@ -4,12 +4,15 @@
 
 use super::API_VERSION_HEADER;
 use super::routes::Served;
+use super::status::activity::{Activity, Pull};
 use crate::metrics::{LookupLabels, Metrics, RequestLabels, RouteLabels, method_label};
+use axum::extract::ConnectInfo;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::Response;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,6 +23,8 @@ use tracing::info;
 #[derive(Clone)]
 pub struct ObserveLayer {
     pub metrics: Arc<Metrics>,
+    /// Where manifest and blob GETs go for the status page, when it is enabled.
+    pub activity: Option<Arc<Activity>>,
 }
 
 impl<S> tower::Layer<S> for ObserveLayer {
@@ -29,6 +34,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
         Observe {
             inner,
             metrics: self.metrics.clone(),
+            activity: self.activity.clone(),
         }
     }
 }
@@ -38,6 +44,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    activity: Option<Arc<Activity>>,
 }
 
 impl<S> tower::Service<Request> for Observe<S>
@@ -56,11 +63,13 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
         let method = req.method().clone();
+        let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let answer = self.inner.call(req);
         let metrics = self.metrics.clone();
+        let activity = self.activity.clone();
         Box::pin(async move {
             let mut resp = answer.await?;
-            record(&metrics, &method, started, &mut resp);
+            record(&metrics, &method, started, &mut resp, (activity.as_deref(), client));
             Ok(resp)
         })
     }
@@ -74,16 +83,21 @@ fn lookup_kind(route: &'static str) -> &'static str {
     }
 }
 
-/// Stamps the API version header, counts the request, and writes its access-log line.
-fn record(m: &Metrics, method: &Method, started: Instant, resp: &mut Response) {
+/// Stamps the API version header, counts the request, writes its access-log line, and
+/// hands a manifest or blob GET to the status page's activity.
+fn record(
+    m: &Metrics,
+    method: &Method,
+    started: Instant,
+    resp: &mut Response,
+    (activity, client): (Option<&Activity>, Option<IpAddr>),
+) {
     resp.headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     let status = resp.status().as_u16();
     let served = resp.extensions_mut().remove::<Served>().unwrap_or(Served {
         route: "other",
-        name: None,
-        cache: None,
-        verdict: None,
+        ..Served::default()
     });
     let route = served.route;
     m.http_requests
@@ -121,4 +135,17 @@ fn record(m: &Metrics, method: &Method, started: Instant, resp: &mut Response) {
         verdict = served.verdict.unwrap_or("-"),
         "request"
     );
+    if let (Some(activity), Some(reference)) = (activity, served.reference) {
+        activity.record(Pull {
+            at_ms: crate::cache::now_ms(),
+            name: served.name.unwrap_or_default(),
+            reference,
+            kind: if route == "manifest" { "manifest" } else { "blob" },
+            client: client.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            user: served.user,
+            cache: served.cache.map(|c| c.as_str()).unwrap_or("-"),
+            status,
+            bytes: bytes.parse().unwrap_or(0),
+        });
+    }
 }

@@ -59,9 +59,8 @@ pub fn parse_graph_query(raw: Option<&str>) -> Result<GraphQuery, String> {
 fn served(route: &'static str, cache: Option<CacheStatus>) -> Served {
     Served {
         route,
-        name: None,
         cache,
-        verdict: None,
+        ..Served::default()
     }
 }
 

@@ -20,13 +20,17 @@ use bytes::Bytes;
 /// What the access log and the request metrics say about a response: its route (from
 /// the one parse of the path), the client's name and how the cache answered. Set by the
 /// handler as a response extension for the observing layer.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Served {
     pub route: &'static str,
     pub name: Option<String>,
     pub cache: Option<CacheStatus>,
     /// The signature policy's verdict on a manifest, when the upstream has a policy.
     pub verdict: Option<&'static str>,
+    /// The tag or digest of a manifest or blob GET (for the status page's recent pulls).
+    pub reference: Option<String>,
+    /// The authenticated client user, with `[clients] htpasswd`.
+    pub user: Option<String>,
 }
 
 /// The route label for metrics and logs.
@@ -103,9 +107,7 @@ impl ApiRequest {
             head: self.head(),
             served: Served {
                 route: self.route,
-                name: None,
-                cache: None,
-                verdict: None,
+                ..Served::default()
             },
         }
     }
@@ -181,6 +183,11 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
     let route = Route::parse(path);
     let label = route_label(&route);
     let name = route.as_ref().ok().and_then(Route::name).map(RepoName::to_string);
+    let reference = match (&route, app.status.is_some() && parts.method == Method::GET) {
+        (Ok(Route::Manifest { reference, .. }), true) => Some(reference.to_string()),
+        (Ok(Route::Blob { digest, .. }), true) => Some(digest.to_string()),
+        _ => None,
+    };
     let peer_admitted = app.peers.as_ref().is_some_and(|p| p.admits(&parts.headers));
     // A replica's request (peer route, or the hop header with the secret) is answered
     // here and never forwarded again.
@@ -188,16 +195,17 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
     if from_peer {
         app.proxy.served_a_peer();
     }
+    // The lookaside is read without credentials by every client (containers/image).
+    let needs_user = app.clients.is_some() && !from_peer && !parts.uri.path().starts_with("/sigstore/");
+    let user = match &app.clients {
+        Some(clients) if needs_user => clients.authenticate(&parts.headers).await,
+        _ => None,
+    };
     let mut resp = if peer_path.is_some() && app.peers.is_none() {
         ApiError::not_found(ErrorCode::Unsupported, "this pullgate is not in a cluster").into_response()
     } else if peer_path.is_some() && !peer_admitted {
         ApiError::peer_unauthorized().into_response()
-    } else if let Some(clients) = &app.clients
-        // The lookaside is read without credentials by every client (containers/image).
-        && !from_peer
-        && !parts.uri.path().starts_with("/sigstore/")
-        && clients.authenticate(&parts.headers).await.is_none()
-    {
+    } else if needs_user && user.is_none() {
         ApiError::unauthorized().into_response()
     } else {
         let query = Query::parse(parts.uri.query());
@@ -216,9 +224,15 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
         resp.extensions_mut().insert(Served {
             route: label,
             name,
-            cache: None,
-            verdict: None,
+            ..Served::default()
         });
+    }
+    // What the status page lists of a pull.
+    if app.status.is_some()
+        && let Some(served) = resp.extensions_mut().get_mut::<Served>()
+    {
+        served.reference = reference;
+        served.user = user;
     }
     resp
 }
@@ -275,8 +289,8 @@ async fn manifest(
             resp.extensions_mut().insert(Served {
                 route: req.route,
                 name: Some(name.to_string()),
-                cache: None,
                 verdict: Some(verdict.as_str()),
+                ..Served::default()
             });
             return Ok(resp);
         }

@@ -84,6 +84,32 @@ fn acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// A router that gives each request its connection's peer address, as axum's
+/// `ConnectInfo` (the status page lists who pulled what).
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: std::net::SocketAddr,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for WithPeer<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
+        self.inner.call(req)
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and
 /// drains in-flight responses for up to `limits.drain_timeout`, closing what is left.
 pub async fn serve(
@@ -119,7 +145,7 @@ pub async fn serve(
         };
         tokio::select! {
             accepted = listener.accept() => {
-                let (tcp, _peer) = match accepted {
+                let (tcp, peer) = match accepted {
                     Ok(c) => c,
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
@@ -129,7 +155,7 @@ pub async fn serve(
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let service = hyper_util::service::TowerToHyperService::new(WithPeer { inner: app.clone(), peer });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 let tls = tls.as_ref().map(|t| t.current());

@@ -13,9 +13,11 @@ pub mod fill;
 mod manifests;
 pub mod openshift;
 mod owners;
+mod peer_reads;
 pub mod policy;
 pub mod read;
 mod signatures;
+pub mod status;
 mod tags;
 
 pub use blobs::BlobAnswer;
@@ -140,6 +142,8 @@ pub struct Proxy {
     cluster: Option<Arc<Cluster>>,
     /// Streams from peers that this replica's clients share.
     peer_streams: Arc<owners::SharedPeerStreams>,
+    /// Blobs being read from peers now (for the status page).
+    peer_reads: Arc<peer_reads::PeerReads>,
     /// OpenShift's release signatures and update graph, when `[openshift]` is set.
     openshift: Option<openshift::OpenShift>,
     /// Signature policy verdicts recently used (all are kept in the database).
@@ -187,6 +191,7 @@ impl Proxy {
             started_ms: now_ms(),
             cluster: None,
             peer_streams: Arc::default(),
+            peer_reads: Arc::default(),
             openshift: None,
             verdicts: policy::VerdictMemory::new(policy::VERDICTS_IN_MEMORY),
             was_ready: std::sync::atomic::AtomicBool::new(true),

@@ -336,6 +336,11 @@ impl Proxy {
         reading: ReaderGuard,
     ) -> BlobStream {
         let proxy = self.clone();
+        let listed = self.peer_reads.start(
+            (target.upstream_name(), target.repo(), &digest),
+            from_peer.body.member(),
+            size,
+        );
         read::async_stream(move |tx| async move {
             let _reading = reading;
             let lead = from_peer.lead;
@@ -365,6 +370,8 @@ impl Proxy {
                             return Ok(());
                         }
                     }
+                    listed.read.relayed(relay.pos);
+                    listed.read.clients(1 + relay.others.as_ref().map_or(0, Vec::len));
                     if let Some(broke) = end_of_feed {
                         break broke;
                     }

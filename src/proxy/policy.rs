@@ -82,6 +82,11 @@ impl VerdictCounters {
         )
     }
 
+    /// `(verdict, count)` of every verdict, in [`Verdict::ALL`]'s order.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        self.0.iter().map(|(v, c)| (v.as_str(), c.get())).collect()
+    }
+
     fn count(&self, verdict: Verdict) {
         if let Some((_, c)) = self.0.iter().find(|(v, _)| *v == verdict) {
             c.inc();

@@ -42,6 +42,13 @@ impl Breaker {
         }
     }
 
+    /// How long requests stay paused, when they are.
+    pub fn paused_for(&self) -> Option<Duration> {
+        self.open_until
+            .and_then(|until| until.checked_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
+    }
+
     /// Records an outcome; returns the pause when this failure opened the breaker.
     pub fn record(&mut self, result: &Result<(), UpstreamError>) -> Option<(u32, Duration)> {
         match result {

@@ -76,6 +76,9 @@ pub struct Report {
     pub hops: Vec<Hop>,
     /// Why the walk stopped early, or what it could not try (no probe image).
     pub notes: Vec<String>,
+    /// Where each hop goes as it finishes (the status page shows them one by one).
+    #[serde(skip)]
+    live: Option<tokio::sync::mpsc::UnboundedSender<Hop>>,
 }
 
 impl Report {
@@ -102,11 +105,19 @@ impl Report {
             egress_proxy: settings.egress_proxy.clone(),
             hops: Vec::new(),
             notes: Vec::new(),
+            live: None,
         }
     }
 
+    fn push(&mut self, hop: Hop) {
+        if let Some(live) = &self.live {
+            let _ = live.send(hop.clone());
+        }
+        self.hops.push(hop);
+    }
+
     pub(super) fn pass(&mut self, phase: Phase, target: impl Into<String>, detail: impl Into<String>) {
-        self.hops.push(Hop {
+        self.push(Hop {
             phase,
             target: target.into(),
             passed: true,
@@ -124,7 +135,7 @@ impl Report {
         cause: impl Into<String>,
         remedy: impl Into<String>,
     ) -> bool {
-        self.hops.push(Hop {
+        self.push(Hop {
             phase,
             target: target.into(),
             passed: false,
@@ -162,7 +173,18 @@ impl ProbeImage {
 /// Walks `settings`' egress path; `probe` names the image whose manifest and config blob
 /// are fetched (without one, the walk ends after the token).
 pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>, policy: Option<&Policy>) -> Report {
+    walk_live(settings, probe, policy, None).await
+}
+
+/// [`walk`], sending each hop to `live` as it finishes.
+pub async fn walk_live(
+    settings: UpstreamSettings,
+    probe: Option<ProbeImage>,
+    policy: Option<&Policy>,
+    live: Option<tokio::sync::mpsc::UnboundedSender<Hop>>,
+) -> Report {
     let mut report = Report::new(&settings);
+    report.live = live;
     let tls = TlsProbe::new(settings.ca_pem.as_deref());
     let timeout = settings.connect_timeout;
     let via_proxy = match &settings.egress_proxy {

@@ -1,7 +1,9 @@
 //! How failed upstream requests are counted and logged: `pullgate_upstream_errors_total`
 //! by kind, host, phase and role, and one WARN line per (host, phase) every
 //! [`WARN_EVERY`] at most, saying how many were not logged since, so an outage does not
-//! flood the log. Shared by an upstream client and the blob bodies it hands out.
+//! flood the log; and each host's recent outcomes for the status page
+//! ([`super::egress::EgressBook`]). Shared by an upstream client and the blob bodies it
+//! hands out.
 
 use super::UpstreamError;
 use crate::metrics::{Metrics, UpstreamErrorLabels};
@@ -23,12 +25,15 @@ pub(super) struct FailureLog {
     metrics: Arc<Metrics>,
     /// When a (host, phase) was last logged, and how many were not since.
     warned: Mutex<HashMap<WarnKey, (Instant, u64)>>,
+    /// Each host's last success and failure, for the status page.
+    pub egress: super::egress::EgressBook,
 }
 
 impl FailureLog {
     pub fn new(upstream: String, registry: String, metrics: Arc<Metrics>) -> FailureLog {
         FailureLog {
             upstream,
+            egress: super::egress::EgressBook::new(registry.clone()),
             registry,
             metrics,
             warned: Mutex::default(),
@@ -38,6 +43,7 @@ impl FailureLog {
     /// Counts and (rate-limited) logs a failed request to `host` (`host:port`).
     pub fn record(&self, e: &UpstreamError, host: &str) {
         let Some(kind) = e.metric_kind() else { return };
+        self.egress.failure(host, e, kind);
         let phase = e.phase().as_str();
         self.metrics
             .upstream_errors

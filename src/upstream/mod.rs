@@ -12,6 +12,7 @@ pub mod auth;
 mod breaker;
 pub mod doctor;
 mod documents;
+pub mod egress;
 mod error;
 mod failures;
 pub mod openshift;
@@ -19,6 +20,7 @@ pub mod peer;
 
 pub use auth::Credentials;
 pub use documents::{Document, next_link_target};
+pub use egress::HostView;
 pub use error::{NetPhase, UpstreamError};
 
 use crate::metrics::{Metrics, RedirectLabels, UpstreamLabels};
@@ -402,6 +404,9 @@ impl Upstream {
             .map_err(|_| UpstreamError::Timeout("the token endpoint"))?
             .map_err(|e| classify(&self.name, e))?;
         let status = resp.status();
+        if status.is_success() {
+            self.failures.egress.success(&host_port_label(realm));
+        }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             warn!(upstream = %self.name, %status, "token endpoint refused the configured credentials");
             return Err(UpstreamError::Denied(format!("token endpoint answered {status}")));
@@ -580,6 +585,9 @@ impl Upstream {
                 .upstream_request_duration
                 .get_or_create(&self.labels)
                 .observe(started.elapsed().as_secs_f64());
+            if answered(resp.status()) {
+                self.failures.egress.success(&host_port_label(&url));
+            }
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
             }
@@ -627,6 +635,21 @@ impl Upstream {
         let mut h = Self::base_headers();
         h.insert(ACCEPT, HeaderValue::from_static(media::upstream_manifest_accept()));
         h
+    }
+
+    /// Each host this upstream dialled, with its last success and failure.
+    pub fn egress(&self) -> Vec<egress::HostView> {
+        self.failures.egress.hosts()
+    }
+
+    /// The upstream's URL (it carries no credentials: the configuration refuses them).
+    /// How long the circuit breaker keeps requests paused, when it does.
+    pub fn paused_for(&self) -> Option<Duration> {
+        self.breaker().paused_for()
+    }
+
+    pub fn base_url(&self) -> &url::Url {
+        &self.base
     }
 
     /// Counts and logs a failed request to `host` (`host:port`): see [`FailureLog`].
@@ -837,6 +860,15 @@ impl Upstream {
         }
         Ok(Bytes::from(bytes))
     }
+}
+
+/// Whether a status says the host answered as a registry does (the others are counted
+/// as failures where the response is checked): content, a redirect, a challenge, a 404.
+fn answered(status: StatusCode) -> bool {
+    status.is_success()
+        || status.is_redirection()
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::NOT_FOUND
 }
 
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {

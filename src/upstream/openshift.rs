@@ -114,6 +114,11 @@ impl OpenShiftClient {
         })
     }
 
+    /// The signature store's and the update graph's clients (for the status page).
+    pub fn upstreams(&self) -> [&Upstream; 2] {
+        [&self.signatures, &self.graph]
+    }
+
     /// Release signature `index` (1-based) of the release image `digest`; `None` when
     /// the store has none (404, 403 or 410). Bodies over 64 KiB are refused.
     pub async fn release_signature(&self, digest: &Digest, index: u32) -> Result<Option<Bytes>, UpstreamError> {

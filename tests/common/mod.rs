@@ -2,6 +2,7 @@
 //! and helpers to run pullgate in-process or as a process against them.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_upstream;
 pub mod forward_proxy;
 pub mod garage;

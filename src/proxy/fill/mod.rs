@@ -61,9 +61,63 @@ pub struct Fill {
     pub fill_id: u64,
     progress: watch::Receiver<FillProgress>,
     recent: Arc<RecentChunks>,
+    /// The upstream and repository it is fetched from (for the status page).
+    pub upstream: String,
+    pub repo: crate::oci::RepoName,
+    pub started: std::time::Instant,
+    /// Client requests that started or joined it.
+    clients: std::sync::atomic::AtomicUsize,
+}
+
+/// A running fill as the status page shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FillView {
+    pub upstream: String,
+    pub repo: String,
+    pub digest: String,
+    /// From upstream's `Content-Length`, once it answered.
+    pub size: Option<u64>,
+    /// Bytes fetched, verified-so-far and readable.
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Bytes per second since the fill started.
+    pub rate: u64,
+    /// Client requests that started or joined it.
+    pub clients: usize,
+    /// The replica it is read from, when this replica is not the one filling it.
+    pub from_peer: Option<String>,
 }
 
 impl Fill {
+    /// One more client request reads this fill.
+    pub(super) fn joined(&self) {
+        self.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What the status page shows of it.
+    pub fn view(&self) -> FillView {
+        let (size, bytes) = {
+            let p = self.progress.borrow();
+            (p.size, p.readable)
+        };
+        let seconds = self.started.elapsed().as_secs_f64();
+        FillView {
+            upstream: self.upstream.clone(),
+            repo: self.repo.to_string(),
+            digest: self.digest.to_string(),
+            size,
+            bytes,
+            seconds,
+            rate: if seconds > 0.0 {
+                (bytes as f64 / seconds) as u64
+            } else {
+                0
+            },
+            clients: self.clients.load(std::sync::atomic::Ordering::Relaxed),
+            from_peer: None,
+        }
+    }
+
     /// The next bytes at `pos` (below `limit`, which the caller took from the progress)
     /// if they are still in memory.
     pub fn recent(&self, pos: u64, limit: u64) -> Option<Bytes> {

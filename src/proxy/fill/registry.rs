@@ -98,6 +98,14 @@ impl FillRegistry {
         self.running().get(digest).cloned()
     }
 
+    /// The running fills, as the status page shows them, the oldest first.
+    pub fn views(&self) -> Vec<super::FillView> {
+        let fills: Vec<Arc<Fill>> = self.running().values().cloned().collect();
+        let mut views: Vec<super::FillView> = fills.iter().map(|f| f.view()).collect();
+        views.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        views
+    }
+
     /// Digests being filled now (never evicted).
     pub fn running_digests(&self) -> HashSet<Digest> {
         self.running().keys().cloned().collect()
@@ -176,6 +184,7 @@ impl FillRegistry {
         digest: &Digest,
     ) -> Result<Lookup, FillError> {
         if let Some(fill) = self.get(digest) {
+            fill.joined();
             return Ok(Lookup::Joined(fill));
         }
         // One request at a time starts the digest's fill; those waiting here join it, or
@@ -183,6 +192,7 @@ impl FillRegistry {
         // replica filled).
         let _turn = self.starting_turn(digest).await;
         if let Some(fill) = self.get(digest) {
+            fill.joined();
             return Ok(Lookup::Joined(fill));
         }
         if let Some(record) = cache.blob(digest).await? {
@@ -196,6 +206,10 @@ impl FillRegistry {
             fill_id,
             progress: rx,
             recent: recent.clone(),
+            upstream: upstream.name.clone(),
+            repo: repo.clone(),
+            started: std::time::Instant::now(),
+            clients: std::sync::atomic::AtomicUsize::new(1),
         });
         {
             let mut running = self.running();
@@ -203,6 +217,7 @@ impl FillRegistry {
                 drop(running);
                 let c = cache.clone();
                 tokio::spawn(async move { c.abort_fill(fill_id, staged).await });
+                existing.joined();
                 return Ok(Lookup::Joined(existing));
             }
             // A fill may have published between the caller's cache check and now: it
