@@ -173,7 +173,9 @@ async fn the_json_api_parses_and_names_what_the_page_shows() {
     let client = common::client();
     let image = fake.add_image("ubi9/ubi", "latest", &[10_000]);
     let blob = format!("{base}/v2/registry.redhat.io/ubi9/ubi/blobs/{}", image.layer_digests[0]);
-    assert_eq!(client.get(&blob).send().await.unwrap().status(), 200);
+    let r = client.get(&blob).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 10_000);
     let get = |part: &'static str| {
         let (client, base) = (client.clone(), base.clone());
         async move {
@@ -183,7 +185,15 @@ async fn the_json_api_parses_and_names_what_the_page_shows() {
             serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap()
         }
     };
-    let summary = get("summary").await;
+    // The fill's record lands just after its last byte went out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let summary = loop {
+        let summary = get("summary").await;
+        if summary["cache"]["blobs"] == 1 || std::time::Instant::now() > deadline {
+            break summary;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(summary["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(summary["cache"]["max_size_bytes"], 64 << 20);
     assert_eq!(summary["cache"]["blobs"], 1);

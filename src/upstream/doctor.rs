@@ -176,8 +176,20 @@ pub async fn walk(settings: UpstreamSettings, probe: Option<ProbeImage>, policy:
     walk_live(settings, probe, policy, None).await
 }
 
-/// [`walk`], sending each hop to `live` as it finishes.
+/// [`walk`], sending each hop to `live` as it finishes. The sender is dropped when the walk
+/// ends, so a receiver sees its channel close then (not when the report is dropped).
 pub async fn walk_live(
+    settings: UpstreamSettings,
+    probe: Option<ProbeImage>,
+    policy: Option<&Policy>,
+    live: Option<tokio::sync::mpsc::UnboundedSender<Hop>>,
+) -> Report {
+    let mut report = walk_reporting(settings, probe, policy, live).await;
+    report.live = None;
+    report
+}
+
+async fn walk_reporting(
     settings: UpstreamSettings,
     probe: Option<ProbeImage>,
     policy: Option<&Policy>,

@@ -134,7 +134,7 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // chromedriver's process group: chromium and its helpers too.
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.driver.id())])
+            .args(["-s", "KILL", "--", &format!("-{}", self.driver.id())])
             .status();
         let _ = self.driver.wait();
     }

@@ -40,8 +40,11 @@
       body.appendChild(tr);
     }
   }
+  // Absolute URLs from the origin: a page opened as http://user:pw@host/ has a base URL
+  // with credentials, and fetch refuses any URL that resolves to one.
+  const api = location.origin + "/status/api/";
   async function get(part) {
-    const r = await fetch("/status/api/" + part, { credentials: "same-origin", cache: "no-store" });
+    const r = await fetch(api + part, { credentials: "same-origin", cache: "no-store" });
     if (!r.ok) throw new Error(part + ": " + r.status);
     return r.json();
   }
@@ -115,7 +118,7 @@
     list.replaceChildren();
     button.disabled = true;
     try {
-      const r = await fetch(form.action.replace("/status/doctor/", "/status/api/doctor/"),
+      const r = await fetch(api + "doctor/" + form.action.split("/status/doctor/")[1],
         { method: "POST", credentials: "same-origin" });
       if (!r.ok) { list.append(row([await r.text()])); return; }
       const reader = r.body.getReader();
