@@ -10,11 +10,13 @@
     while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
     return u === 0 ? n + " B" : (v >= 100 ? v.toFixed(0) : v.toFixed(1)) + " " + units[u];
   }
-  function ago(ms, now) {
-    let s = Math.max(0, Math.floor((now - ms) / 1000));
+  function span(s) {
     const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
     s %= 60;
-    return (d ? d + "d " + h + "h" : h ? h + "h " + m + "m" : m ? m + "m " + s + "s" : s + "s") + " ago";
+    return d ? d + "d " + h + "h" : h ? h + "h " + m + "m" : m ? m + "m " + s + "s" : s + "s";
+  }
+  function ago(ms, now) {
+    return span(Math.max(0, Math.floor((now - ms) / 1000))) + " ago";
   }
   function short(d) {
     const i = d.indexOf(":");
@@ -80,6 +82,7 @@
       const [summary, fills, egress, pulls, fleet] = await Promise.all(
         ["summary", "fills", "egress", "pulls", "fleet"].map(get));
       const now = summary.now_ms;
+      $("uptime").textContent = span(summary.uptime_s);
       $("updated").textContent = new Date(now).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
       fill($("fills-body"), fillsRows(fills), "No fill is running.", 6);
       egress.forEach((u, i) => {
