@@ -199,6 +199,19 @@ async fn the_json_api_parses_and_names_what_the_page_shows() {
     assert_eq!(summary["cache"]["blobs"], 1);
     assert!(summary["cache"]["usage_bytes"].as_u64().unwrap() >= 10_000);
     assert_eq!(summary["history"].as_array().unwrap().len(), 1, "the first minute");
+    // The gauges of what max_size limits say what the page says; disk use is its own.
+    let metrics = common::metrics_text(&base).await;
+    let gauge = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
+        let value = line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok());
+        value.unwrap_or_else(|| panic!("{name} in /metrics:\n{metrics}")) as u64
+    };
+    assert_eq!(gauge("pullgate_cache_max_size_bytes"), 64 << 20);
+    assert_eq!(
+        gauge("pullgate_cache_usage_bytes"),
+        summary["cache"]["usage_bytes"].as_u64().unwrap()
+    );
+    assert!(gauge("pullgate_cache_size_bytes") >= 10_000, "disk use");
     assert!(get("fills").await.as_array().unwrap().is_empty());
     let egress = get("egress").await;
     assert_eq!(egress[0]["name"], "registry.redhat.io");
