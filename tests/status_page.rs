@@ -203,7 +203,9 @@ async fn the_json_api_parses_and_names_what_the_page_shows() {
     let metrics = common::metrics_text(&base).await;
     let gauge = |name: &str| -> u64 {
         let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
-        let value = line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok());
+        let value = line
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok());
         value.unwrap_or_else(|| panic!("{name} in /metrics:\n{metrics}")) as u64
     };
     assert_eq!(gauge("pullgate_cache_max_size_bytes"), 64 << 20);
