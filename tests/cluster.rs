@@ -115,12 +115,7 @@ fn cluster_toml(me: &str, peers: &[String], secret: &Path) -> String {
 
 /// A metric's value summed over the series whose labels contain `labels`.
 async fn metric(url: &str, name: &str, labels: &str) -> f64 {
-    common::metrics_text(url)
-        .await
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    common::metric_in(&common::metrics_text(url).await, name, &[labels]).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -113,15 +113,8 @@ async fn status_and_code(r: reqwest::Response) -> (u16, String, String) {
 }
 
 fn verdicts(metrics: &str, verdict: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("pullgate_signature_verdicts_total")
-                && l.contains("upstream=\"registry.redhat.io\"")
-                && l.contains(&format!("verdict=\"{verdict}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
+    let labels = ["upstream=\"registry.redhat.io\"", &format!("verdict=\"{verdict}\"")];
+    common::metric_in(metrics, "pullgate_signature_verdicts_total", &labels).unwrap_or(0.0) as u64
 }
 
 fn image(fake: &FakeRedHat, repo: &str, tag: &str) -> FakeImage {

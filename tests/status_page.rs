@@ -202,10 +202,7 @@ async fn the_json_api_parses_and_names_what_the_page_shows() {
     // The gauges of what max_size limits say what the page says; disk use is its own.
     let metrics = common::metrics_text(&base).await;
     let gauge = |name: &str| -> u64 {
-        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
-        let value = line
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok());
+        let value = common::metric_in(&metrics, name, &[]);
         value.unwrap_or_else(|| panic!("{name} in /metrics:\n{metrics}")) as u64
     };
     assert_eq!(gauge("pullgate_cache_max_size_bytes"), 64 << 20);

@@ -149,6 +149,22 @@ pub async fn metrics_text(url: &str) -> String {
         .expect("metrics text")
 }
 
+/// The sum of the series of metric `name` (that name exactly) whose labels hold every one
+/// of `labels` (`key="value"` fragments), read from `/metrics` text; `None` when no series
+/// matches.
+pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter(|l| labels.iter().all(|fragment| l.contains(fragment)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// Parses an OCI error body and returns its first code.
 pub async fn error_code(resp: reqwest::Response) -> String {
     let body = resp.bytes().await.expect("error body");
