@@ -130,21 +130,17 @@ impl Activity {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(FILE_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut batch = Vec::with_capacity(1024);
             loop {
                 tick.tick().await;
+                // The lock only when there is something to file, once a tick.
+                let mut filed = None;
                 while let Ok(pull) = incoming.try_recv() {
-                    batch.push(pull);
+                    filed
+                        .get_or_insert_with(|| into.lock().unwrap_or_else(|p| p.into_inner()))
+                        .file(pull);
                 }
-                if batch.is_empty() {
-                    if incoming.is_closed() {
-                        return;
-                    }
-                    continue;
-                }
-                let mut filed = into.lock().unwrap_or_else(|p| p.into_inner());
-                for pull in batch.drain(..) {
-                    filed.file(pull);
+                if filed.is_none() && incoming.is_closed() {
+                    return;
                 }
             }
         });
