@@ -47,6 +47,10 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("serving failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// The process stopped because it cannot go on as it is (see
+    /// [`crate::proxy::Proxy::needs_restart`]); started again, it will.
+    #[error("{0}: stopped to be started again")]
+    MustRestart(String),
 }
 
 /// The blob store the config names, with its settings and credentials read.
@@ -438,8 +442,21 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()> + Send + 's
             }
         }
     });
-    shutdown.await;
-    server.shutdown().await.map_err(StartError::Serve)
+    let proxy = server.proxy.clone();
+    let restart = tokio::select! {
+        () = shutdown => None,
+        why = proxy.needs_restart() => Some(why),
+    };
+    let stopped = server.shutdown().await;
+    match restart {
+        Some(why) => {
+            if let Err(e) = stopped {
+                warn!(target: LIFECYCLE, error = %e, "the stop before the restart was not clean; the next start repairs");
+            }
+            Err(StartError::MustRestart(why))
+        }
+        None => stopped.map_err(StartError::Serve),
+    }
 }
 
 /// Starts a server in the background on `config.listen` (use port 0 in tests).

@@ -217,3 +217,114 @@ async fn a_full_disk_is_logged_once_and_a_start_on_it_fails_clearly() {
         "{stderr}"
     );
 }
+
+/// The soak's finding: a disk filled to the last byte while requests write to the
+/// database. sled's log gets ENOSPC, and sled 0.34 keeps that error for the life of the
+/// handle: every later write fails even once there is room. While the disk is full, hits
+/// go on and a tag that moved is served verified without being kept; once there is room,
+/// the process says why in one ERROR line and exits with a failure, for the service
+/// manager to start it again; started again, it serves and fills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filled_under_writes_serves_hits_then_restarts_to_reopen_its_database() {
+    let disk = common::SmallDisk::mount("32m");
+    let dir = tempfile::tempdir().unwrap();
+    let data = disk.0.join("data");
+    let fake = FakeRedHat::start().await;
+    let hot = fake.add_image("ubi9/ubi", "latest", &[300_000]);
+    let config = write_config(dir.path(), &data, &fake.registry_url, "files");
+    // Tags revalidate on every request: each one asks the database to write.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[cache]\n", "[cache]\ntag_ttl = \"0s\"\n");
+    std::fs::write(&config, text).unwrap();
+    let server = ServeProcess::start(&config, &[]);
+    let client = common::client();
+    let base = server.url();
+    let url = |p: &str| format!("{base}/v2/registry.redhat.io/ubi9/{p}");
+    let get = async |p: String| client.get(p).send().await.unwrap();
+    let tag_digest = async || {
+        let r = get(url("ubi/manifests/latest")).await;
+        let digest = r
+            .headers()
+            .get("docker-content-digest")
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), digest)
+    };
+    assert_eq!(tag_digest().await, (200, Some(hot.manifest_digest.clone())));
+    let r = get(url(&format!("ubi/blobs/{}", hot.layer_digests[0]))).await;
+    assert_eq!(r.bytes().await.unwrap(), hot.layers[0]);
+
+    // The disk fills to its last page while the cache is asked to write: a cold fill, a
+    // tag that moves each time, and hits.
+    let filler = disk.0.join("filler");
+    for bs in ["64k", "4k"] {
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", &format!("bs={bs}"), "oflag=append", "conv=notrunc"])
+            .arg(format!("of={}", filler.display()))
+            .output();
+    }
+    let cold = fake.add_image("ubi9/cold", "latest", &[400_000]);
+    let mut moved = hot.clone();
+    for _ in 0..8 {
+        moved = fake.add_image("ubi9/ubi", "latest", &[1_000]);
+        assert_eq!(
+            tag_digest().await,
+            (200, Some(moved.manifest_digest.clone())),
+            "a moved tag is served verified though it cannot be kept"
+        );
+        let r = get(url(&format!("cold/blobs/{}", cold.layer_digests[0]))).await;
+        if r.status() == 200 {
+            assert!(r.bytes().await.is_err(), "a fill cannot complete on a full disk");
+        }
+        let r = get(url(&format!("ubi/blobs/{}", hot.layer_digests[0]))).await;
+        assert_eq!(r.status(), 200, "hits go on while the disk is full");
+        assert_eq!(r.bytes().await.unwrap(), hot.layers[0]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    std::fs::remove_file(&filler).unwrap();
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pullgate did not stop to reopen its database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "it exits with a failure, for Restart=on-failure");
+    tokio::time::sleep(Duration::from_millis(100)).await; // the reader drains stderr
+    let log = server.log.lock().unwrap().clone();
+    let errors: Vec<&String> = log.iter().filter(|l| l.contains("stopped taking writes")).collect();
+    assert!(
+        errors.iter().any(|l| l.contains("ERROR")),
+        "one ERROR line says why: {log:#?}"
+    );
+
+    let server = ServeProcess::start(&config, &[]);
+    let base = server.url();
+    let url = |p: &str| format!("{base}/v2/registry.redhat.io/ubi9/{p}");
+    assert_eq!(common::readyz(&client, &base).await, 200);
+    let r = client.get(url("ubi/manifests/latest")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["docker-content-digest"].to_str().unwrap(),
+        moved.manifest_digest
+    );
+    let r = client
+        .get(url(&format!("cold/blobs/{}", cold.layer_digests[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), cold.layers[0]);
+    let r = client
+        .get(url(&format!("ubi/blobs/{}", hot.layer_digests[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), hot.layers[0]);
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

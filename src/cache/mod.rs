@@ -670,6 +670,24 @@ impl Cache {
         .await
     }
 
+    /// Whether the database still takes a write: `Err` with sled's error when it does
+    /// not. sled keeps an I/O error of its log (a write into a disk that filled up) for
+    /// the life of the handle, so every later write fails even once there is room, and
+    /// only opening the database again clears it. Cheap: one in-memory insert, no flush.
+    pub async fn database_takes_writes(&self) -> Result<(), sled::Error> {
+        let inserted = self
+            .blocking(|i| {
+                i.responses
+                    .insert(keys::meta("housekeeping-probe"), now_ms().to_be_bytes().to_vec())?;
+                Ok(())
+            })
+            .await;
+        match inserted {
+            Err(CacheError::Db(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes everything to disk (tests; shutdown uses [`Cache::close`]).
     pub async fn flush(&self) -> CacheResult<()> {
         self.blocking(|i| {

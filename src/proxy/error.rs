@@ -144,6 +144,17 @@ impl ProxyError {
         }
     }
 
+    /// The cache's storage cannot take a write now: its disk is full, it is gone, or its
+    /// database refuses writes (sled keeps a log write's I/O error until it is opened
+    /// again; the housekeeping then has pullgate started again).
+    pub fn storage_cannot_write(&self) -> bool {
+        self.storage_full()
+            || matches!(
+                self,
+                ProxyError::Cache(CacheError::StorageLost(_) | CacheError::Db(sled::Error::Io(_)))
+            )
+    }
+
     /// The cache's disk has no room (directly, or for a fill).
     fn storage_full(&self) -> bool {
         match self {

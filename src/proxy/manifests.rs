@@ -92,9 +92,11 @@ impl Proxy {
             )));
         }
         let media_type = media::manifest_media_type(fetched.content_type.as_deref(), &fetched.bytes);
-        self.cache
+        let kept = self
+            .cache
             .put_manifest(digest, &media_type, fetched.bytes.clone())
-            .await?;
+            .await;
+        served_if_not_kept(kept.map_err(ProxyError::from), digest)?;
         Ok(ManifestAnswer {
             digest: digest.clone(),
             media_type,
@@ -155,7 +157,7 @@ impl Proxy {
             };
             match revalidation {
                 Ok(head) if head.digest.as_ref() == Some(digest) => {
-                    self.remember_tag(target, tag, digest, &stored.media_type).await?;
+                    served_if_not_kept(self.remember_tag(target, tag, digest, &stored.media_type).await, digest)?;
                     return Ok((digest.clone(), stored.clone(), CacheStatus::Revalidated));
                 }
                 Ok(_) => {} // moved, or no digest header: fetch it
@@ -182,10 +184,15 @@ impl Proxy {
                     )));
                 }
                 let media_type = media::manifest_media_type(fetched.content_type.as_deref(), &fetched.bytes);
-                self.cache
+                let kept = match self
+                    .cache
                     .put_manifest(&digest, &media_type, fetched.bytes.clone())
-                    .await?;
-                self.remember_tag(target, tag, &digest, &media_type).await?;
+                    .await
+                {
+                    Ok(()) => self.remember_tag(target, tag, &digest, &media_type).await,
+                    Err(e) => Err(e.into()),
+                };
+                served_if_not_kept(kept, &digest)?;
                 if known.as_ref().is_some_and(|(d, _, _)| d != &digest) {
                     info!(upstream = %upstream_name, repo, tag = %tag, %digest, "tag moved upstream");
                 }
@@ -270,5 +277,19 @@ impl Proxy {
             "the manifest is {} and the client does not accept it",
             stored.media_type
         )))
+    }
+}
+
+/// A verified manifest the cache could not keep because its storage cannot write now (a
+/// full disk, a database that refuses writes) is served all the same, without being
+/// kept: the client gets verified bytes, the next request fetches again. Other failures
+/// stay failures.
+fn served_if_not_kept(kept: ProxyResult<()>, digest: &Digest) -> ProxyResult<()> {
+    match kept {
+        Err(e) if e.storage_cannot_write() => {
+            tracing::debug!(%digest, error = %e, "the cache cannot write now; serving the verified manifest without keeping it");
+            Ok(())
+        }
+        other => other,
     }
 }

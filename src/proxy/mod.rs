@@ -151,6 +151,15 @@ pub struct Proxy {
     /// What the last readiness check found, so only a change is logged (a load
     /// balancer probes every few seconds).
     was_ready: std::sync::atomic::AtomicBool,
+    /// Set when the database stopped taking writes (see [`Proxy::needs_restart`]).
+    restart: Restart,
+}
+
+/// Why this process must be started again, once known, and a wake-up for the waiter.
+#[derive(Default)]
+struct Restart {
+    why: std::sync::OnceLock<String>,
+    wake: tokio::sync::Notify,
 }
 
 /// How often the housekeeping task runs an eviction pass (blobs spared while clients
@@ -195,6 +204,7 @@ impl Proxy {
             openshift: None,
             verdicts: policy::VerdictMemory::new(policy::VERDICTS_IN_MEMORY),
             was_ready: std::sync::atomic::AtomicBool::new(true),
+            restart: Restart::default(),
         })
     }
 
@@ -334,6 +344,14 @@ impl Proxy {
             if self.cache.check_storage().is_err() {
                 continue;
             }
+            // The disk has room (a full one keeps serving hits until it has): a database
+            // that still refuses writes kept the error of a write into the full disk.
+            if let Err(e) = self.cache.database_takes_writes().await {
+                self.must_restart(format!(
+                    "the database stopped taking writes after an I/O error ({e}); sled keeps such an error until the database is opened again"
+                ));
+                return;
+            }
             self.fills.enforce_limit(&self.cache).await;
             match self
                 .cache
@@ -353,6 +371,28 @@ impl Proxy {
                 let _ = self.save_stats().await;
                 let _ = self.cache.write_back_access().await;
             }
+        }
+    }
+
+    /// Records why the process must be started again (once; one ERROR line) and wakes
+    /// [`Proxy::needs_restart`].
+    fn must_restart(&self, why: String) {
+        if self.restart.why.set(why.clone()).is_ok() {
+            tracing::error!(target: crate::http::server::LIFECYCLE, reason = %why, "stopping so that the service manager starts pullgate again (Restart=on-failure)");
+            self.restart.wake.notify_one();
+        }
+    }
+
+    /// Resolves, with the reason, when this process can no longer work as it is and must
+    /// be started again: `serve` then drains and exits with a failure, and the service
+    /// manager (systemd's `Restart=on-failure`, a pod's restart policy) starts it again,
+    /// as PostgreSQL does when its log cannot be written.
+    pub async fn needs_restart(&self) -> String {
+        loop {
+            if let Some(why) = self.restart.why.get() {
+                return why.clone();
+            }
+            self.restart.wake.notified().await;
         }
     }
 

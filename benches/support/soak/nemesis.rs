@@ -5,7 +5,7 @@
 //! fills, timed, then a restart. Clients leaving mid-body are the clients' own `Abandon`.
 //! Every fault is a window the invariants read.
 
-use super::world::{SINGLE, World, fill_disk, unfill};
+use super::world::{DRAIN, SINGLE, World, fill_disk, unfill};
 use rand::Rng as _;
 use rand::SeedableRng as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -247,7 +247,17 @@ pub async fn supervise(world: Arc<World>, started: Instant, stop: Arc<AtomicBool
             let world = world.clone();
             let windows = windows.clone();
             restarting.push(tokio::spawn(async move {
-                let start = started.elapsed().as_secs_f64();
+                // A process that stops to be started again drained first, for up to
+                // drain_timeout, accepting nothing: its time down began then.
+                let draining = note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("stopped to be started again"));
+                let noticed = started.elapsed().as_secs_f64();
+                let start = if draining {
+                    (noticed - DRAIN.as_secs_f64() - 1.0).max(0.0)
+                } else {
+                    noticed
+                };
                 tokio::time::sleep(RESTART_SEC).await;
                 world.members.lock().unwrap_or_else(|p| p.into_inner())[member].revive();
                 let _ = world.wait_ready(Duration::from_secs(30)).await;
