@@ -152,3 +152,19 @@ fn check_config_reads_the_cluster_secret_and_needs_this_replicas_url() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// The soak found glibc's malloc letting a replica's RSS climb with every new peak of
+/// concurrent fills (its dynamic mmap threshold sends large freed blocks into arenas that
+/// are never given back); `pullgate` is built with jemalloc for that (src/main.rs). This
+/// keeps the binary from going back to the system allocator unnoticed: jemalloc's
+/// prefixed entry points are linked into it. The behaviour itself is the soak's RSS
+/// invariant (`cargo bench --bench soak`).
+#[test]
+fn the_binary_allocates_with_jemalloc() {
+    let binary = std::fs::read(common::pullgate_bin()).unwrap();
+    let linked = |symbol: &[u8]| binary.windows(symbol.len()).any(|w| w == symbol);
+    assert!(
+        linked(b"_rjem_malloc") && linked(b"_rjem_je_arena_boot"),
+        "pullgate is not linked with tikv-jemallocator"
+    );
+}

@@ -51,6 +51,13 @@ pub fn cleanup_on_signals() {
     });
 }
 
+/// Has [`emergency_cleanup`] kill `pid` too: a process started elsewhere (Garage, by the
+/// tests' helper), which a signal to the bench would otherwise leave behind.
+#[allow(dead_code)] // used by the soak only
+pub fn kill_on_signal(pid: u32) {
+    lock(&PIDS).push(pid);
+}
+
 pub fn emergency_cleanup() {
     for pid in lock(&PIDS).drain(..) {
         let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();

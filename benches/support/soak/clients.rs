@@ -58,6 +58,7 @@ impl Failure {
 pub struct Record {
     pub op: Op,
     pub member: usize,
+    /// Hot content this member has served whole before (see `World::served`).
     pub hot: bool,
     /// Seconds since the soak started, at the start and the end.
     pub start: f64,
@@ -276,11 +277,14 @@ pub async fn client(world: Arc<World>, id: u64, seed: u64, started: Instant, sto
             cold[rng.gen_range(0..cold.len())].clone()
         };
         let choice: u64 = rng.r#gen();
+        let key = (member, image.repo.clone(), choice % 2);
+        // Hot for this member only once it has served the image whole (see World::served).
+        let warm = hot && world.served.lock().is_ok_and(|s| s.contains(&key));
         let start = started.elapsed().as_secs_f64();
         let mut record = Record {
             op,
             member,
-            hot,
+            hot: warm,
             start,
             end: start,
             bytes: 0,
@@ -306,6 +310,9 @@ pub async fn client(world: Arc<World>, id: u64, seed: u64, started: Instant, sto
             }
         }
         record.end = started.elapsed().as_secs_f64();
+        if record.ok && op == Op::Pull {
+            world.served.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+        }
         records.push(record);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(5..60))).await;
     }

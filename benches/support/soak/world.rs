@@ -283,6 +283,10 @@ pub struct World {
     pub tls_key: PathBuf,
     pub disk: Tmpfs,
     pub content: Content,
+    /// (member, repository, platform) of every image a member has served a whole pull
+    /// of: content is hot *for that member* only once it has had it (a first fetch of a
+    /// hot image is a fill, and a fill may fail while the disk is full).
+    pub served: Mutex<std::collections::HashSet<(usize, String, u64)>>,
     /// Held for the run: the lookaside server's files, and the temp dir (dropped last).
     _lookaside: Arc<crate::lookaside::Lookaside>,
     _scratch: Scratch,
@@ -295,6 +299,9 @@ impl World {
     pub async fn start(rng: &mut impl rand::Rng) -> World {
         let scratch = Scratch::new("pullgate-soak-");
         let garage = Garage::start();
+        if let Some(pid) = garage.pid() {
+            crate::support::kill_on_signal(pid);
+        }
         let fake = Arc::new(FakeRedHat::start().await);
         let (lookaside, lookaside_url, _task) = crate::lookaside::start_lookaside().await;
         let content = Content::seed(&fake, rng);
@@ -386,6 +393,7 @@ impl World {
             tls_key,
             disk,
             content,
+            served: Mutex::default(),
             _lookaside: lookaside,
             _scratch: scratch,
         };
