@@ -244,3 +244,34 @@ async fn a_blob_whose_data_vanished_is_dropped_at_its_first_read() {
     assert_eq!(cache.totals().blobs, 0);
     assert!(cache.check_index().await.unwrap().is_empty());
 }
+
+/// The suite's two-minute soak found the single pullgate unable to start again ("Read
+/// corrupted data" at every start): SIGTERMed while its disk was full, sled's snapshot
+/// on close stopped half-written as `snap.<lsn>.generating`, and sled 0.34 takes the
+/// newest `snap.*` file, finished or not. The start drops the unfinished one and the
+/// database comes back from the snapshot before it and its log, with what it held.
+#[tokio::test]
+async fn an_unfinished_database_snapshot_does_not_keep_the_cache_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = Cache::open(dir.path(), BlobStoreKind::Files).unwrap();
+    let record = TagRecord {
+        digest: Digest::of(b"m").to_string(),
+        media_type: "m".into(),
+        fetched_ms: 1,
+    };
+    cache.put_tag("u", "r", "t", record.clone()).await.unwrap();
+    cache.close().await.unwrap();
+    drop(cache);
+    let db = dir.path().join("db");
+    // What a snapshot cut short by ENOSPC leaves: its start, no length and no checksum,
+    // under a name that sorts after every finished one.
+    let unfinished = db.join("snap.FFFFFFFFFFFFFFF0.generating");
+    std::fs::write(&unfinished, [7u8; 40]).unwrap();
+
+    let (cache, _) = common::reopen_cache(dir.path(), BlobStoreKind::Files).await;
+    assert!(!unfinished.exists(), "the unfinished snapshot was removed");
+    assert_eq!(
+        cache.tag("u", "r", "t").await.unwrap().map(|r| r.digest),
+        Some(record.digest)
+    );
+}

@@ -276,6 +276,7 @@ fn lock_data_dir(data_dir: &Path) -> CacheResult<std::fs::File> {
 /// that is still taken belongs to a handle of this process that is shutting down
 /// (sled reports it as an `Other` I/O error): wait for it, briefly.
 fn open_db(data_dir: &Path) -> CacheResult<sled::Db> {
+    storage::remove_unfinished_snapshots(&data_dir.join("db"))?;
     let deadline = Instant::now() + SLED_LOCK_WAIT;
     loop {
         let opened = sled::Config::new()

@@ -4,7 +4,8 @@
 //! so once (one ERROR line naming the path), readiness fails, and the cache refuses
 //! work that would write to it (fills fail cleanly, the database is not asked to write
 //! into a directory that is gone, which is where sled spins) until the directory is
-//! back.
+//! back. Also what a full disk leaves behind for the next start: sled's unfinished
+//! snapshots.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -142,6 +143,30 @@ impl StorageWatch {
         }
         self.why.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// Removes sled's unfinished snapshots (`snap.<lsn>.generating`) from `db_dir`. sled
+/// 0.34 writes a snapshot to that name and renames it only once it is complete and
+/// synced; a full disk (or a crash) in between leaves the partial file, and the next
+/// open picks it as the newest snapshot and fails with "Read corrupted data" at every
+/// start (sled issue #1527; the soak's single pullgate, SIGTERMed while its disk was
+/// full). The complete snapshot before it is still there (sled removes old ones only
+/// after the rename) and the log replays from it, so the partial one is only dropped.
+pub fn remove_unfinished_snapshots(db_dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(db_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(&path)?;
+            tracing::warn!(target: crate::http::server::LIFECYCLE, path = %path.display(), "removed an unfinished database snapshot (a write cut short by a full disk or a crash); the database recovers from the previous one and its log");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
