@@ -151,6 +151,8 @@ pub mod fill_outcome {
     pub const PUBLISHED: &str = "published";
     pub const VERIFICATION_FAILED: &str = "verification_failed";
     pub const FAILED: &str = "failed";
+    /// Streamed to its client verified but not kept: the cache's disk was full.
+    pub const SERVED_THROUGH: &str = "served_through";
 }
 
 impl Metrics {
@@ -241,7 +243,7 @@ impl Metrics {
         );
         registry.register(
             "pullgate_fills",
-            "Blob fills by outcome (published, verification_failed, failed)",
+            "Blob fills by outcome (published, verification_failed, failed, served_through)",
             fills.clone(),
         );
         registry.register(

@@ -658,6 +658,18 @@ impl Cache {
         })
     }
 
+    /// Whether the data directory's disk was full at the last look (the storage watch's,
+    /// or a write's since): misses are then served through, not filled.
+    pub fn disk_full(&self) -> bool {
+        self.inner.storage.full()
+    }
+
+    /// A fill of a `needed`-byte blob found the disk full (said once): misses are
+    /// served through until the disk has that much free.
+    pub fn disk_filled(&self, reason: &str, needed: u64) {
+        self.inner.storage.saw_full(reason, needed);
+    }
+
     /// Readiness: the database takes a write and the blob store takes a file.
     pub async fn probe(&self) -> CacheResult<()> {
         self.check_storage()?;

@@ -10,7 +10,7 @@
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tracing::{error, info};
 
 /// What is wrong with the data directory.
@@ -48,6 +48,12 @@ pub struct StorageWatch {
     lost: AtomicBool,
     /// Whether the disk was full at the last check.
     full: AtomicBool,
+    /// Free bytes the disk must have before it counts as having room again, after a
+    /// fill found it full: the size of the largest blob that did not fit. Without it the
+    /// staged bytes the failed fill gave back would pass the next probe, and the next
+    /// miss would be a fill that fails the same way (a client retrying would see two
+    /// cut bodies).
+    room_needed: AtomicU64,
     /// Why, when lost (the path and the cause).
     why: Mutex<Option<String>>,
 }
@@ -65,6 +71,7 @@ impl StorageWatch {
             probe_file: data_dir.join(".pullgate-probe"),
             lost: AtomicBool::new(false),
             full: AtomicBool::new(false),
+            room_needed: AtomicU64::new(0),
             why: Mutex::new(None),
         })
     }
@@ -90,7 +97,7 @@ impl StorageWatch {
             }
         }
         match std::fs::write(&self.probe_file, b"ok").and_then(|()| std::fs::remove_file(&self.probe_file)) {
-            Ok(()) => Ok(()),
+            Ok(()) => self.has_room_needed(),
             Err(e) if is_full(&e) => Err(Trouble::Full(format!("{} is full: {e}", self.probe_file.display()))),
             Err(e) => Err(Trouble::Lost(format!(
                 "{} does not take a file: {e}",
@@ -100,12 +107,12 @@ impl StorageWatch {
     }
 
     /// Checks and records the state; says so once when it changes. A full disk fails
-    /// the check (readiness) but is not lost: hits go on, fills fail on their own.
+    /// the check (readiness) but is not lost: hits go on, misses are served through.
     pub fn refresh(&self) -> Result<(), Trouble> {
         let result = match self.check() {
             Err(Trouble::Full(reason)) => {
                 if !self.full.swap(true, Ordering::SeqCst) {
-                    error!(target: crate::http::server::LIFECYCLE, reason = %reason, "the cache's disk is full: not ready, fills fail until there is room");
+                    error!(target: crate::http::server::LIFECYCLE, reason = %reason, "the cache's disk is full: not ready, misses are served through without being kept until there is room");
                 }
                 return Err(Trouble::Full(reason));
             }
@@ -134,6 +141,39 @@ impl StorageWatch {
             }
         }
         result.map_err(Trouble::Lost)
+    }
+
+    /// After a fill found the disk full: whether it has room for that blob now.
+    fn has_room_needed(&self) -> Result<(), Trouble> {
+        let needed = self.room_needed.load(Ordering::SeqCst);
+        if needed == 0 {
+            return Ok(());
+        }
+        let (dir, _) = &self.dirs[0];
+        let free = rustix::fs::statvfs(dir).map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize));
+        if free < needed {
+            return Err(Trouble::Full(format!(
+                "{} has {free} bytes free, and a blob of {needed} bytes did not fit",
+                dir.display()
+            )));
+        }
+        self.room_needed.store(0, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Records a full disk that a fill of a `needed`-byte blob found between two checks:
+    /// the disk counts as full until it has that much free.
+    pub fn saw_full(&self, reason: &str, needed: u64) {
+        self.room_needed.fetch_max(needed, Ordering::SeqCst);
+        if !self.full.swap(true, Ordering::SeqCst) {
+            error!(target: crate::http::server::LIFECYCLE, reason = %reason, "the cache's disk is full: not ready, misses are served through without being kept until there is room");
+        }
+    }
+
+    /// Whether the last check (or a write since) found the disk full (cheap: no system
+    /// call).
+    pub fn full(&self) -> bool {
+        self.full.load(Ordering::SeqCst)
     }
 
     /// Whether the last check found the storage gone (cheap: no system call).
@@ -188,5 +228,25 @@ mod tests {
         // A new directory at the same path is not the one the database lives in.
         std::fs::create_dir_all(data.join("db")).unwrap();
         assert!(watch.refresh().unwrap_err().reason().contains("replaced"));
+    }
+
+    #[test]
+    fn a_disk_a_fill_found_full_has_room_again_only_with_room_for_that_blob() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("db")).unwrap();
+        let watch = StorageWatch::new(root.path()).unwrap();
+        assert!(watch.refresh().is_ok());
+        watch.saw_full("No space left on device", u64::MAX / 2);
+        assert!(watch.full());
+        // The probe file fits, but the blob that did not fit would not fit either.
+        let why = watch.refresh().unwrap_err().reason().to_string();
+        assert!(why.contains("did not fit"), "{why}");
+        assert!(watch.full());
+        assert!(watch.lost().is_none(), "a full disk is not a lost one");
+        watch.room_needed.store(1, Ordering::SeqCst);
+        assert!(watch.refresh().is_ok());
+        assert!(!watch.full());
+        // Once it had room, a later probe needs no more than the probe file.
+        assert_eq!(watch.room_needed.load(Ordering::SeqCst), 0);
     }
 }

@@ -1,11 +1,13 @@
 //! Blobs for clients: a hit streams the published bytes; a miss starts a fill, or joins
 //! the running one, and streams it as it arrives. Here the request's `Range` is resolved
 //! against the size, the answer waits for upstream's first response (so headers carry
-//! the size), and a fill that failed before that becomes the request's error.
+//! the size), and a fill that failed before that becomes the request's error. While the
+//! cache's disk is full, a miss is served through ([`through`]) instead of filled.
 
 use super::fill::{Fill, Lookup};
 use super::owners::{FromPeer, Head};
 use super::read::{self, BlobStream};
+use super::through;
 use super::{CacheStatus, Proxy, ProxyError, ProxyResult, Target};
 use crate::cache::{BlobRecord, CacheError};
 use crate::oci::Digest;
@@ -35,6 +37,8 @@ enum Source {
         body: BlobStream,
         size: Option<u64>,
     },
+    /// Streamed from upstream without being kept: the cache's disk is full.
+    Through(Box<through::Through>),
 }
 
 impl Proxy {
@@ -80,6 +84,16 @@ impl Proxy {
             }
             Source::Peer(from) => from.body.total,
             Source::Joined { size, .. } => *size,
+            Source::Through(t) => match (t.size, range) {
+                (Some(size), _) => Some(size),
+                // A range of a blob of unknown size would have to wait for all of it.
+                (None, Some(_)) => {
+                    return Err(ProxyError::Cache(CacheError::DiskFull(
+                        "a range of a blob served through".into(),
+                    )));
+                }
+                (None, None) => None,
+            },
         };
         let span = match (range, size) {
             (Some(r), Some(size)) => r.resolve(size).map_err(|_| ProxyError::RangeNotSatisfiable { size })?,
@@ -109,6 +123,9 @@ impl Proxy {
                 self.from_peer_stream((target.clone(), digest.clone()), *from, size, (first, end), reading)
             }
             Source::Joined { body, .. } => body,
+            Source::Through(t) => {
+                through::stream(*t, self.metrics.clone(), (target.clone(), digest.clone()), first, end)
+            }
         };
         Ok(answer(span, size, cache, Some(body)))
     }
@@ -176,6 +193,12 @@ impl Proxy {
                 }
                 return Ok((Source::Peer(Box::new(from)), CacheStatus::Peer));
             }
+        }
+        // A full disk cannot take a fill: the blob goes through, verified, not kept (a
+        // fill already running is joined: its bytes may fit).
+        if self.cache.disk_full() && self.fills.get(digest).is_none() {
+            let t = through::open(target, digest).await?;
+            return Ok((Source::Through(Box::new(t)), CacheStatus::Miss));
         }
         let (fill, cache) = match self
             .fills

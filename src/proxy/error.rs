@@ -159,8 +159,7 @@ impl ProxyError {
     fn storage_full(&self) -> bool {
         match self {
             ProxyError::Cache(e) => e.is_full(),
-            ProxyError::Fill(FillError::Cache(e)) => e.is_full(),
-            ProxyError::Fill(FillError::Write(e)) => crate::cache::storage_is_full(e),
+            ProxyError::Fill(e) => e.storage_full(),
             _ => false,
         }
     }

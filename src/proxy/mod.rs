@@ -19,6 +19,7 @@ pub mod read;
 mod signatures;
 pub mod status;
 mod tags;
+mod through;
 
 pub use blobs::BlobAnswer;
 pub use error::{ErrorKind, Missing, ProxyError, ProxyResult};

@@ -380,6 +380,20 @@ impl SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// Fills the disk to its last page with a ballast file, returned for removal.
+    pub fn fill_up(&self) -> PathBuf {
+        let ballast = self.0.join("ballast");
+        for bs in ["64k", "4k"] {
+            let _ = std::process::Command::new("dd")
+                .args(["if=/dev/zero", &format!("bs={bs}"), "oflag=append", "conv=notrunc"])
+                .arg(format!("of={}", ballast.display()))
+                .output();
+        }
+        ballast
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();

@@ -36,6 +36,17 @@ pub enum FillError {
     Lost,
 }
 
+impl FillError {
+    /// The cache's disk had no room for the fill.
+    pub fn storage_full(&self) -> bool {
+        match self {
+            FillError::Cache(e) => e.is_full(),
+            FillError::Write(e) => crate::cache::storage_is_full(e),
+            _ => false,
+        }
+    }
+}
+
 impl From<CacheError> for FillError {
     fn from(e: CacheError) -> Self {
         FillError::Cache(Arc::new(e))

@@ -22,7 +22,7 @@ const REOPEN_RETRIES: usize = 2;
 
 /// Waits between attempts: 200 ms doubling to 6.4 s, each plus a random jitter of up to
 /// itself, so fills that broke together do not come back together.
-fn backoff() -> ExponentialBuilder {
+pub(in crate::proxy) fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_millis(6400))
@@ -101,6 +101,15 @@ impl FillTask {
             Err(e) => {
                 metrics.fill_ended(fill_outcome::FAILED);
                 warn!(upstream, %digest, error = %e, "blob fill failed");
+                if e.storage_full() {
+                    // Said now rather than at the storage watch's next look: the
+                    // client's retry is served through instead of failing the same way.
+                    let needed = {
+                        let p = self.tx.borrow();
+                        p.size.unwrap_or(p.readable)
+                    };
+                    self.cache.disk_filled(&e.to_string(), needed);
+                }
             }
         }
         let verified = match &outcome {
@@ -284,24 +293,35 @@ impl FillTask {
         }
     }
 
-    /// Asks the registry again (a fresh redirect: the signed CDN URL may have expired),
-    /// retrying while upstream is briefly unavailable.
     async fn reopen(&self, from: u64, size: Option<u64>) -> Result<BlobBody, FillError> {
-        let body = (|| self.upstream.get_blob(&self.repo, self.digest(), from))
-            .retry(backoff().with_max_times(REOPEN_RETRIES))
-            .sleep(tokio::time::sleep)
-            .when(UpstreamError::is_transient)
-            .await?;
-        if body.status.as_u16() == 206 {
-            if body.range_start != Some(from) {
-                return Err(FillError::Upstream(UpstreamError::Protocol(
-                    "resumed at the wrong offset".into(),
-                )));
-            }
-            if size.is_some() && body.range_total.is_some() && body.range_total != size {
-                return Err(FillError::Verification("blob size changed between requests".into()));
-            }
-        }
-        Ok(body)
+        reopen(&self.upstream, &self.repo, self.digest(), from, size).await
     }
+}
+
+/// Asks the registry again for the blob from byte `from` (a fresh redirect: the signed
+/// CDN URL may have expired), retrying while upstream is briefly unavailable; checks
+/// that a 206 starts where asked and that the size did not change.
+pub(in crate::proxy) async fn reopen(
+    upstream: &Upstream,
+    repo: &RepoName,
+    digest: &Digest,
+    from: u64,
+    size: Option<u64>,
+) -> Result<BlobBody, FillError> {
+    let body = (|| upstream.get_blob(repo, digest, from))
+        .retry(backoff().with_max_times(REOPEN_RETRIES))
+        .sleep(tokio::time::sleep)
+        .when(UpstreamError::is_transient)
+        .await?;
+    if body.status.as_u16() == 206 {
+        if body.range_start != Some(from) {
+            return Err(FillError::Upstream(UpstreamError::Protocol(
+                "resumed at the wrong offset".into(),
+            )));
+        }
+        if size.is_some() && body.range_total.is_some() && body.range_total != size {
+            return Err(FillError::Verification("blob size changed between requests".into()));
+        }
+    }
+    Ok(body)
 }
