@@ -34,6 +34,10 @@ mod garage;
 #[path = "support/e2e_shared_store.rs"]
 mod shared_store;
 mod support;
+#[path = "../tests/common/tls.rs"]
+mod tls;
+#[path = "support/e2e_tls.rs"]
+mod tls_phase;
 
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
 use serde_json::{Value, json};
@@ -77,32 +81,66 @@ fn client() -> reqwest::Client {
 /// A blob client as cheap as a client can be, so the servers rather than the client are
 /// what is measured: one kept-alive HTTP/1.1 connection, blocking reads into a 1 MiB
 /// buffer, bytes counted and the length checked against `Content-Length` (every server
-/// here sends one; a response without it fails loudly). The same client for every target.
+/// here sends one; a response without it fails loudly). The same client for every target;
+/// `https://` URLs speak TLS (rustls) trusting what [`trust_for_blob_clients`] was given.
 struct BlobClient {
     host: String,
-    stream: Option<std::net::TcpStream>,
+    tls: bool,
+    stream: Option<Box<dyn Connection>>,
     buf: Vec<u8>,
+}
+
+trait Connection: std::io::Read + Write + Send {}
+impl<T: std::io::Read + Write + Send> Connection for T {}
+
+/// The TLS client configuration of the blob clients (phase `tls`).
+static BLOB_CLIENT_TLS: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
+/// Blob clients on `https://` URLs trust the CA `ca_pem`.
+fn trust_for_blob_clients(ca_pem: &str) {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let _ = BLOB_CLIENT_TLS.set(Arc::new(config));
 }
 
 impl BlobClient {
     fn new(url: &str) -> BlobClient {
-        let host = url
-            .strip_prefix("http://")
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, Some(rest)),
+            None => (false, url.strip_prefix("http://")),
+        };
+        let host = rest
             .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("bench URLs are http://host:port/...: {url}"))
+            .unwrap_or_else(|| panic!("bench URLs are http(s)://host:port/...: {url}"))
             .to_string();
         BlobClient {
             host,
+            tls,
             stream: None,
             buf: vec![0; MIB as usize],
         }
     }
 
-    fn connect(&mut self) -> &mut std::net::TcpStream {
+    fn connect(&mut self) -> &mut Box<dyn Connection> {
         if self.stream.is_none() {
             let s = std::net::TcpStream::connect(&self.host).unwrap_or_else(|e| panic!("connect {}: {e}", self.host));
             s.set_nodelay(true).expect("TCP_NODELAY");
-            self.stream = Some(s);
+            let stream: Box<dyn Connection> = if self.tls {
+                let config = BLOB_CLIENT_TLS.get().expect("trust_for_blob_clients first").clone();
+                let ip = self.host.rsplit_once(':').map_or(self.host.as_str(), |(h, _)| h);
+                let name = rustls::pki_types::ServerName::try_from(ip.to_string()).expect("server name");
+                let conn = rustls::ClientConnection::new(config, name).expect("TLS client");
+                Box::new(rustls::StreamOwned::new(conn, s))
+            } else {
+                Box::new(s)
+            };
+            self.stream = Some(stream);
         }
         self.stream.as_mut().expect("connected")
     }
@@ -113,6 +151,7 @@ impl BlobClient {
         use std::io::Read;
         let path = url
             .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
             .and_then(|r| r.find('/').map(|i| &r[i..]))
             .unwrap_or("/")
             .to_string();
@@ -316,14 +355,14 @@ fn filesystem_storage(dir: &Path) -> String {
     format!("  filesystem:\n    rootdirectory: {}\n", dir.display())
 }
 
-fn registry_config(driver: &str, port: u16, extra: &str, accesslog: bool) -> String {
+fn registry_config(driver: &str, port: u16, (http, extra): (&str, &str), accesslog: bool) -> String {
     format!(
         "version: 0.1\n\
          log:\n  level: warn\n  formatter: text\n  accesslog:\n    disabled: {disabled}\n\
          storage:\n{driver}  delete:\n    enabled: true\n\
          \x20 cache:\n    blobdescriptor: inmemory\n\
          \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
-         http:\n  addr: 127.0.0.1:{port}\n  secret: pullgate-e2e-bench\n\
+         http:\n  addr: 127.0.0.1:{port}\n  secret: pullgate-e2e-bench\n{http}\
          {extra}",
         disabled = !accesslog,
     )
@@ -339,11 +378,33 @@ async fn start_registry(dir: &Path, name: &str, extra: &str, accesslog: bool) ->
 
 /// `docker-registry serve` with the given storage driver section.
 async fn start_registry_on(dir: &Path, name: &str, driver: &str, extra: &str, accesslog: bool) -> (Proc, String) {
-    let probe = client();
+    start_registry_full(dir, name, driver, ("", extra), accesslog).await
+}
+
+/// [`start_registry_on`] with more of its `http:` section (`tls:`: then it serves
+/// `https://`), no access log.
+async fn start_registry_with(dir: &Path, name: &str, driver: &str, http: &str, extra: &str) -> (Proc, String) {
+    start_registry_full(dir, name, driver, (http, extra), false).await
+}
+
+async fn start_registry_full(
+    dir: &Path,
+    name: &str,
+    driver: &str,
+    (http, extra): (&str, &str),
+    accesslog: bool,
+) -> (Proc, String) {
+    let scheme = if http.contains("tls:") { "https" } else { "http" };
+    // Its readiness only: the certificate is checked by the blob clients.
+    let probe = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("probe client");
     for attempt in 1..=3 {
         let port = free_port(Ipv4Addr::LOCALHOST);
         let config = dir.join(format!("config-{attempt}.yml"));
-        fs::write(&config, registry_config(driver, port, extra, accesslog)).expect("write registry config");
+        fs::write(&config, registry_config(driver, port, (http, extra), accesslog)).expect("write registry config");
         let log_path = dir.join("registry.log");
         let log = fs::File::create(&log_path).expect("registry log");
         let mut cmd = Command::new("/usr/bin/docker-registry");
@@ -362,7 +423,7 @@ async fn start_registry_on(dir: &Path, name: &str, driver: &str, extra: &str, ac
             }
         }
         let mut proc = Proc::spawn(name, &mut cmd, false, log_path);
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let until = Instant::now() + Duration::from_secs(20);
         while Instant::now() < until {
             if !matches!(proc.child.try_wait(), Ok(None)) {
@@ -470,6 +531,21 @@ struct ProxyUnderTest {
 }
 
 impl ProxyUnderTest {
+    /// The proxy `(proc, base)` of `kind`, in `dir`.
+    fn new(kind: Kind, (proc, base): (Proc, String), dir: PathBuf) -> ProxyUnderTest {
+        let repo_path = match kind {
+            Kind::Distribution => REPO.to_string(),
+            Kind::PullgateFiles | Kind::PullgateSled => format!("up/{REPO}"),
+        };
+        ProxyUnderTest {
+            kind,
+            base,
+            repo_path,
+            dir,
+            proc,
+        }
+    }
+
     fn blob_url(&self, digest: &str) -> String {
         format!("{}/v2/{}/blobs/{digest}", self.base, self.repo_path)
     }
@@ -508,32 +584,20 @@ async fn start_proxy(kind: Kind, root: &Path, n: usize, upstream: &str) -> Proxy
     fs::create_dir_all(&dir).expect("proxy dir");
     match kind {
         Kind::Distribution => {
-            let (proc, base) = start_registry(
+            let started = start_registry(
                 &dir,
                 "distribution (proxy)",
                 &format!("proxy:\n  remoteurl: {upstream}\n"),
                 false,
             )
             .await;
-            ProxyUnderTest {
-                kind,
-                base,
-                repo_path: REPO.to_string(),
-                dir,
-                proc,
-            }
+            ProxyUnderTest::new(kind, started, dir)
         }
         Kind::PullgateFiles | Kind::PullgateSled => {
             let store = if kind == Kind::PullgateFiles { "files" } else { "sled" };
             let cache = format!("[cache]\nblob_store = \"{store}\"\n");
-            let (proc, base) = start_pullgate(&dir, &format!("pullgate ({store})"), upstream, &cache);
-            ProxyUnderTest {
-                kind,
-                base,
-                repo_path: format!("up/{REPO}"),
-                dir,
-                proc,
-            }
+            let started = start_pullgate(&dir, &format!("pullgate ({store})"), upstream, &cache);
+            ProxyUnderTest::new(kind, started, dir)
         }
     }
 }
@@ -570,22 +634,22 @@ fn start_pullgate_on(dir: &Path, name: &str, upstream: &str, listen: &str, cache
     std::thread::spawn(move || {
         let mut log = fs::File::create(&log_path).ok();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listening on http://") {
-                let addr = line[i + "listening on http://".len()..]
+            if let Some(i) = line.find("listening on ") {
+                let url = line[i + "listening on ".len()..]
                     .split_whitespace()
                     .next()
                     .unwrap_or("");
-                let _ = tx.send(addr.to_string());
+                let _ = tx.send(url.to_string());
             }
             if let Some(f) = log.as_mut() {
                 let _ = writeln!(f, "{line}");
             }
         }
     });
-    let addr = rx
+    let url = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("{name} did not say where it listens:\n{}", proc.log_text()));
-    (proc, format!("http://{addr}"))
+    (proc, url)
 }
 
 // ---------------------------------------------------------------------------
@@ -853,7 +917,7 @@ fn main() {
 }
 
 /// Whether a phase runs: all of them unless `PULLGATE_E2E_ONLY` lists some
-/// (`cold`, `warm`, `manifests`, `s3`, `cluster`, comma-separated; cold runs with warm or
+/// (`cold`, `warm`, `manifests`, `s3`, `cluster`, `tls`, comma-separated; cold runs with warm or
 /// manifests, which use the proxies it leaves). For iterating on one part; the full run
 /// is what the targets use.
 fn phase(name: &str) -> bool {
@@ -1100,6 +1164,10 @@ async fn run() {
     if phase("cluster") {
         let fleet = cluster::run(&root, up(), cold_rounds, CLIENTS).await;
         results.insert("cluster".into(), fleet);
+    }
+    if phase("tls") {
+        let over_tls = tls_phase::run(&root, up(), cold_rounds, rounds, CLIENTS).await;
+        results.insert("tls".into(), over_tls);
     }
     drop(upstream);
     drop(nginx);

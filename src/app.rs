@@ -498,6 +498,7 @@ pub async fn spawn_with_cache(config: &Config, cache: Option<Cache>) -> Result<R
         max_connections: config.server.max_connections,
         header_read_timeout: config.server.header_read_timeout.0,
         max_header_bytes: config.server.max_header_bytes.0,
+        sendfile: config.server.sendfile,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(state);

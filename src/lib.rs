@@ -6,7 +6,9 @@
 //! and `upstream` (the registry client: token auth, redirects) → `oci` (pure protocol
 //! types). `app` is the composition root:
 //! it alone reads `config` and the secret files and builds the layers from their own
-//! settings; `cli` holds the commands and is the only code that prints.
+//! settings; `cli` holds the commands and is the only code that prints. `zero_copy` is
+//! where `proxy` (which makes placeholder frames of warm blob files) and `http`'s
+//! listener (whose writer sends them with sendfile) meet.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -23,3 +25,4 @@ pub mod proxy;
 pub mod secret;
 pub mod trust;
 pub mod upstream;
+pub mod zero_copy;

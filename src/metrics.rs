@@ -109,6 +109,9 @@ pub struct Metrics {
     /// handles: blob streams count every chunk and need no family lookup for it.
     pub served_from_cache: Counter,
     pub served_from_upstream: Counter,
+    /// `pullgate_sendfile_bytes_total`: of the bytes served from the cache, those the
+    /// kernel sent from the page cache (src/zero_copy.rs).
+    pub sendfile_bytes: Counter,
     /// `pullgate_served_bytes_total{source="peer"}`: streamed from the replica that owns
     /// the blob.
     pub served_from_peer: Counter,
@@ -189,6 +192,7 @@ impl Metrics {
         let fills_in_flight = Gauge::default();
         let fills = Family::default();
         let fill_resumes = Counter::default();
+        let sendfile_bytes = Counter::default();
         let verification_failures = Family::default();
         let signature_verdicts = Family::default();
         let redirects_refused = Family::default();
@@ -245,6 +249,11 @@ impl Metrics {
             "pullgate_fills",
             "Blob fills by outcome (published, verification_failed, failed, served_through)",
             fills.clone(),
+        );
+        registry.register(
+            "pullgate_sendfile_bytes",
+            "Blob bytes served from the cache that the kernel sent from the page cache (sendfile, plain HTTP/1.x)",
+            sendfile_bytes.clone(),
         );
         registry.register(
             "pullgate_fill_resumes",
@@ -313,6 +322,7 @@ impl Metrics {
             cache_lookups,
             served_from_cache,
             served_from_upstream,
+            sendfile_bytes,
             served_from_peer,
             cluster_members,
             peer_requests,

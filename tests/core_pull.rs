@@ -702,3 +702,64 @@ async fn tag_lists_paginate_with_links_in_the_client_namespace_and_survive_outag
     let body = common::json(h.get("/v2/registry.redhat.io/ubi9/ubi/tags/list?n=2").await).await;
     assert_eq!(body["tags"], serde_json::json!(["a", "b"]));
 }
+
+async fn sendfile_bytes(h: &Harness) -> f64 {
+    let text = common::metrics_text(&h.url("")).await;
+    common::metric_in(&text, "pullgate_sendfile_bytes_total", &[]).unwrap_or(0.0)
+}
+
+/// A warm blob on a plain HTTP/1.1 connection goes from the page cache to the socket
+/// with sendfile (src/zero_copy.rs): byte-exact whole, as ranges, and back to back on
+/// one keep-alive connection; over HTTP/2 the same blob is copied as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_blob_on_plain_http1_is_sent_by_the_kernel_byte_exact() {
+    let h = Harness::start().await;
+    let size = 3 * 1024 * 1024 + 12_345;
+    let img = h.fake.add_image("ubi9/ubi", "latest", &[size]);
+    let layer = &img.layer_digests[0];
+    let path = format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{layer}");
+    let resp = h.get(&path).await;
+    assert_eq!(body_bytes(resp).await.unwrap(), img.layers[0], "the fill");
+    assert_eq!(sendfile_bytes(&h).await, 0.0, "a fill is not sent by the kernel");
+
+    for _ in 0..3 {
+        let resp = h.get(&path).await;
+        assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+        assert_eq!(resp.headers()["content-length"], size.to_string().as_str());
+        assert!(body_bytes(resp).await.unwrap() == img.layers[0], "hit differs");
+    }
+    assert_eq!(sendfile_bytes(&h).await, (3 * size) as f64);
+    for (first, last) in [(0, 0), (1_048_575, 1_048_577), (size - 10, size - 1), (5, size - 1)] {
+        let resp = h
+            .client
+            .get(h.url(&path))
+            .header("range", format!("bytes={first}-{last}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 206);
+        assert!(
+            body_bytes(resp).await.unwrap() == img.layers[0][first..=last],
+            "range {first}-{last} differs"
+        );
+    }
+
+    let before = sendfile_bytes(&h).await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = h2.get(h.url(&path)).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert!(body_bytes(resp).await.unwrap() == img.layers[0], "HTTP/2 differs");
+    assert_eq!(sendfile_bytes(&h).await, before, "HTTP/2 copies");
+}
+
+/// `[server] sendfile = false`: every blob is read and copied.
+#[tokio::test]
+async fn sendfile_can_be_turned_off() {
+    let h = Harness::start_with("[server]\nsendfile = false\n", "").await;
+    let img = h.fake.add_image("ubi9/ubi", "latest", &[300_000]);
+    let path = format!("/v2/registry.redhat.io/ubi9/ubi/blobs/{}", img.layer_digests[0]);
+    for _ in 0..2 {
+        assert_eq!(body_bytes(h.get(&path).await).await.unwrap(), img.layers[0]);
+    }
+    assert_eq!(sendfile_bytes(&h).await, 0.0);
+}

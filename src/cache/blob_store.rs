@@ -30,6 +30,11 @@ pub trait BlobRead: Read + Send {
         let _ = max;
         Ok(None)
     }
+    /// The open file and the offset reading is at, when the bytes are a plain file the
+    /// kernel can send from (`crate::zero_copy`).
+    fn file_at(&self) -> Option<(std::sync::Arc<std::fs::File>, u64)> {
+        None
+    }
 }
 
 pub type BlobReader = Box<dyn BlobRead>;

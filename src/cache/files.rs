@@ -80,7 +80,7 @@ impl StagedBlob for StagedFile {
 
 /// A blob file read with positioned reads from an offset it keeps itself.
 struct FileReader {
-    file: File,
+    file: std::sync::Arc<File>,
     offset: u64,
 }
 
@@ -124,11 +124,15 @@ impl BlobRead for FileReader {
             Err(e) => Err(e.into()),
         }
     }
+
+    fn file_at(&self) -> Option<(std::sync::Arc<File>, u64)> {
+        Some((self.file.clone(), self.offset))
+    }
 }
 
 fn open_at(path: &Path, offset: u64) -> io::Result<BlobReader> {
     Ok(Box::new(FileReader {
-        file: File::open(path)?,
+        file: std::sync::Arc::new(File::open(path)?),
         offset,
     }))
 }
@@ -175,7 +179,10 @@ impl BlobStore for FileBlobStore {
                 format!("blob file has {len} bytes, its record says {size}"),
             ));
         }
-        Ok(Box::new(FileReader { file, offset }))
+        Ok(Box::new(FileReader {
+            file: std::sync::Arc::new(file),
+            offset,
+        }))
     }
 
     fn stored_size(&self, digest: &Digest, _location: &BlobLocation) -> io::Result<Option<u64>> {

@@ -293,6 +293,15 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers) accepted; larger answers 431.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: ByteSize,
+    /// Send warm blobs of the `files` store on plain HTTP/1.x connections with
+    /// sendfile(2), page cache to socket (src/zero_copy.rs). Off: every blob is read
+    /// into a buffer and written.
+    #[serde(default = "default_sendfile")]
+    pub sendfile: bool,
+}
+
+fn default_sendfile() -> bool {
+    true
 }
 
 fn default_max_connections() -> usize {
@@ -312,6 +321,7 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             header_read_timeout: default_header_read_timeout(),
             max_header_bytes: default_max_header_bytes(),
+            sendfile: default_sendfile(),
         }
     }
 }

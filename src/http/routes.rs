@@ -329,6 +329,19 @@ async fn blob(app: &AppState, req: &ApiRequest, name: &RepoName, digest: &Digest
     } else if req.head() {
         app.proxy.blob_head(&target, digest).await?
     } else {
+        // A plain HTTP/1.x connection sends a warm blob with sendfile (HTTP/2 frames the
+        // body itself, TLS encrypts it: both need the bytes).
+        let by_kernel = req
+            .parts
+            .extensions
+            .get::<crate::zero_copy::KernelCopyCapable>()
+            .is_some()
+            && req.parts.version <= axum::http::Version::HTTP_11;
+        let target = if by_kernel {
+            target.clone().sent_by_kernel()
+        } else {
+            target.clone()
+        };
         app.proxy.blob(&target, digest, range).await?
     };
     let mut reply = req

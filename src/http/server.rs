@@ -36,6 +36,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Largest request head accepted.
     pub max_header_bytes: u64,
+    /// Plain connections write warm blobs with sendfile ([`crate::zero_copy`]).
+    pub sendfile: bool,
 }
 
 /// The TLS certificate in use, swappable while connections continue.
@@ -85,11 +87,13 @@ fn acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
 }
 
 /// A router that gives each request its connection's peer address, as axum's
-/// `ConnectInfo` (the status page lists who pulled what).
+/// `ConnectInfo` (the status page lists who pulled what), and says whether the
+/// connection's writer sends placeholder frames with sendfile.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: std::net::SocketAddr,
+    kernel_copy: bool,
 }
 
 impl<S, B> tower::Service<axum::http::Request<B>> for WithPeer<S>
@@ -106,6 +110,9 @@ where
 
     fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
         req.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
+        if self.kernel_copy {
+            req.extensions_mut().insert(crate::zero_copy::KernelCopyCapable);
+        }
         self.inner.call(req)
     }
 }
@@ -155,7 +162,8 @@ pub async fn serve(
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let service = hyper_util::service::TowerToHyperService::new(WithPeer { inner: app.clone(), peer });
+                let kernel_copy = limits.sendfile && tls.is_none();
+                let service = hyper_util::service::TowerToHyperService::new(WithPeer { inner: app.clone(), peer, kernel_copy });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 let tls = tls.as_ref().map(|t| t.current());
@@ -168,6 +176,11 @@ pub async fn serve(
                                 return;
                             };
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                            let _ = watcher.watch(conn).await;
+                        }
+                        None if kernel_copy => {
+                            let io = TokioIo::new(crate::zero_copy::KernelCopyStream::new(tcp));
+                            let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
                             let _ = watcher.watch(conn).await;
                         }
                         None => {

@@ -108,7 +108,7 @@ impl Proxy {
             Source::Published(record) => read::published(
                 self.metrics.served_from_cache.clone(),
                 self.cache.open_blob(digest, &record, first..end).await?,
-                reading,
+                (reading, target.kernel_copy.then(|| self.metrics.sendfile_bytes.clone())),
                 first,
                 end,
             ),

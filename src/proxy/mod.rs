@@ -108,6 +108,10 @@ pub struct Target {
     policy: Option<Arc<policy::RoutePolicy>>,
     /// Asked by another replica of the cluster: answered here, never forwarded again.
     from_peer: bool,
+    /// A published blob may be sent as placeholder frames for the connection's writer
+    /// to send with sendfile ([`crate::zero_copy`]): the body goes straight to a plain
+    /// HTTP/1.x client, and nothing reads its bytes on the way.
+    kernel_copy: bool,
 }
 
 impl Target {
@@ -119,6 +123,13 @@ impl Target {
     /// The repository as the upstream names it.
     pub fn repo(&self) -> &RepoName {
         &self.repo
+    }
+
+    /// The same target, for a client whose connection sends placeholder frames with
+    /// sendfile (see [`Target::kernel_copy`]).
+    pub fn sent_by_kernel(mut self) -> Target {
+        self.kernel_copy = true;
+        self
     }
 
     /// The same target, asked by a peer replica: this replica answers it itself.
@@ -247,6 +258,7 @@ impl Proxy {
             repo,
             policy: route.policy.clone(),
             from_peer: false,
+            kernel_copy: false,
         })
     }
 

@@ -418,6 +418,8 @@ impl Proxy {
         }
         let mut here = target.clone();
         here.from_peer = true;
+        // Relayed into another stream, not sent as it is: real bytes only.
+        here.kernel_copy = false;
         let range = (from > 0).then_some(RangeSpec::FromTo {
             first: from,
             last: None,

@@ -43,20 +43,52 @@ async fn read_some(mut reader: BlobReader, max: usize) -> io::Result<(BlobReader
     .map_err(io::Error::other)?
 }
 
+/// A client's registration as a reader of a published blob, renewed as a long stream
+/// goes on, so a fleet's evictor spares the blob.
+struct KeepInUse {
+    reading: ReaderGuard,
+    renewed: std::time::Instant,
+}
+
+impl KeepInUse {
+    fn new(reading: ReaderGuard) -> KeepInUse {
+        KeepInUse {
+            reading,
+            renewed: std::time::Instant::now(),
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.renewed.elapsed() >= RENEW_USE_EVERY {
+            self.reading.touch();
+            self.renewed = std::time::Instant::now();
+        }
+    }
+}
+
 /// Bytes `first..end` of a published blob from `reader` (opened at `first`);
 /// `reading` (the client's registration as a reader, which keeps eviction away) is held
-/// until the stream ends.
-pub fn published(served: Counter, reader: BlobReader, reading: ReaderGuard, first: u64, end: u64) -> BlobStream {
+/// until the stream ends. With `kernel` (the count of bytes sent by sendfile), a blob
+/// that is a plain file goes out as placeholder frames ([`crate::zero_copy`]).
+pub fn published(
+    served: Counter,
+    reader: BlobReader,
+    (reading, kernel): (ReaderGuard, Option<Counter>),
+    first: u64,
+    end: u64,
+) -> BlobStream {
+    if let Some(sent_by_kernel) = kernel
+        && let Some((file, at)) = reader.file_at()
+        && at == first
+    {
+        return by_kernel((served, sent_by_kernel), file, reading, first, end);
+    }
     async_stream(move |tx| async move {
         let mut reader = reader;
         let mut pos = first;
-        let mut renewed = std::time::Instant::now();
+        let mut in_use = KeepInUse::new(reading);
         while pos < end {
-            // A long stream keeps its blob in use (a fleet's evictor spares it).
-            if renewed.elapsed() >= RENEW_USE_EVERY {
-                reading.touch();
-                renewed = std::time::Instant::now();
-            }
+            in_use.tick();
             let want = ((end - pos) as usize).min(READ_CHUNK);
             let (r, bytes) = read_some(reader, want).await?;
             reader = r;
@@ -73,6 +105,66 @@ pub fn published(served: Counter, reader: BlobReader, reading: ReaderGuard, firs
         }
         Ok(())
     })
+}
+
+/// Bytes `first..end` of a published blob file as placeholder frames, each sent by the
+/// connection's writer with sendfile. A range whose pages are not all in the page cache
+/// (sendfile would wait for the disk on the connection's task) is read and copied on
+/// the blocking pool instead, as is any frame when every placeholder slot is taken.
+fn by_kernel(
+    (served, sent_by_kernel): (Counter, Counter),
+    file: Arc<std::fs::File>,
+    reading: ReaderGuard,
+    first: u64,
+    end: u64,
+) -> BlobStream {
+    async_stream(move |tx| async move {
+        let mut pos = first;
+        let mut in_use = KeepInUse::new(reading);
+        while pos < end {
+            in_use.tick();
+            let len = ((end - pos) as usize).min(crate::zero_copy::SLOT_SIZE);
+            let placeholder = crate::zero_copy::resident(&file, pos, len)
+                .then(|| crate::zero_copy::frame(&file, pos, len))
+                .flatten();
+            let bytes = match placeholder {
+                Some(p) => {
+                    sent_by_kernel.inc_by(len as u64);
+                    p
+                }
+                None => read_at(file.clone(), pos, len.min(READ_CHUNK)).await?,
+            };
+            pos += bytes.len() as u64;
+            if !deliver(&served, &tx, bytes).await {
+                return Ok(());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Up to `len` bytes of `file` at `pos`, read on the blocking pool; an error when the
+/// file ends first.
+async fn read_at(file: Arc<std::fs::File>, pos: u64, len: usize) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt as _;
+        let mut buf = buffers::take(len);
+        let mut filled = 0;
+        while filled < len {
+            match file.read_at(&mut buf[filled..len], pos + filled as u64)? {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stored blob is shorter than its record",
+                    ));
+                }
+                n => filled += n,
+            }
+        }
+        Ok(buffers::freeze(buf, filled))
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// Bytes `first..end` of a blob that a fill is writing; follows the fill as it grows
