@@ -19,7 +19,9 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
 use tracing::warn;
 
@@ -37,7 +39,8 @@ pub(super) enum Head {
 /// for a blob leads, and whole-blob requests arriving before its first byte went out
 /// join it, so a replica asks the owner once (and hashes once) for all its clients
 /// that missed together. Joined clients go at the pace of the slowest of them (each
-/// has a small bounded channel); memory stays a few chunks per client.
+/// has a small bounded channel), up to `STALLED_CLIENT_PATIENCE` per chunk; memory
+/// stays a few chunks per client.
 #[derive(Default)]
 pub(super) struct SharedPeerStreams {
     open: Mutex<HashMap<Digest, Arc<SharedStream>>>,
@@ -125,25 +128,68 @@ impl Drop for Lead {
     }
 }
 
-/// Hands `bytes` to every receiver still there (the leading client's first); false once
-/// none is left.
+/// How long the clients of a shared peer stream may, together, leave one chunk untaken.
+/// They go at the pace of the slowest, so one that stopped reading (a stopped process,
+/// a peer that no longer reads its socket) would hold every other client of the stream;
+/// past this it is cut off, and its body ends in an error when it reads again (a
+/// retry, never wrong bytes), so the others go on.
+const STALLED_CLIENT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Hands `bytes` to every receiver still there (the leading client's first), cutting
+/// off those that have not taken them within `patience`; false once none is left.
 async fn deliver_all(
     served: &prometheus_client::metrics::counter::Counter,
-    tx: &mpsc::Sender<io::Result<Bytes>>,
+    lead: &mut Option<mpsc::Sender<io::Result<Bytes>>>,
     others: &mut Vec<mpsc::Sender<io::Result<Bytes>>>,
     bytes: Bytes,
+    patience: Duration,
 ) -> bool {
-    let mut delivered = read::deliver(served, tx, bytes.clone()).await;
+    let deadline = Instant::now() + patience;
+    if let Some(tx) = lead.take() {
+        *lead = deliver_before(served, tx, &bytes, deadline).await;
+    }
     let mut kept = Vec::with_capacity(others.len());
     for other in others.drain(..) {
-        served.inc_by(bytes.len() as u64);
-        if other.send(Ok(bytes.clone())).await.is_ok() {
-            kept.push(other);
-        }
+        kept.extend(deliver_before(served, other, &bytes, deadline).await);
     }
     *others = kept;
-    delivered |= !others.is_empty();
-    delivered
+    lead.is_some() || !others.is_empty()
+}
+
+/// Hands `bytes` to one client: its sender back while it is there and took them before
+/// `deadline`.
+async fn deliver_before(
+    served: &prometheus_client::metrics::counter::Counter,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    bytes: &Bytes,
+    deadline: Instant,
+) -> Option<mpsc::Sender<io::Result<Bytes>>> {
+    match tokio::time::timeout_at(deadline, tx.send(Ok(bytes.clone()))).await {
+        Ok(Ok(())) => {
+            served.inc_by(bytes.len() as u64);
+            Some(tx)
+        }
+        // The client went away.
+        Ok(Err(_)) => None,
+        Err(_) => {
+            cut_off(tx);
+            None
+        }
+    }
+}
+
+/// Ends a stalled client's body: the error waits in its channel behind what it has not
+/// read yet (the send finishes when it reads, or fails when it goes away).
+fn cut_off(tx: mpsc::Sender<io::Result<Bytes>>) {
+    let secs = STALLED_CLIENT_PATIENCE.as_secs();
+    warn!(
+        patience_secs = secs,
+        "a client of a shared peer stream took no bytes for a while; its body is cut off so the others go on"
+    );
+    tokio::spawn(async move {
+        let e = format!("this client took no bytes for {secs} s while others shared its stream");
+        let _ = tx.send(Err(io::Error::other(e))).await;
+    });
 }
 
 /// A blob body as a peer began to send it, and the peers to ask if it breaks off.
@@ -441,7 +487,8 @@ impl Proxy {
 /// matches.
 struct Relay {
     served: prometheus_client::metrics::counter::Counter,
-    tx: mpsc::Sender<io::Result<Bytes>>,
+    /// The leading client; `None` once it went away or was cut off for stalling.
+    tx: Option<mpsc::Sender<io::Result<Bytes>>>,
     /// The clients that joined, fixed when the first byte arrives.
     others: Option<Vec<mpsc::Sender<io::Result<Bytes>>>>,
     to_hasher: mpsc::Sender<Bytes>,
@@ -470,7 +517,7 @@ impl Relay {
         });
         Relay {
             served: proxy.metrics.served_from_peer.clone(),
-            tx,
+            tx: Some(tx),
             others: None,
             to_hasher,
             hasher,
@@ -499,7 +546,7 @@ impl Relay {
             let part = chunk.slice((lo - start) as usize..(hi - start) as usize);
             if let Some(ready) = self.held.replace(part) {
                 let others = self.others.get_or_insert_with(Vec::new);
-                return Ok(deliver_all(&self.served, &self.tx, others, ready).await);
+                return Ok(deliver_all(&self.served, &mut self.tx, others, ready, STALLED_CLIENT_PATIENCE).await);
             }
         }
         Ok(true)
@@ -525,7 +572,7 @@ impl Relay {
         }
         if let Some(last) = self.held.take() {
             let mut others = self.others.take().unwrap_or_default();
-            deliver_all(&self.served, &self.tx, &mut others, last).await;
+            deliver_all(&self.served, &mut self.tx, &mut others, last, STALLED_CLIENT_PATIENCE).await;
         }
         Ok(())
     }
@@ -576,15 +623,83 @@ mod tests {
             "closed once the first byte is on its way"
         );
         let (tx, mut own) = mpsc::channel(2);
+        let mut tx = Some(tx);
         let served = prometheus_client::metrics::counter::Counter::default();
-        assert!(deliver_all(&served, &tx, &mut joined, Bytes::from_static(b"bytes!")).await);
+        assert!(
+            deliver_all(
+                &served,
+                &mut tx,
+                &mut joined,
+                Bytes::from_static(b"bytes!"),
+                STALLED_CLIENT_PATIENCE
+            )
+            .await
+        );
         for rx in [&mut own, &mut a, &mut b] {
             assert_eq!(rx.recv().await.unwrap().unwrap(), Bytes::from_static(b"bytes!"));
         }
         assert_eq!(served.get(), 18);
         // Every client gone: the stream has no one left to feed.
         drop((own, a, b));
-        assert!(!deliver_all(&served, &tx, &mut joined, Bytes::from_static(b"more")).await);
+        assert!(
+            !deliver_all(
+                &served,
+                &mut tx,
+                &mut joined,
+                Bytes::from_static(b"more"),
+                STALLED_CLIENT_PATIENCE
+            )
+            .await
+        );
+    }
+
+    /// One client of a shared stream that stops reading is cut off after the patience;
+    /// the leading client and the other joiner get every byte, and the stalled one,
+    /// when it reads again, what it was sent and then an error, never a skipped chunk.
+    #[tokio::test]
+    async fn a_stalled_client_is_cut_off_and_the_others_go_on() {
+        let patience = Duration::from_millis(200);
+        let served = prometheus_client::metrics::counter::Counter::default();
+        let (lead_tx, mut lead_rx) = mpsc::channel::<io::Result<Bytes>>(2);
+        let (stalled_tx, mut stalled) = mpsc::channel::<io::Result<Bytes>>(2);
+        let (reading_tx, mut reading) = mpsc::channel(2);
+        let mut lead = Some(lead_tx);
+        let mut others = vec![stalled_tx, reading_tx];
+        let chunks: Vec<Bytes> = (0u8..6).map(|i| Bytes::from(vec![i; 8])).collect();
+        let readers = tokio::spawn(async move {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..6 {
+                a.push(lead_rx.recv().await.unwrap().unwrap());
+                b.push(reading.recv().await.unwrap().unwrap());
+            }
+            (a, b)
+        });
+        let started = Instant::now();
+        let delivered = async {
+            for chunk in &chunks {
+                assert!(deliver_all(&served, &mut lead, &mut others, chunk.clone(), patience).await);
+            }
+        };
+        tokio::time::timeout(50 * patience, delivered)
+            .await
+            .expect("the stalled client does not hold the others");
+        let waited = started.elapsed();
+        assert!(
+            waited >= patience && waited < 10 * patience,
+            "one patience, once: {waited:?}"
+        );
+        assert_eq!(others.len(), 1, "the stalled client is no longer fed");
+        let (a, b) = readers.await.unwrap();
+        assert_eq!(
+            (a, b),
+            (chunks.clone(), chunks.clone()),
+            "the others got every byte, in order"
+        );
+        for chunk in &chunks[..2] {
+            assert_eq!(stalled.recv().await.unwrap().unwrap(), chunk);
+        }
+        assert!(stalled.recv().await.unwrap().is_err(), "then its body is cut off");
+        assert!(stalled.recv().await.is_none());
     }
 
     #[tokio::test]
