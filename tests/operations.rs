@@ -863,7 +863,8 @@ async fn readyz_fails_when_the_database_disk_is_full() {
         .arg(format!("of={}", filler.display()))
         .output();
     assert_eq!(ready().await, 503, "a full disk makes pullgate not ready");
-    // What it holds is still served; a fill fails as a full disk, not as a 500.
+    // What it holds is still served; a miss goes through, verified and not kept (a
+    // fill could not keep it), never a 500.
     let got = client.get(blob(&cached.layer_digests[0])).send().await.unwrap();
     assert_eq!(got.status(), 200);
     assert!(
@@ -871,15 +872,23 @@ async fn readyz_fails_when_the_database_disk_is_full() {
         "a hit is still the blob"
     );
     let r = client.get(blob(&later.layer_digests[0])).send().await.unwrap();
-    if r.status().is_success() {
-        assert!(
-            common::body_bytes(r).await.is_err(),
-            "a fill on a full disk does not complete"
-        );
-    } else {
-        assert_eq!(r.status(), 503, "a full disk is 503, not an internal error");
-        assert!(r.text().await.unwrap().contains("disk is full"));
-    }
+    assert_eq!(r.status(), 200, "a miss on a full disk is served through");
+    assert!(
+        common::body_bytes(r).await.unwrap() == later.layers[0],
+        "the whole blob, verified"
+    );
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"pullgate_fills_total{outcome="served_through"} 1"#),
+        "it went through, not into the cache"
+    );
     std::fs::remove_file(&filler).unwrap();
     common::eventually(
         "ready again once space returns",
