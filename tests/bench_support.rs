@@ -109,3 +109,54 @@ fn sigterm_takes_the_benchs_processes_with_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// benches/ab.sh's verdicts: spreads apart name the higher side (and whether higher is
+/// better for that path); spreads that touch are noise; ratios to the peers are taken
+/// run by run.
+#[test]
+fn ab_summary_names_a_difference_only_when_the_spreads_are_apart() {
+    let scratch = support::Scratch::new("pullgate-test-ab-");
+    let run = |pg_cold8: f64, pg_warm1: f64, p99: f64, dist_warm1: f64| {
+        serde_json::json!({"results": {
+            "pullgate_files": {
+                "cold_8": {"gbps": pg_cold8, "cdn_fetches": 1},
+                "warm_1_gbps_median": pg_warm1,
+                "manifest_digest": {"rps": 60000.0, "p99_ms": p99},
+            },
+            "distribution": {"warm_1_gbps_median": dist_warm1},
+        }})
+    };
+    let runs = [
+        ("A-1", run(2.6, 2.0, 2.0, 1.0)),
+        ("A-2", run(2.8, 3.0, 2.2, 2.0)),
+        ("B-1", run(1.9, 2.5, 3.0, 1.0)),
+        ("B-2", run(2.1, 2.9, 3.5, 1.0)),
+    ];
+    for (name, doc) in runs {
+        std::fs::write(scratch.path().join(format!("{name}.json")), doc.to_string()).unwrap();
+    }
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ab_summary.py"))
+        .arg(scratch.path())
+        .args(["2", "base", "change"])
+        .output()
+        .expect("python3 runs benches/ab_summary.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let row = |label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("| {label} |")))
+            .unwrap_or_else(|| panic!("no row {label:?} in:\n{text}"))
+            .to_string()
+    };
+    assert!(row("cold GET, 8 clients (GB/s)").ends_with("| 1.35× | A higher (better) |"));
+    assert!(row("warm GET, 1 client (GB/s)").ends_with("| no difference the noise can show |"));
+    assert!(row("manifest by digest, p99 (ms)").ends_with("| B higher (A better) |"));
+    assert!(row("cold GET, 1 client (GB/s)").ends_with("| not measured by both |"));
+    // A's warm ratios to distribution per run: 2.0/1.0 and 3.0/2.0.
+    assert!(
+        row("warm GET, 1 client / distribution")
+            .starts_with("| warm GET, 1 client / distribution | 2.00 1.50 | 1.75× |")
+    );
+    assert!(text.contains("A's CDN fetches for 8 cold clients, per run: 1 1"));
+}
