@@ -78,6 +78,9 @@ fn client() -> reqwest::Client {
         .expect("build reqwest client")
 }
 
+/// How long a blob client waits for the next bytes before it calls the target stuck.
+const STALLED_TARGET: Duration = Duration::from_secs(60);
+
 /// A blob client as cheap as a client can be, so the servers rather than the client are
 /// what is measured: one kept-alive HTTP/1.1 connection, blocking reads into a 1 MiB
 /// buffer, bytes counted and the length checked against `Content-Length` (every server
@@ -131,6 +134,9 @@ impl BlobClient {
         if self.stream.is_none() {
             let s = std::net::TcpStream::connect(&self.host).unwrap_or_else(|e| panic!("connect {}: {e}", self.host));
             s.set_nodelay(true).expect("TCP_NODELAY");
+            // A target that stops sending fails the run loudly (the read errors out)
+            // instead of holding the bench, and an A/B run, for ever.
+            s.set_read_timeout(Some(STALLED_TARGET)).expect("SO_RCVTIMEO");
             let stream: Box<dyn Connection> = if self.tls {
                 let config = BLOB_CLIENT_TLS.get().expect("trust_for_blob_clients first").clone();
                 let ip = self.host.rsplit_once(':').map_or(self.host.as_str(), |(h, _)| h);
