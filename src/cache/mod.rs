@@ -74,6 +74,9 @@ pub enum CacheError {
     /// The data directory vanished, was replaced or turned read-only under pullgate.
     #[error("the cache's storage is gone: {0}")]
     StorageLost(String),
+    /// The database stopped answering (sled stalled inside its log).
+    #[error("the database is not answering: {0}")]
+    Stalled(String),
     /// The data directory's disk has no room (the storage watch's probe file did not fit).
     #[error("the cache's disk is full: {0}")]
     DiskFull(String),

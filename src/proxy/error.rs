@@ -133,7 +133,9 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::TooManyRequests { .. }) => {
                 "upstream rate limit reached; retry later".into()
             }
-            ProxyError::Cache(CacheError::StorageLost(_)) => "the cache's storage is not available; retry later".into(),
+            ProxyError::Cache(CacheError::StorageLost(_) | CacheError::Stalled(_)) => {
+                "the cache's storage is not available; retry later".into()
+            }
             _ if self.storage_full() => "the cache's disk is full; retry later".into(),
             ProxyError::Fill(FillError::Cache(e)) if matches!(**e, CacheError::StorageLost(_)) => {
                 "the cache's storage is not available; retry later".into()
@@ -171,7 +173,10 @@ impl ProxyError {
             return true;
         }
         match self {
-            ProxyError::Cache(e) => matches!(e, CacheError::StoreUnavailable(_) | CacheError::StorageLost(_)),
+            ProxyError::Cache(e) => matches!(
+                e,
+                CacheError::StoreUnavailable(_) | CacheError::StorageLost(_) | CacheError::Stalled(_)
+            ),
             ProxyError::Fill(FillError::Cache(e)) => {
                 matches!(**e, CacheError::StoreUnavailable(_) | CacheError::StorageLost(_))
             }

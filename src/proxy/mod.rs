@@ -8,6 +8,7 @@
 //! saved statistics, readiness, metrics and an orderly shutdown.
 
 mod blobs;
+mod database_watch;
 pub mod error;
 pub mod fill;
 mod manifests;
@@ -302,7 +303,14 @@ impl Proxy {
     /// Readiness: the database answers a write and blob storage takes a file.
     /// (Upstream reachability is not required: the cache can serve.)
     pub async fn ready(&self) -> ProxyResult<()> {
-        let result = self.cache.probe().await.map_err(ProxyError::from);
+        // A stalled database never answers: readiness says so rather than hanging.
+        let result = match tokio::time::timeout(database_watch::DATABASE_PATIENCE, self.cache.probe()).await {
+            Ok(probed) => probed.map_err(ProxyError::from),
+            Err(_) => Err(ProxyError::Cache(crate::cache::CacheError::Stalled(format!(
+                "no answer to the readiness write within {:?}",
+                database_watch::DATABASE_PATIENCE
+            )))),
+        };
         let was_ready = self
             .was_ready
             .swap(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
@@ -385,6 +393,22 @@ impl Proxy {
                 let _ = self.cache.write_back_access().await;
             }
         }
+    }
+
+    /// Runs until dropped, or until the database stalls: then has the process started
+    /// again (see `database_watch`). Nothing is asked of a data directory that is gone.
+    pub async fn watch_database(self: Arc<Self>) {
+        let proxy = self.clone();
+        let why = database_watch::watch(HOUSEKEEPING_EVERY, database_watch::DATABASE_PATIENCE, move || {
+            let proxy = proxy.clone();
+            async move {
+                if proxy.cache.check_storage().is_ok() {
+                    let _ = proxy.cache.database_takes_writes().await;
+                }
+            }
+        })
+        .await;
+        self.must_restart(why);
     }
 
     /// Records why the process must be started again (once; one ERROR line) and wakes
