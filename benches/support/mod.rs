@@ -154,6 +154,13 @@ impl Proc {
                 self.log_text()
             );
         }
+        if std::thread::panicking() && matches!(self.child.try_wait(), Ok(None)) {
+            // The bench failed: what the process said last may say why.
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+            eprintln!("bench: {} was still running; the end of its log:\n{tail}", self.name);
+        }
         if self.graceful && matches!(self.child.try_wait(), Ok(None)) {
             let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
             let until = Instant::now() + Duration::from_secs(10);
