@@ -45,6 +45,10 @@ pub struct StorageWatch {
     /// directory made at the same path later is told apart.
     dirs: Vec<(PathBuf, std::fs::File)>,
     probe_file: PathBuf,
+    /// Held while the probe file is written and removed: two checks at once (the
+    /// housekeeping's, readiness, the database watch, a fill) would remove each
+    /// other's file and read the `ENOENT` as a lost directory.
+    probing: Mutex<()>,
     lost: AtomicBool,
     /// Whether the disk was full at the last check.
     full: AtomicBool,
@@ -69,6 +73,7 @@ impl StorageWatch {
         Ok(StorageWatch {
             dirs,
             probe_file: data_dir.join(".pullgate-probe"),
+            probing: Mutex::new(()),
             lost: AtomicBool::new(false),
             full: AtomicBool::new(false),
             room_needed: AtomicU64::new(0),
@@ -96,7 +101,11 @@ impl StorageWatch {
                 Err(e) => return Err(Trouble::Lost(format!("{}: {e}", dir.display()))),
             }
         }
-        match std::fs::write(&self.probe_file, b"ok").and_then(|()| std::fs::remove_file(&self.probe_file)) {
+        let probed = {
+            let _probing = self.probing.lock().unwrap_or_else(|p| p.into_inner());
+            std::fs::write(&self.probe_file, b"ok").and_then(|()| std::fs::remove_file(&self.probe_file))
+        };
+        match probed {
             Ok(()) => self.has_room_needed(),
             Err(e) if is_full(&e) => Err(Trouble::Full(format!("{} is full: {e}", self.probe_file.display()))),
             Err(e) => Err(Trouble::Lost(format!(
@@ -228,6 +237,24 @@ mod tests {
         // A new directory at the same path is not the one the database lives in.
         std::fs::create_dir_all(data.join("db")).unwrap();
         assert!(watch.refresh().unwrap_err().reason().contains("replaced"));
+    }
+
+    /// Checks from several threads at once (the housekeeping, readiness, the database
+    /// watch and fills all check) never take each other's probe file for a lost
+    /// directory. Without the lock this failed within a few hundred checks.
+    #[test]
+    fn checks_at_once_do_not_see_a_lost_directory() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("db")).unwrap();
+        let watch = std::sync::Arc::new(StorageWatch::new(root.path()).unwrap());
+        let checkers: Vec<_> = (0..4)
+            .map(|_| {
+                let watch = watch.clone();
+                std::thread::spawn(move || (0..500).filter(|_| watch.refresh().is_err()).count())
+            })
+            .collect();
+        let failed: usize = checkers.into_iter().map(|c| c.join().unwrap()).sum();
+        assert_eq!(failed, 0, "checks that saw a lost directory: {:?}", watch.lost());
     }
 
     #[test]
