@@ -510,11 +510,9 @@ pub async fn spawn_with_cache(config: &Config, cache: Option<Cache>) -> Result<R
         let proxy = proxy.clone();
         async move {
             let housekeeping = tokio::spawn(proxy.clone().housekeeping());
-            let database_watch = tokio::spawn(proxy.clone().watch_database());
             let sampling = status.map(|s| tokio::spawn(s.activity.clone().sample_every_minute(proxy.clone())));
             let served = serving.await;
             housekeeping.abort();
-            database_watch.abort();
             if let Some(s) = sampling {
                 s.abort();
             }

@@ -9,6 +9,7 @@
 
 mod blobs;
 mod database_watch;
+use database_watch::DATABASE_PATIENCE;
 pub mod error;
 pub mod fill;
 mod manifests;
@@ -304,12 +305,9 @@ impl Proxy {
     /// (Upstream reachability is not required: the cache can serve.)
     pub async fn ready(&self) -> ProxyResult<()> {
         // A stalled database never answers: readiness says so rather than hanging.
-        let result = match tokio::time::timeout(database_watch::DATABASE_PATIENCE, self.cache.probe()).await {
+        let result = match database_watch::answer_within(DATABASE_PATIENCE, self.cache.probe()).await {
             Ok(probed) => probed.map_err(ProxyError::from),
-            Err(_) => Err(ProxyError::Cache(crate::cache::CacheError::Stalled(format!(
-                "no answer to the readiness write within {:?}",
-                database_watch::DATABASE_PATIENCE
-            )))),
+            Err(stalled) => Err(ProxyError::Cache(crate::cache::CacheError::Stalled(stalled))),
         };
         let was_ready = self
             .was_ready
@@ -367,11 +365,19 @@ impl Proxy {
             }
             // The disk has room (a full one keeps serving hits until it has): a database
             // that still refuses writes kept the error of a write into the full disk.
-            if let Err(e) = self.cache.database_takes_writes().await {
-                self.must_restart(format!(
-                    "the database stopped taking writes after an I/O error ({e}); sled keeps such an error until the database is opened again"
-                ));
-                return;
+            // A write that never answers: the database stalled (see `database_watch`).
+            match database_watch::answer_within(DATABASE_PATIENCE, self.cache.database_takes_writes()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.must_restart(format!(
+                        "the database stopped taking writes after an I/O error ({e}); sled keeps such an error until the database is opened again"
+                    ));
+                    return;
+                }
+                Err(stalled) => {
+                    self.must_restart(stalled);
+                    return;
+                }
             }
             self.fills.enforce_limit(&self.cache).await;
             match self
@@ -393,22 +399,6 @@ impl Proxy {
                 let _ = self.cache.write_back_access().await;
             }
         }
-    }
-
-    /// Runs until dropped, or until the database stalls: then has the process started
-    /// again (see `database_watch`). Nothing is asked of a data directory that is gone.
-    pub async fn watch_database(self: Arc<Self>) {
-        let proxy = self.clone();
-        let why = database_watch::watch(HOUSEKEEPING_EVERY, database_watch::DATABASE_PATIENCE, move || {
-            let proxy = proxy.clone();
-            async move {
-                if proxy.cache.check_storage().is_ok() {
-                    let _ = proxy.cache.database_takes_writes().await;
-                }
-            }
-        })
-        .await;
-        self.must_restart(why);
     }
 
     /// Records why the process must be started again (once; one ERROR line) and wakes

@@ -286,9 +286,11 @@ impl ServeProcess {
         assert!(status.success(), "kill -{signal}");
     }
 
-    /// SIGTERM, then waits for the exit status.
+    /// SIGTERM (unless it has exited already), then waits for the exit status.
     pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        self.signal("TERM");
+        if self.child.try_wait().unwrap().is_none() {
+            self.signal("TERM");
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
