@@ -877,16 +877,10 @@ async fn readyz_fails_when_the_database_disk_is_full() {
         common::body_bytes(r).await.unwrap() == later.layers[0],
         "the whole blob, verified"
     );
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"pullgate_fills_total{outcome="served_through"} 1"#),
+    let metrics = common::metrics_text(&base).await;
+    assert_eq!(
+        common::metric_in(&metrics, "pullgate_fills_total", &[r#"outcome="served_through""#]),
+        Some(1.0),
         "it went through, not into the cache"
     );
     std::fs::remove_file(&filler).unwrap();
