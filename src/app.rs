@@ -12,7 +12,7 @@ use crate::http::auth::{ClientAuth, PeerSecret};
 use crate::http::server::{LIFECYCLE, Limits, TlsFiles, TlsState};
 use crate::http::status::activity::Activity;
 use crate::http::status::{About, StatusState};
-use crate::http::{AppState, router};
+use crate::http::{AppState, AppStateParts, router};
 use crate::metrics::Metrics;
 use crate::oci::pattern::RepoPatterns;
 use crate::proxy::openshift::OpenShift;
@@ -269,13 +269,13 @@ pub async fn build(config: &Config, cache: Option<Cache>) -> Result<AppState, St
     };
     let status = status_page(config, htpasswd.as_deref())?;
     let clients = htpasswd.map(|entries| Arc::new(ClientAuth::new(entries)));
-    Ok(AppState {
+    Ok(AppState::new(AppStateParts {
         proxy: Arc::new(proxy),
         clients,
         peers,
         metrics,
         status,
-    })
+    }))
 }
 
 /// The status page's state, unless `[status] enabled = false`; every `[status] users`

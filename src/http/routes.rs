@@ -182,7 +182,6 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
     let path = peer_path.unwrap_or(parts.uri.path());
     let route = Route::parse(path);
     let label = route_label(&route);
-    let name = route.as_ref().ok().and_then(Route::name).map(RepoName::to_string);
     let reference = match (&route, app.status.is_some() && parts.method == Method::GET) {
         (Ok(Route::Manifest { reference, .. }), true) => Some(reference.to_string()),
         (Ok(Route::Blob { digest, .. }), true) => Some(digest.to_string()),
@@ -215,7 +214,7 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
             route: label,
             from_peer,
         };
-        dispatch(&app, &req, route)
+        dispatch(&app, &req, &route)
             .await
             .unwrap_or_else(IntoResponse::into_response)
     };
@@ -223,7 +222,7 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
     if resp.extensions().get::<Served>().is_none() {
         resp.extensions_mut().insert(Served {
             route: label,
-            name,
+            name: route.as_ref().ok().and_then(Route::name).map(RepoName::to_string),
             ..Served::default()
         });
     }
@@ -237,8 +236,8 @@ pub async fn registry_api(State(app): State<AppState>, req: Request) -> Response
     resp
 }
 
-async fn dispatch(app: &AppState, req: &ApiRequest, route: Result<Route, RouteError>) -> Result<Response, ApiError> {
-    let route = route?;
+async fn dispatch(app: &AppState, req: &ApiRequest, route: &Result<Route, RouteError>) -> Result<Response, ApiError> {
+    let route = route.as_ref().map_err(|e| ApiError::from(e.clone()))?;
     let method = &req.parts.method;
     match route {
         Route::BlobUpload { .. } => Err(ApiError::unsupported("uploading blobs")),
@@ -250,12 +249,12 @@ async fn dispatch(app: &AppState, req: &ApiRequest, route: Result<Route, RouteEr
             ErrorCode::Unsupported,
             "the catalog is not available through pullgate",
         )),
-        Route::Manifest { name, reference } => manifest(app, req, &name, &reference).await,
-        Route::Blob { name, digest } => blob(app, req, &name, &digest).await,
-        Route::TagsList { name } => tags_list(app, req, &name).await,
-        Route::Referrers { name, digest } => referrers(app, req, &name, &digest).await,
-        Route::Sigstore { name, digest, index } => sigstore(app, req, &name, &digest, index).await,
-        Route::SignaturesExtension { name, digest } => signatures_extension(app, req, &name, &digest).await,
+        Route::Manifest { name, reference } => manifest(app, req, name, reference).await,
+        Route::Blob { name, digest } => blob(app, req, name, digest).await,
+        Route::TagsList { name } => tags_list(app, req, name).await,
+        Route::Referrers { name, digest } => referrers(app, req, name, digest).await,
+        Route::Sigstore { name, digest, index } => sigstore(app, req, name, digest, *index).await,
+        Route::SignaturesExtension { name, digest } => signatures_extension(app, req, name, digest).await,
     }
 }
 
@@ -274,13 +273,18 @@ async fn manifest(
     reference: &Reference,
 ) -> Result<Response, ApiError> {
     let target = req.target(app, name)?;
-    let accept = AcceptSet::from_header_values(
-        req.parts
-            .headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    );
+    // By digest the stored bytes answer whatever the client accepts: the header is read
+    // for a tag only.
+    let accept = match reference {
+        Reference::Tag(_) => AcceptSet::from_header_values(
+            req.parts
+                .headers
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        ),
+        Reference::Digest(_) => AcceptSet::default(),
+    };
     let answer = match app.proxy.manifest(&target, reference, &accept).await {
         Ok(a) => a,
         Err(ProxyError::PolicyRefused { message, verdict }) => {
