@@ -227,6 +227,12 @@ struct WarmFigures {
     /// GB/s of each timed round, by target: one client.
     one: Vec<Vec<f64>>,
     one_peak_rss_kib: Vec<u64>,
+    /// CPU seconds the target used per GB over its timed one-client rounds (`None` for a
+    /// pid of 0).
+    one_server_cpu_s_per_gb: Vec<Option<f64>>,
+    /// The one client's CPU time over the wall time of its timed rounds, by target: near
+    /// 1.0, the client is what limits (it copies every byte out of the socket).
+    one_client_busy: Vec<f64>,
     /// GB/s aggregate of each of 3 rounds, by target: `clients` at once.
     many: Vec<Vec<f64>>,
     many_peak_rss_kib: Vec<u64>,
@@ -238,6 +244,8 @@ impl WarmFigures {
         json!({
             "warm_1_gbps_median": median(self.one[i].clone()), "warm_1_gbps": self.one[i],
             "warm_1_peak_rss_kib": self.one_peak_rss_kib[i],
+            "warm_1_server_cpu_s_per_gb": self.one_server_cpu_s_per_gb[i],
+            "warm_1_client_busy": self.one_client_busy[i],
             "warm_8_gbps_median": median(self.many[i].clone()), "warm_8_gbps": self.many[i],
             "warm_8_peak_rss_kib": self.many_peak_rss_kib[i],
         })
@@ -246,27 +254,40 @@ impl WarmFigures {
 
 /// Warm GET of each `(url, pid)`: one client, interleaved A B C … for `rounds` timed
 /// rounds after one untimed; then `clients` at once, interleaved, 3 rounds. Peak RSS of
-/// each pid is sampled meanwhile (a pid of 0 is not sampled).
+/// each pid is sampled meanwhile (a pid of 0 is not sampled), and over the timed
+/// one-client rounds each pid's CPU and the client thread's.
 async fn warm_gets(targets: &[(String, u32)], size: u64, rounds: usize, clients: usize) -> WarmFigures {
     let sampler = RssSampler::start(targets.iter().map(|t| t.1).collect());
     let urls: Vec<String> = targets.iter().map(|t| t.0.clone()).collect();
-    let one = tokio::task::spawn_blocking(move || {
+    let pids: Vec<u32> = targets.iter().map(|t| t.1).collect();
+    let (one, server_cpu, client_cpu, wall) = tokio::task::spawn_blocking(move || {
         // One kept-alive client per target, as a browser-less puller would have.
         let mut conns: Vec<BlobClient> = urls.iter().map(|u| BlobClient::new(u)).collect();
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); urls.len()];
+        let (mut server_cpu, mut client_cpu, mut wall) =
+            (vec![0.0; urls.len()], vec![0.0; urls.len()], vec![0.0; urls.len()]);
         for round in 0..=rounds {
             for (i, url) in urls.iter().enumerate() {
+                let (server_before, client_before) = (cpu_seconds(pids[i]), thread_cpu_seconds());
                 let d = conns[i].fetch(url, size);
                 if round > 0 {
                     samples[i].push(gbps(size, d));
+                    server_cpu[i] += cpu_seconds(pids[i]) - server_before;
+                    client_cpu[i] += thread_cpu_seconds() - client_before;
+                    wall[i] += d.as_secs_f64();
                 }
             }
         }
-        samples
+        (samples, server_cpu, client_cpu, wall)
     })
     .await
     .expect("warm rounds");
     let one_peak_rss_kib = sampler.finish();
+    let timed_gb = rounds as f64 * size as f64 / 1e9;
+    let one_server_cpu_s_per_gb = (0..targets.len())
+        .map(|i| (targets[i].1 != 0).then(|| server_cpu[i] / timed_gb))
+        .collect();
+    let one_client_busy = (0..targets.len()).map(|i| client_cpu[i] / wall[i]).collect();
     let mut many: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     let mut many_peak_rss_kib = vec![0u64; targets.len()];
     for _ in 0..3 {
@@ -280,6 +301,8 @@ async fn warm_gets(targets: &[(String, u32)], size: u64, rounds: usize, clients:
     WarmFigures {
         one,
         one_peak_rss_kib,
+        one_server_cpu_s_per_gb,
+        one_client_busy,
         many,
         many_peak_rss_kib,
     }
@@ -1067,9 +1090,11 @@ async fn run() {
         let figures = warm_gets(&warm_of, size, rounds, CLIENTS).await;
         for (i, (name, _, _)) in targets.iter().enumerate() {
             eprintln!(
-                "e2e: {name:<15} warm GET, 1 client: median {:.2} GB/s of {:?}; {CLIENTS} clients: median {:.2} GB/s aggregate",
+                "e2e: {name:<15} warm GET, 1 client: median {:.2} GB/s of {:?} (server {} CPU s per GB, client busy {:.2}); {CLIENTS} clients: median {:.2} GB/s aggregate",
                 median(figures.one[i].clone()),
                 figures.one[i].iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>(),
+                figures.one_server_cpu_s_per_gb[i].map_or("–".into(), |v| format!("{v:.2}")),
+                figures.one_client_busy[i],
                 median(figures.many[i].clone())
             );
             let entry = figures.json(i);
@@ -1141,7 +1166,8 @@ async fn run() {
                 "e2e: {:<15} manifest bytes as a static file, {conns} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
                 "nginx", l.rps, l.p50_ms, l.p99_ms, l.errors
             );
-            if let Some(o) = results.get_mut("nginx").and_then(|v| v.as_object_mut()) {
+            // (The warm phase, when it ran, made nginx's entry; AB_PHASES=manifests did not.)
+            if let Some(o) = results.entry("nginx").or_insert_with(|| json!({})).as_object_mut() {
                 o.insert("manifest_digest".into(), l.json());
             }
         }
@@ -1275,6 +1301,13 @@ fn report(
         row(
             &format!("warm GET, 1 client, median of {rounds} (GB/s)"),
             "warm_1_gbps_median",
+            2,
+            &id,
+        ),
+        row("warm GET, 1 client: server CPU s per GB", "warm_1_server_cpu_s_per_gb", 2, &id),
+        row(
+            "warm GET, 1 client: the client's CPU / wall time",
+            "warm_1_client_busy",
             2,
             &id,
         ),

@@ -304,16 +304,6 @@ fn metric(base: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// The process's CPU time (user + system), from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the command name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// `wrk -t1 -c64` over `paths` chosen at random by a Lua script, for `secs`.
 fn wrk(dir: &Path, base: &str, method: &str, paths: &[String], secs: u64) -> LoadResult {
     let script = dir.join(format!("{}.lua", method.to_lowercase()));

@@ -11,15 +11,6 @@
 use super::tls::TestCa;
 use super::*;
 
-/// Seconds of CPU (user + system) process `pid` has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 const PULLGATE_TLS: &str = "pullgate_files_tls";
 const DISTRIBUTION_TLS: &str = "distribution_tls";
 

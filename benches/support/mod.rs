@@ -245,6 +245,26 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Seconds of CPU (user + system) a `/proc/.../stat` file says were used: utime and stime
+/// are its fields 14 and 15, 12 and 13 after the command name (in clock ticks of 1/100 s).
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let stat = fs::read_to_string(path).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Seconds of CPU process `pid` has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// Seconds of CPU the calling thread has used.
+pub fn thread_cpu_seconds() -> f64 {
+    stat_cpu_seconds("/proc/thread-self/stat")
+}
+
 pub fn count_lines(path: &Path, needle: &str) -> usize {
     fs::read_to_string(path)
         .unwrap_or_default()
