@@ -1304,7 +1304,12 @@ fn report(
             2,
             &id,
         ),
-        row("warm GET, 1 client: server CPU s per GB", "warm_1_server_cpu_s_per_gb", 2, &id),
+        row(
+            "warm GET, 1 client: server CPU s per GB",
+            "warm_1_server_cpu_s_per_gb",
+            2,
+            &id,
+        ),
         row(
             "warm GET, 1 client: the client's CPU / wall time",
             "warm_1_client_busy",
