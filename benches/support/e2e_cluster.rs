@@ -275,13 +275,7 @@ pub(crate) async fn run(root: &Path, up: Upstream<'_>, rounds: usize, per_replic
 
 /// Prints the phase's table and targets; returns them as JSON.
 fn report(results: &serde_json::Map<String, Value>, size: u64, rounds: usize, per_replica: usize) -> (Value, Value) {
-    let get = |who: &str, path: &str| -> Option<f64> {
-        let mut v = results.get(who)?;
-        for k in path.split('.') {
-            v = v.get(k)?;
-        }
-        v.as_f64()
-    };
+    let get = |who: &str, path: &str| figure(results, who, path);
     let clients = REPLICAS * per_replica;
     let rows: Vec<(String, &str, usize)> = vec![
         (

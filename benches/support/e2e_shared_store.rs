@@ -252,13 +252,7 @@ fn report(
     (cold_rounds, rounds): (usize, usize),
     clients: usize,
 ) -> (Value, Value) {
-    let get = |who: &str, path: &str| -> Option<f64> {
-        let mut v = results.get(who)?;
-        for k in path.split('.') {
-            v = v.get(k)?;
-        }
-        v.as_f64()
-    };
+    let get = |who: &str, path: &str| figure(results, who, path);
     let mib = |v: Option<f64>| v.map(|k| k / 1024.0);
     let rows: Vec<(String, &str, usize, bool)> = vec![
         (

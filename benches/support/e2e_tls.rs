@@ -133,13 +133,7 @@ pub(crate) async fn run(
 
 /// Prints the phase's table; returns it for the JSON.
 fn report(results: &serde_json::Map<String, Value>, clients: usize) -> Value {
-    let get = |who: &str, path: &str| -> Option<f64> {
-        let mut v = results.get(who)?;
-        for k in path.split('.') {
-            v = v.get(k)?;
-        }
-        v.as_f64()
-    };
+    let get = |who: &str, path: &str| figure(results, who, path);
     let rows = [
         ("cold GET over TLS, 1 client, median (GB/s)", "cold_1.gbps", 2),
         ("cold GET over TLS: server CPU s per GB", "cold_1.cpu_seconds_per_gb", 2),
