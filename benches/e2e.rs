@@ -33,6 +33,8 @@ mod cluster;
 #[path = "../tests/common/garage.rs"]
 #[allow(dead_code)]
 mod garage;
+#[path = "support/e2e_local.rs"]
+mod local;
 #[path = "support/e2e_report.rs"]
 mod report;
 #[path = "support/e2e_shared_store.rs"]
@@ -44,6 +46,7 @@ mod tls;
 mod tls_phase;
 
 use clients::*;
+use local::*;
 use report::*;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
 use serde_json::{Value, json};
@@ -67,6 +70,8 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json";
 const CDN_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// Clients at once in the many-client measurements.
+const CLIENTS: usize = 8;
 
 // ---------------------------------------------------------------------------
 // The processes
@@ -603,7 +608,6 @@ async fn run() {
     let cold_rounds = env_num("PULLGATE_E2E_COLD_ROUNDS", 3).max(1) as usize;
     let conns = env_num("PULLGATE_E2E_CONNECTIONS", 64).max(1) as usize;
     let load_secs = env_num("PULLGATE_E2E_LOAD_SECS", 5).max(1) as f64;
-    const CLIENTS: usize = 8;
 
     ensure_installed("/usr/bin/docker-registry", "docker-registry");
     ensure_installed("/usr/sbin/nginx", "nginx");
@@ -653,176 +657,43 @@ async fn run() {
     };
 
     let mut results = serde_json::Map::new();
-    let kinds = [Kind::PullgateFiles, Kind::PullgateSled, Kind::Distribution];
-    let mut warm: Vec<ProxyUnderTest> = Vec::new();
-    let mut n = 0;
 
-    // Cold GETs: every measurement on a freshly started proxy with an empty cache,
-    // interleaved over the proxies for `cold_rounds` rounds (medians). The proxies of the
-    // last round's 8-client measurement stay up for the warm measurements.
-    let mut cold: Vec<(Vec<Value>, Vec<Value>)> = vec![(Vec::new(), Vec::new()); kinds.len()];
-    let local_rounds = if phase("cold") || phase("warm") || phase("manifests") {
-        cold_rounds
+    // Cold GETs; the proxies of the last round's 8-client measurement stay up for the
+    // warm and manifest measurements.
+    let local = phase("cold") || phase("warm") || phase("manifests");
+    let warm = if local {
+        let world = Local {
+            root: &root,
+            upstream_url: &upstream_url,
+            seeded: &seeded,
+            counts: &counts,
+        };
+        cold_phase(&mut results, &world, cold_rounds).await
     } else {
-        0
+        Vec::new()
     };
-    for round in 0..local_rounds {
-        for (k, kind) in kinds.into_iter().enumerate() {
-            for clients in [1, CLIENTS] {
-                n += 1;
-                let mut p = start_proxy(kind, &root, n, &upstream_url).await;
-                let before = counts();
-                let (d, rss) = cold_get(&p.blob_url(&seeded.digest), clients, size, p.pid()).await;
-                p.wait_stored(&seeded.hex, size).await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let after = counts();
-                let fills = if kind == Kind::Distribution {
-                    Value::Null
-                } else {
-                    json!(count_lines(&p.proc.log, "egress"))
-                };
-                let bytes = clients as u64 * size;
-                eprintln!(
-                    "e2e: {:<15} cold GET, {clients} client(s), round {}: {:.2} GB/s ({:.2} s), CDN fetches {}, registry GETs {}",
-                    kind.key(),
-                    round + 1,
-                    gbps(bytes, d),
-                    d.as_secs_f64(),
-                    after.0 - before.0,
-                    after.1 - before.1
-                );
-                let sample = json!({
-                    "seconds": d.as_secs_f64(), "gbps": gbps(bytes, d),
-                    "cdn_fetches": after.0 - before.0, "registry_gets": after.1 - before.1, "registry_heads": after.2 - before.2,
-                    "pullgate_egress_lines": fills,
-                    "peak_rss_kib": rss,
-                });
-                if clients == 1 {
-                    cold[k].0.push(sample);
-                } else {
-                    cold[k].1.push(sample);
-                }
-                if clients == CLIENTS && round + 1 == cold_rounds {
-                    warm.push(p);
-                } else {
-                    p.proc.stop();
-                    let _ = fs::remove_dir_all(&p.dir);
-                }
-            }
-        }
-    }
-    for (k, kind) in kinds.into_iter().enumerate().filter(|_| local_rounds > 0) {
-        let (one, eight) = &cold[k];
-        results.insert(
-            kind.key().into(),
-            json!({"cold_1": summarize_cold(one), "cold_8": summarize_cold(eight)}),
-        );
-    }
-
-    if phase("warm") && local_rounds > 0 {
-        // Warm GET, one client, interleaved A B C D … (one untimed round first).
+    if phase("warm") && local {
         let cdn_url = format!("http://{CDN_IP}:{cdn_port}{cdn_path}");
-        let mut targets: Vec<(String, String, Option<u32>)> = warm
-            .iter()
-            .map(|p| (p.kind.key().to_string(), p.blob_url(&seeded.digest), Some(p.pid())))
-            .collect();
-        targets.insert(2, ("nginx".to_string(), cdn_url.clone(), Some(nginx.pid())));
-        let warm_of: Vec<(String, u32)> = targets.iter().map(|t| (t.1.clone(), t.2.unwrap_or(0))).collect();
-        let figures = warm_gets(&warm_of, size, rounds, CLIENTS).await;
-        for (i, (name, _, _)) in targets.iter().enumerate() {
-            eprintln!(
-                "e2e: {name:<15} warm GET, 1 client: median {:.2} GB/s of {:?} (server {} CPU s per GB, client busy {:.2}); {CLIENTS} clients: median {:.2} GB/s aggregate",
-                median(figures.one[i].clone()),
-                figures.one[i].iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>(),
-                figures.one_server_cpu_s_per_gb[i].map_or("–".into(), |v| format!("{v:.2}")),
-                figures.one_client_busy[i],
-                median(figures.many[i].clone())
-            );
-            let entry = figures.json(i);
-            match results.get_mut(name.as_str()).and_then(|v| v.as_object_mut()) {
-                Some(o) => o.extend(entry.as_object().cloned().unwrap_or_default()),
-                None => {
-                    results.insert(name.clone(), entry);
-                }
-            }
-        }
+        warm_phase(
+            &mut results,
+            &warm,
+            (nginx.pid(), cdn_url),
+            (&seeded.digest, size),
+            rounds,
+        )
+        .await;
     }
-    if phase("manifests") && local_rounds > 0 {
-        // Manifest GETs under load: pullgate (files) and distribution, by tag then by digest.
-        let manifest_needle = format!(" /v2/{REPO}/manifests/");
-        for p in warm.iter().filter(|p| p.kind != Kind::PullgateSled) {
-            let mut entry = serde_json::Map::new();
-            for (what, reference) in [("tag", "latest"), ("digest", seeded.manifest_digest.as_str())] {
-                let url = p.manifest_url(reference);
-                let c = client();
-                let r = c
-                    .get(&url)
-                    .header(ACCEPT, MANIFEST_ACCEPT)
-                    .send()
-                    .await
-                    .expect("manifest GET");
-                assert_eq!(r.status().as_u16(), 200, "GET {url}");
-                let body = r.bytes().await.expect("manifest body");
-                assert_eq!(
-                    format!("sha256:{}", sha256_hex(&body)),
-                    seeded.manifest_digest,
-                    "manifest bytes through {}",
-                    p.kind.key()
-                );
-                let upstream_before = count_lines(&registry_log, &manifest_needle);
-                let sampler = RssSampler::start(vec![p.pid()]);
-                let l = load(&url, conns, load_secs).await;
-                let rss = sampler.finish()[0];
-                let upstream_requests = count_lines(&registry_log, &manifest_needle) - upstream_before;
-                eprintln!(
-                    "e2e: {:<15} manifest by {what}, {conns} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, {upstream_requests} upstream manifest requests",
-                    p.kind.key(),
-                    l.rps,
-                    l.p50_ms,
-                    l.p99_ms,
-                    l.errors
-                );
-                entry.insert(format!("manifest_{what}"), {
-                    let mut v = l.json();
-                    v["upstream_manifest_requests"] = json!(upstream_requests);
-                    v["peak_rss_kib"] = json!(rss);
-                    v
-                });
-            }
-            if let Some(o) = results.get_mut(p.kind.key()).and_then(|v| v.as_object_mut()) {
-                o.extend(entry);
-            }
-        }
-
-        // The limit for manifests: nginx serving the same manifest bytes as a static file
-        // (distribution stores them as a blob, so the CDN root has them), same load.
-        {
-            let hex = seeded.manifest_digest.trim_start_matches("sha256:");
-            let url = format!(
-                "http://{CDN_IP}:{cdn_port}/docker/registry/v2/blobs/sha256/{}/{hex}/data",
-                &hex[..2]
-            );
-            let l = load(&url, conns, load_secs).await;
-            eprintln!(
-                "e2e: {:<15} manifest bytes as a static file, {conns} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-                "nginx", l.rps, l.p50_ms, l.p99_ms, l.errors
-            );
-            // (The warm phase, when it ran, made nginx's entry; AB_PHASES=manifests did not.)
-            if let Some(o) = results.entry("nginx").or_insert_with(|| json!({})).as_object_mut() {
-                o.insert("manifest_digest".into(), l.json());
-            }
-        }
+    if phase("manifests") && local {
+        manifest_phase(
+            &mut results,
+            &warm,
+            &seeded,
+            (&registry_log, cdn_port),
+            (conns, load_secs),
+        )
+        .await;
     }
-    // VmHWM of each long-lived proxy (the instance that served cold 8, warm and manifests).
-    for p in &warm {
-        let hwm = status_kib(p.pid(), "VmHWM:");
-        if let Some(o) = results.get_mut(p.kind.key()).and_then(|v| v.as_object_mut()) {
-            o.insert("vmhwm_kib".into(), json!(hwm));
-        }
-    }
-    for mut p in warm.drain(..) {
-        p.proc.stop();
-    }
+    stop_local(&mut results, warm);
     let up = || shared_store::Upstream {
         url: &upstream_url,
         digest: &seeded.digest,
