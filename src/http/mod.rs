@@ -45,6 +45,8 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The parts of [`AppState`]: the proxy, client and peer authentication, the metrics and
+/// the status page.
 pub struct AppStateParts {
     pub proxy: Arc<Proxy>,
     /// Client authentication, when `[clients] htpasswd` is set.
