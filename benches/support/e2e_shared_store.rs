@@ -328,7 +328,6 @@ fn report(
     }
     let pg = |p: &str| get(PULLGATE_S3, p);
     let dist = |p: &str| get(DISTRIBUTION_S3, p);
-    let r = |a: Option<f64>, b: Option<f64>| ratio(a, b).unwrap_or(f64::NAN);
     let peak = [
         pg("cold_1.peak_rss_kib"),
         pg("cold_8.peak_rss_kib"),
@@ -338,15 +337,17 @@ fn report(
     .flatten()
     .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
     let targets = [
-        (
+        ratio_target(
             "shared store: cold GET, 1 client ≥ 1.0× distribution on S3".to_string(),
-            format!("{:.2}×", r(pg("cold_1.gbps"), dist("cold_1.gbps"))),
-            r(pg("cold_1.gbps"), dist("cold_1.gbps")) >= 1.0,
+            pg("cold_1.gbps"),
+            dist("cold_1.gbps"),
+            1.0,
         ),
-        (
+        ratio_target(
             "shared store: warm GET, 1 client ≥ 1.0× distribution on S3".to_string(),
-            format!("{:.2}×", r(pg("warm_1_gbps_median"), dist("warm_1_gbps_median"))),
-            r(pg("warm_1_gbps_median"), dist("warm_1_gbps_median")) >= 1.0,
+            pg("warm_1_gbps_median"),
+            dist("warm_1_gbps_median"),
+            1.0,
         ),
         (
             format!("shared store: {clients} cold clients on one replica → exactly 1 upstream fetch"),
