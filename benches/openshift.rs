@@ -20,12 +20,14 @@
 //! Markdown table and PASS/FAIL per target (≥ 2× faster, each unique blob fetched once,
 //! prefetch RSS ≤ 128 MiB), and writes them as JSON to `target/bench-openshift.json`.
 
-#[path = "../tests/common/fake_upstream.rs"]
+#[path = "../tests/common/fake_upstream/mod.rs"]
 mod fake_upstream;
 #[path = "../tests/common/openshift.rs"]
 mod openshift;
 #[path = "../tests/common/registry.rs"]
 mod registry;
+#[path = "../tests/common/skopeo.rs"]
+mod skopeo;
 mod support;
 
 pub use fake_upstream::{PASSWORD, USERNAME};
@@ -86,7 +88,7 @@ fn prefetch(scratch: &Scratch, config: &std::path::Path, imageset: &std::path::P
 /// `skopeo copy --all` of every image, one after the other, into a fresh distribution.
 async fn skopeo_copies(world: &OpenShiftWorld) -> f64 {
     let dist = registry::DockerRegistry::start().await;
-    let skopeo = registry::Skopeo::new();
+    let skopeo = skopeo::Skopeo::new();
     let conf = skopeo.write_registries_conf("unqualified-search-registries = []\n");
     let source = world.quay.registry_url.trim_start_matches("http://").to_string();
     let dest = dist.url.trim_start_matches("http://").to_string();
@@ -103,7 +105,7 @@ async fn skopeo_copies(world: &OpenShiftWorld) -> f64 {
                 &["--all", "--src-tls-verify=false", "--dest-tls-verify=false", &from, &to],
             )
             .await;
-        registry::assert_success(&format!("skopeo copy {from}"), &out);
+        skopeo::assert_success(&format!("skopeo copy {from}"), &out);
     }
     started.elapsed().as_secs_f64()
 }

@@ -12,7 +12,7 @@
 //! Target: with a policy (verdict kept) ≥ 0.9× the req/s without one. Prints a Markdown
 //! table and writes JSON to `target/bench-policy.json`.
 
-#[path = "../tests/common/fake_upstream.rs"]
+#[path = "../tests/common/fake_upstream/mod.rs"]
 mod fake_upstream;
 #[path = "../tests/common/lookaside.rs"]
 #[allow(dead_code)]

@@ -3,7 +3,7 @@
 //! checked: benches/support/soak/mod.rs. Prints the table, writes `target/bench-soak.json`, and
 //! exits 1 when an invariant did not hold. Needs root (it mounts a tmpfs) and Garage.
 
-#[path = "../tests/common/fake_upstream.rs"]
+#[path = "../tests/common/fake_upstream/mod.rs"]
 mod fake_upstream;
 #[path = "../tests/common/garage.rs"]
 #[allow(dead_code)]

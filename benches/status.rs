@@ -12,7 +12,7 @@
 //! ≥ 0.95× the req/s without. Prints a Markdown table and writes
 //! `target/bench-status.json`.
 
-#[path = "../tests/common/fake_upstream.rs"]
+#[path = "../tests/common/fake_upstream/mod.rs"]
 mod fake_upstream;
 mod support;
 

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::registry::{DockerRegistry, SeededIndex, Skopeo, assert_success, inspect_dir_copy};
+use common::registry::{DockerRegistry, SeededIndex};
+use common::skopeo::{Skopeo, assert_success, inspect_dir_copy};
 use pullgate::config::Config;
 
 async fn pullgate_in_front_of(

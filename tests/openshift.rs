@@ -7,7 +7,7 @@
 mod common;
 
 use common::openshift::{CATALOG_REPO, CHANNEL, COMPONENT_REPO, OpenShiftWorld, RELEASE_REPO, WorldSize, image_blobs};
-use common::registry::{Skopeo, assert_success, inspect_dir_copy};
+use common::skopeo::{Skopeo, assert_success, inspect_dir_copy};
 use pullgate::config::Config;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,11 +1,16 @@
 //! Operating pullgate: TLS (HTTP/2, SIGHUP reload) with real clients, client
 //! authentication, allow/deny patterns, metrics, health and readiness, cache tooling,
 //! prefetch, JSON logs without secrets, and the deployment files.
+//!
+//! Longer than ~800 lines on purpose: each file under tests/ is a binary of its own that
+//! links pullgate and its dependencies again (CI time on 2 cores), and these
+//! tests share nothing but the harness, so they read one by one as well here as apart.
 
 mod common;
 
 use common::fake_upstream::FakeRedHat;
-use common::registry::{DockerRegistry, Skopeo, assert_success, inspect_dir_copy};
+use common::registry::DockerRegistry;
+use common::skopeo::{Skopeo, assert_success, inspect_dir_copy};
 use common::tls::TestCa;
 use common::{Harness, ServeProcess, error_code};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,8 @@ mod common;
 
 use common::fake_upstream::FakeRedHat;
 use common::garage::{BUCKET, Garage};
-use common::registry::{DockerRegistry, Skopeo, assert_success, inspect_dir_copy};
+use common::registry::DockerRegistry;
+use common::skopeo::{Skopeo, assert_success, inspect_dir_copy};
 use common::{ServeProcess, body_bytes};
 use object_store::{ObjectStore as _, ObjectStoreExt as _};
 use std::path::Path;

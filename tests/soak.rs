@@ -2,7 +2,7 @@
 //! a single pullgate under mixed client load and overlapping injected faults, with every
 //! invariant checked. The 60-minute run is `cargo bench --bench soak`.
 
-#[path = "common/fake_upstream.rs"]
+#[path = "common/fake_upstream/mod.rs"]
 mod fake_upstream;
 #[path = "common/garage.rs"]
 #[allow(dead_code)]

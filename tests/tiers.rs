@@ -7,7 +7,7 @@ mod common;
 
 use common::fake_upstream::{FakeRedHat, MT_OCI_MANIFEST};
 use common::lookaside::{sig_path, start_lookaside};
-use common::registry::{Skopeo, assert_success, inspect_dir_copy};
+use common::skopeo::{Skopeo, assert_success, inspect_dir_copy};
 use common::{ServeProcess, body_bytes};
 use std::path::Path;
 

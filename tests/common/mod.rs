@@ -10,6 +10,7 @@ pub mod lookaside;
 pub mod openshift;
 pub mod registry;
 pub mod signing;
+pub mod skopeo;
 pub mod tls;
 
 use fake_upstream::FakeRedHat;
