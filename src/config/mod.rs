@@ -294,14 +294,15 @@ pub struct ServerConfig {
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: ByteSize,
     /// Send warm blobs of the `files` store on plain HTTP/1.x connections with
-    /// sendfile(2), page cache to socket (src/zero_copy.rs). Off: every blob is read
-    /// into a buffer and written.
+    /// sendfile(2), page cache to socket (src/zero_copy.rs). Off (the default): every
+    /// blob is read into a buffer and written, which measured faster for one client and
+    /// no dearer in server CPU per GB (benches/README.md, "sendfile or copy").
     #[serde(default = "default_sendfile")]
     pub sendfile: bool,
 }
 
 fn default_sendfile() -> bool {
-    true
+    false
 }
 
 fn default_max_connections() -> usize {
