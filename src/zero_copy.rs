@@ -1,8 +1,8 @@
 //! Blob bytes the kernel copies: with `[server] sendfile = true`, a warm blob of the
 //! `files` store, sent on a plain HTTP/1.x connection, goes from the page cache to the
 //! socket with sendfile(2) instead of being read into a buffer and written from it. Off by
-//! default: on the machines we measured, copying served one client faster at the same
-//! server CPU per GB (the receiver then copies from socket pages still in the shared
+//! default: on the machine we measured (loopback, 2 vCPUs), copying served one client
+//! faster at the same server CPU per GB (the receiver then copies from socket pages still in the shared
 //! cache instead of page-cache pages that are not; benches/README.md, "sendfile or copy").
 //!
 //! hyper cannot hand over its socket, so the hand-off happens under it. The body yields
