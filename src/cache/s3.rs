@@ -16,6 +16,8 @@
 //!
 //! `object_store` is async and this interface is not: calls run on the store's own small
 //! runtime and the calling thread (a blocking-pool thread, or startup) waits for them.
+//! A fill's staging and multipart upload are in `s3/upload.rs`, the reader of an object
+//! in `s3/reader.rs`.
 
 use super::blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
 use super::files::FileBlobStore;
