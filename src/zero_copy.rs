@@ -2,8 +2,9 @@
 //! `files` store, sent on a plain HTTP/1.x connection, goes from the page cache to the
 //! socket with sendfile(2) instead of being read into a buffer and written from it. Off by
 //! default: on the machine we measured (loopback, 2 vCPUs), copying served one client
-//! faster at the same server CPU per GB (the receiver then copies from socket pages still in the shared
-//! cache instead of page-cache pages that are not; benches/README.md, "sendfile or copy").
+//! faster at the same server CPU per GB (the receiver then copies from socket pages
+//! still in the shared cache instead of page-cache pages that are not; benches/README.md,
+//! "sendfile or copy").
 //!
 //! hyper cannot hand over its socket, so the hand-off happens under it. The body yields
 //! *placeholder* frames: slices of a region of memory that is never read, each standing
