@@ -12,8 +12,8 @@ const CHUNKS_AHEAD: usize = 4;
 /// body into a small channel; reads take from it (without a wait when a chunk is there,
 /// so an async server can read it in place). Dropping the reader ends the GET.
 pub(super) struct S3Reader {
-    pub(super) chunks: Option<tokio::sync::mpsc::Receiver<io::Result<Bytes>>>,
-    pub(super) current: Bytes,
+    chunks: Option<tokio::sync::mpsc::Receiver<io::Result<Bytes>>>,
+    current: Bytes,
 }
 
 impl S3Reader {
@@ -48,7 +48,7 @@ impl S3Reader {
     }
 
     /// Up to `max` bytes of the chunk in hand.
-    pub(super) fn take(&mut self, max: usize) -> Bytes {
+    fn take(&mut self, max: usize) -> Bytes {
         let n = self.current.len().min(max);
         self.current.split_to(n)
     }

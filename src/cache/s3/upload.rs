@@ -91,7 +91,7 @@ impl Uploader {
     }
 
     /// Bytes `start..end` of the staged file.
-    pub(super) async fn read(&self, start: u64, end: u64) -> io::Result<Bytes> {
+    async fn read(&self, start: u64, end: u64) -> io::Result<Bytes> {
         let (staging, fill_id) = (self.staging.clone(), self.fill_id);
         tokio::task::spawn_blocking(move || {
             let mut reader = staging.open_staged(fill_id, start)?;
@@ -105,7 +105,7 @@ impl Uploader {
 }
 
 impl S3Staged {
-    pub(super) fn abort(&mut self) {
+    fn abort(&mut self) {
         if let Some(uploader) = self.uploader.take() {
             uploader.abort();
         }
@@ -121,7 +121,7 @@ impl S3Staged {
     }
 
     /// Waits for the uploader to have sent every part.
-    pub(super) fn parts(&mut self) -> io::Result<Vec<PartId>> {
+    fn parts(&mut self) -> io::Result<Vec<PartId>> {
         let uploader = self
             .uploader
             .take()
