@@ -22,6 +22,7 @@ pub mod s3;
 mod shared;
 pub mod sled_store;
 mod storage;
+mod totals;
 mod verdicts;
 
 pub use blob_store::{BlobLocation, BlobRead, BlobReader, BlobStore, StagedBlob};
@@ -44,8 +45,8 @@ use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use totals::{Counters, add, sub};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -157,44 +158,6 @@ const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// The named value that marks a clean close, holding the totals at that moment.
 const CLEAN_STOP: &str = "clean_stop";
-
-/// The running totals, updated as entries come and go.
-#[derive(Default)]
-struct Counters {
-    blobs: AtomicU64,
-    blob_bytes: AtomicU64,
-    manifests: AtomicU64,
-    manifest_bytes: AtomicU64,
-    tags: AtomicU64,
-}
-
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
-}
-
-fn sub(counter: &AtomicU64, n: u64) {
-    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
-}
-
-impl Counters {
-    fn load(&self, t: Totals) {
-        self.blobs.store(t.blobs, Ordering::Relaxed);
-        self.blob_bytes.store(t.blob_bytes, Ordering::Relaxed);
-        self.manifests.store(t.manifests, Ordering::Relaxed);
-        self.manifest_bytes.store(t.manifest_bytes, Ordering::Relaxed);
-        self.tags.store(t.tags, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> Totals {
-        Totals {
-            blobs: self.blobs.load(Ordering::Relaxed),
-            blob_bytes: self.blob_bytes.load(Ordering::Relaxed),
-            manifests: self.manifests.load(Ordering::Relaxed),
-            manifest_bytes: self.manifest_bytes.load(Ordering::Relaxed),
-            tags: self.tags.load(Ordering::Relaxed),
-        }
-    }
-}
 
 struct Inner {
     db: sled::Db,
