@@ -21,7 +21,8 @@
 //! (`PULLGATE_E2E_LOAD_SECS`), driven by `wrk`; peak RSS of each proxy. Blob clients are
 //! minimal blocking HTTP/1.1 readers (1 MiB reads, length checked), the same for every
 //! target. Prints a Markdown table and PASS/FAIL per target, and writes the same as JSON
-//! to `target/bench-e2e.json`.
+//! to `target/bench-e2e.json`. `PULLGATE_E2E_SENDFILE=1` runs the local pullgates with
+//! `[server] sendfile = true`, to weigh sendfile against the default copy.
 //!
 //! Missing `docker-registry`, `nginx` or `wrk` are installed with `apt-get` (root). Every process
 //! started here is killed and the temp dir removed on exit, on panic and on Ctrl-C.
@@ -322,7 +323,12 @@ async fn start_proxy(kind: Kind, root: &Path, n: usize, upstream: &str) -> Proxy
         }
         Kind::PullgateFiles | Kind::PullgateSled => {
             let store = if kind == Kind::PullgateFiles { "files" } else { "sled" };
-            let cache = format!("[cache]\nblob_store = \"{store}\"\n");
+            let mut cache = format!("[cache]\nblob_store = \"{store}\"\n");
+            // Warm blobs by sendfile instead of the default copy, to measure the two on
+            // the machine at hand (benches/README.md, "sendfile or copy").
+            if std::env::var_os("PULLGATE_E2E_SENDFILE").is_some_and(|v| v == "1") {
+                cache.push_str("[server]\nsendfile = true\n");
+            }
             let started = start_pullgate(&dir, &format!("pullgate ({store})"), upstream, &cache);
             ProxyUnderTest::new(kind, started, dir)
         }
