@@ -103,24 +103,34 @@ async fn storage_goes(store: &str, data_dir: &Path, dir: &Path, break_it: impl F
     assert!(errors[0].contains(&data_dir.display().to_string()), "{}", errors[0]);
 }
 
+/// `rm -rf DIR` while pullgate still writes into it: a file it creates between the walk
+/// and the last `rmdir` fails that `rmdir` with ENOTEMPTY, so walk again, as an operator
+/// would, until the directory is gone.
+fn remove_while_written(dir: &Path) {
+    for _ in 0..100 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("removing {}: {e}", dir.display()),
+        }
+    }
+    panic!("{} was still not empty after 100 removals", dir.display());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_data_directory_with_the_sled_store() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    storage_goes("sled", &data.clone(), dir.path(), || {
-        std::fs::remove_dir_all(&data).unwrap()
-    })
-    .await;
+    storage_goes("sled", &data.clone(), dir.path(), || remove_while_written(&data)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_data_directory_with_the_files_store() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    storage_goes("files", &data.clone(), dir.path(), || {
-        std::fs::remove_dir_all(&data).unwrap()
-    })
-    .await;
+    storage_goes("files", &data.clone(), dir.path(), || remove_while_written(&data)).await;
 }
 
 /// A read-only bind mount over a directory, unmounted on drop.
