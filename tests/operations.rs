@@ -96,6 +96,98 @@ async fn tls_serves_http2_to_clients_and_skopeo_trusts_the_test_ca() {
     server.shutdown().await.unwrap();
 }
 
+/// The version and cipher suite a rustls client offering `suites` (in that order) and
+/// `versions` agrees with the server at `addr`, which it trusts through `ca_pem`.
+fn negotiate(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    suites: &[rustls::CipherSuite],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> (rustls::ProtocolVersion, rustls::CipherSuite) {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = suites
+        .iter()
+        .map(|want| *provider.cipher_suites.iter().find(|s| s.suite() == *want).unwrap())
+        .collect();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    (
+        conn.protocol_version().unwrap(),
+        conn.negotiated_cipher_suite().unwrap().suite(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_chooses_aes_128_gcm_whatever_order_the_client_lists() {
+    use rustls::CipherSuite::*;
+    use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeRedHat::start().await;
+    let ca = TestCa::new("pullgate test CA");
+    let (chain, key) = ca.server_cert(&["127.0.0.1"]);
+    let cert = write(dir.path(), "tls.crt", &chain);
+    let key = write(dir.path(), "tls.key", &key);
+    let extra = format!("[tls]\ncert = \"{}\"\nkey = \"{}\"", cert.display(), key.display());
+    let toml = common::config_toml(dir.path(), &fake.registry_url, &extra, "");
+    let config = pullgate::config::Config::from_toml_str(&toml).unwrap();
+    let server = pullgate::app::spawn(&config).await.unwrap();
+    let (addr, pem) = (server.addr, ca.ca_pem.clone());
+    tokio::task::spawn_blocking(move || {
+        let v13: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        let v12: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+        // OpenSSL's and rustls' order (AES-256 first): pullgate picks AES-128.
+        let openssl_order = [
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS13_AES_128_GCM_SHA256,
+        ];
+        assert_eq!(
+            negotiate(addr, &pem, &openssl_order, v13),
+            (TLSv1_3, TLS13_AES_128_GCM_SHA256)
+        );
+        // A client with one suite still gets it: the order chooses, it never refuses.
+        for only in [TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256] {
+            assert_eq!(negotiate(addr, &pem, &[only], v13), (TLSv1_3, only));
+        }
+        // TLS 1.2, ChaCha20 and AES-256 listed before AES-128 for both key types.
+        let tls12_order = [
+            TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ];
+        let (version, suite) = negotiate(addr, &pem, &tls12_order, v12);
+        assert_eq!(version, TLSv1_2);
+        assert!(
+            [
+                TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+            ]
+            .contains(&suite),
+            "{suite:?}"
+        );
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_certificate_without_dropping_connections() {
     let dir = tempfile::tempdir().unwrap();

@@ -50,6 +50,27 @@ pub(crate) fn trust_for_blob_clients(ca_pem: &str) {
     let _ = BLOB_CLIENT_TLS.set(Arc::new(config));
 }
 
+/// The TLS version and cipher suite a blob client agrees with the server of `url`
+/// (phase `tls` reports them: two servers' CPU per GB compare only on the same suite).
+pub(crate) fn negotiated_tls(url: &str) -> String {
+    let host = BlobClient::new(url).host;
+    let mut tcp = std::net::TcpStream::connect(&host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
+    let config = BLOB_CLIENT_TLS.get().expect("trust_for_blob_clients first").clone();
+    let ip = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(ip.to_string()).expect("server name");
+    let mut conn = rustls::ClientConnection::new(config, name).expect("TLS client");
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)
+            .unwrap_or_else(|e| panic!("TLS handshake with {host}: {e}"));
+    }
+    let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
+    format!(
+        "{:?} {:?}",
+        conn.protocol_version().expect("version"),
+        suite.expect("suite")
+    )
+}
+
 impl BlobClient {
     pub(crate) fn new(url: &str) -> BlobClient {
         let (tls, rest) = match url.strip_prefix("https://") {

@@ -7,6 +7,8 @@
 //! phases speaking TLS 1.3 (rustls). Besides GB/s, the CPU each server used per GB it
 //! served (utime + stime from /proc around each measurement): over TLS every byte is
 //! encrypted, so the CPU per GB is what decides how many clients one edge host carries.
+//! And the TLS version and cipher suite each server agreed with the blob clients: CPU per
+//! GB compares only on the same suite.
 
 use super::tls::TestCa;
 use super::*;
@@ -104,6 +106,7 @@ pub(crate) async fn run(
     }
 
     let targets: Vec<(String, u32)> = warm.iter().map(|p| (p.blob_url(up.digest), p.proc.pid())).collect();
+    let suites: Vec<String> = targets.iter().map(|(url, _)| negotiated_tls(url)).collect();
     let cpu_before: Vec<f64> = warm.iter().map(|p| cpu_seconds(p.proc.pid())).collect();
     let figures = warm_gets(&targets, size, rounds, clients).await;
     // Each proxy is idle while the other is measured: its CPU over the whole run is what
@@ -117,9 +120,11 @@ pub(crate) async fn run(
             median(figures.one[i].clone()),
             median(figures.many[i].clone()),
         );
+        eprintln!("e2e: {key:<18} negotiated {} with the blob clients", suites[i]);
         if let Some(o) = results.get_mut(key).and_then(|v| v.as_object_mut()) {
             let mut entry = figures.json(i);
             entry["warm_cpu_seconds_per_gb"] = json!(per_gb);
+            entry["tls"] = json!(suites[i]);
             o.extend(entry.as_object().cloned().unwrap_or_default());
         }
     }
@@ -160,6 +165,18 @@ fn report(results: &serde_json::Map<String, Value>, clients: usize) -> Value {
         out.push_str(&format!("| {what} | {} | {} | {ratio} |\n", show(a), show(b)));
         table.push(json!({"measurement": what, "pullgate": a, "distribution": b}));
     }
+    let suite = |who: &str| {
+        results
+            .get(who)
+            .and_then(|v| v["tls"].as_str())
+            .unwrap_or("–")
+            .to_string()
+    };
+    out.push_str(&format!(
+        "| negotiated with the blob clients (rustls, its default order) | {} | {} | |\n",
+        suite(PULLGATE_TLS),
+        suite(DISTRIBUTION_TLS)
+    ));
     println!("{out}");
     json!(table)
 }

@@ -76,14 +76,38 @@ fn acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
         return Err(format!("tls.cert {}: no certificate in the file", files.cert.display()));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("tls.key {}: {e}", files.key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(server_crypto_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls.cert / tls.key do not form a usable certificate: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The suite is ours to choose (see `server_crypto_provider`), as Go's servers do.
+    config.ignore_client_order = true;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// rustls' ring provider with its cipher suites in the order pullgate chooses from:
+/// AES-128-GCM, then AES-256-GCM, then ChaCha20-Poly1305, in TLS 1.3 and in 1.2. Clients
+/// built on OpenSSL or rustls (Satellite, Ansible Automation Platform, curl) list
+/// AES-256-GCM first, and an edge host that encrypts every blob it serves spends about
+/// a third more CPU per byte on it (14 AES rounds instead of 10) for no protection that
+/// matters against a 128-bit key. Go's servers (distribution, Quay, Harbor) choose the
+/// same way, and Go's clients (podman, skopeo, CRI-O, containerd) ask for this order
+/// anyway. Every x86-64 and arm64 server has AES instructions, which is why ChaCha20 is
+/// last, not first, for clients that lack them.
+pub fn server_crypto_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite::*;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let rank = |suite: rustls::CipherSuite| match suite {
+        TLS13_AES_128_GCM_SHA256 | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        TLS13_AES_256_GCM_SHA384 | TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 | TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    };
+    // Stable: within a rank, ring's order (TLS 1.3 first, ECDSA before RSA) stays.
+    provider.cipher_suites.sort_by_key(|s| rank(s.suite()));
+    provider
 }
 
 /// A router that gives each request its connection's peer address, as axum's
